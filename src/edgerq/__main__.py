@@ -1,0 +1,3 @@
+from edgerq.cli import main
+
+main()

@@ -1,0 +1,159 @@
+"""Command line: ``edgerq sc|sp|check CONFIG``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from edgerq import __version__
+from edgerq.config import ConsumerConfig, ProviderConfig, load_any, load_consumer, load_provider
+from edgerq.errors import ConfigError
+from edgerq.logs import setup_logging
+
+log = logging.getLogger("edgerq")
+
+LEVELS = ("debug", "info", "warning", "error")
+
+
+def _common(parser: argparse.ArgumentParser, top: bool) -> None:
+    # Accepted before and after the command; a subcommand must not reset the
+    # value given before it, hence SUPPRESS as its default.
+    parser.add_argument(
+        "--log-level",
+        choices=LEVELS,
+        default="info" if top else argparse.SUPPRESS,
+        help="least severe messages to log (default: info)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text" if top else argparse.SUPPRESS,
+        help="log lines as text or JSON objects, on stderr (default: text)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgerq",
+        description="Reverse tunnels to TCP services: the SP dials out from the private "
+        "network, the SC serves its services on the public host.",
+    )
+    parser.add_argument("--version", action="version", version=f"edgerq {__version__}")
+    _common(parser, top=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text in (
+        ("sc", "run a service consumer (public side) from consumer.xml"),
+        ("sp", "run a service provider (private side) from provider.xml"),
+        ("check", "validate a config file and print what it would do"),
+    ):
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd.add_argument("config", type=Path, metavar="CONFIG.xml")
+        cmd.add_argument("--version", action="version", version=f"edgerq {__version__}")
+        _common(cmd, top=False)
+    return parser
+
+
+def describe(config: ConsumerConfig | ProviderConfig) -> str:
+    lines = []
+    if isinstance(config, ConsumerConfig):
+        listener = config.listener
+        lines.append(f"{config.path}: service consumer (SC)")
+        lines.append(f"  accepts pipes ({listener.protocol}) on {listener.host}:{listener.port}")
+        lines.append(
+            "  SP authentication: "
+            + (
+                f"token from {config.token_source}"
+                if config.auth_token is not None
+                else "none (any SP that reaches the listener may register)"
+            )
+        )
+        if not config.services:
+            lines.append("  no services configured")
+        for s in config.services:
+            lines.append(
+                f"  service '{s.name}' {s.uuid} ({s.type}) on {s.host}:{s.port}: "
+                f"max_connections {s.max_connections}, request_buffer "
+                f"{s.request_buffer}, request_ttl {s.request_ttl:g} s, "
+                f"stream_window {s.stream_window}"
+            )
+    else:
+        lines.append(f"{config.path}: service provider (SP)")
+        for p in config.pipes:
+            token = f"token from {p.token_source}" if p.auth_token is not None else "no token"
+            lines.append(f"  pipe '{p.name}' ({p.protocol}) to {p.hostname}:{p.port}, {token}")
+            for ps in p.services:
+                lines.append(f"    service '{ps.name}' {ps.uuid} -> {ps.hostname}:{ps.port}")
+    return "\n".join(lines)
+
+
+def _install_uvloop() -> str:
+    try:
+        import uvloop
+    except ImportError:
+        return "asyncio"
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"
+
+
+async def _run_daemon(config: ConsumerConfig | ProviderConfig) -> int:
+    from edgerq.sc import ServiceConsumer
+    from edgerq.sp import ServiceProvider
+
+    daemon = (
+        ServiceConsumer(config) if isinstance(config, ConsumerConfig) else ServiceProvider(config)
+    )
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await daemon.start()
+    except OSError as exc:
+        log.error("%s", exc.strerror or exc)
+        return 1
+    await stop.wait()
+    log.info("stopping: closing listeners, pipes and open streams")
+    await daemon.stop()
+    log.info("stopped")
+    return 0
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+    try:
+        if args.command == "check":
+            config = load_any(args.config)
+        elif args.command == "sc":
+            config = load_consumer(args.config)
+        else:
+            config = load_provider(args.config)
+    except ConfigError as exc:
+        print(f"edgerq: invalid configuration:\n{exc}", file=sys.stderr)
+        return 1
+    if args.command == "check":
+        print(describe(config))
+        print("configuration is valid")
+        return 0
+    loop_kind = _install_uvloop()
+    log.info(
+        "edgerq %s %s starting from %s (%s)", __version__, args.command, args.config, loop_kind
+    )
+    return asyncio.run(_run_daemon(config))
+
+
+def main() -> None:
+    sys.exit(run())
+
+
+def main_sc() -> None:
+    sys.exit(run(["sc", *sys.argv[1:]]))
+
+
+def main_sp() -> None:
+    sys.exit(run(["sp", *sys.argv[1:]]))

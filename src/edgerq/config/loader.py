@@ -1,0 +1,300 @@
+"""Load consumer.xml and provider.xml with lxml, validated against the shipped XSDs.
+
+Every error names the file, the line and what is wrong. Environment
+variables override the token for containers:
+
+- ``EDGERQ_AUTH_TOKEN``: the token itself;
+- ``EDGERQ_AUTH_TOKEN_FILE``: a file whose content (whitespace stripped) is the token.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, cast
+
+from lxml import etree
+
+from edgerq.config.model import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_REQUEST_BUFFER,
+    DEFAULT_REQUEST_TTL,
+    DEFAULT_STREAM_WINDOW,
+    Carrier,
+    ConsumerConfig,
+    ConsumerService,
+    ListenerConfig,
+    PipeConfig,
+    ProviderConfig,
+    ProviderService,
+    Secret,
+    ServiceType,
+)
+from edgerq.errors import ConfigError
+
+SUPPORTED_CARRIERS: frozenset[str] = frozenset({"tcp"})
+ROOTS = {"service_consumer": "consumer", "service_provider": "provider"}
+
+
+XS = {"xs": "http://www.w3.org/2001/XMLSchema"}
+
+
+@cache
+def _schema_doc(kind: str) -> etree._Element:
+    text = resources.files("edgerq.config").joinpath(f"{kind}.xsd").read_bytes()
+    return etree.fromstring(text)
+
+
+@cache
+def _schema(kind: str) -> etree.XMLSchema:
+    return etree.XMLSchema(_schema_doc(kind))
+
+
+def _missing_children(tree: etree._ElementTree, kind: str, xpath: str | None) -> list[str]:
+    """Required children absent from the element at ``xpath``.
+
+    libxml2 reports a missing child of an ``xs:all`` group by listing every
+    child not seen yet, optional ones included; this names the required ones.
+    """
+    if not xpath:
+        return []
+    nodes = tree.xpath(xpath)
+    if not isinstance(nodes, list) or len(nodes) != 1:
+        return []
+    node = nodes[0]
+    if not isinstance(node, etree._Element):
+        return []
+    required = _schema_doc(kind).xpath(
+        "//xs:element[@name=$tag]/xs:complexType/*/xs:element[not(@minOccurs='0')]/@name",
+        namespaces=XS,
+        tag=str(node.tag),
+    )
+    if not isinstance(required, list):
+        return []
+    return [str(name) for name in required if node.find(str(name)) is None]
+
+
+def _parse(path: Path) -> etree._ElementTree:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, remove_comments=True)
+    try:
+        root = etree.fromstring(data, parser, base_url=str(path))
+    except etree.XMLSyntaxError as exc:
+        line = exc.lineno or 1
+        raise ConfigError(f"{path}:{line}: not well-formed XML: {exc.msg}") from exc
+    return etree.ElementTree(root)
+
+
+def _validate(path: Path, tree: etree._ElementTree, kind: str) -> None:
+    # Entities are not expanded (no external files are read); an entity left in
+    # the tree would make libxml2's validator fail with an internal error.
+    for entity in tree.iter(etree.Entity):
+        line = int(cast(int | None, entity.sourceline) or 0)
+        raise ConfigError(f"{path}:{line}: entity reference {entity.text} is not allowed")
+    schema = _schema(kind)
+    try:
+        valid = schema.validate(tree)
+    except etree.Error as exc:
+        raise ConfigError(f"{path}: cannot validate: {exc}") from exc
+    if valid:
+        return
+    problems = []
+    for err in cast(Iterable[Any], schema.error_log):
+        message = err.message
+        if "Missing child element" in message:
+            missing = _missing_children(tree, kind, err.path)
+            if missing:
+                names = ", ".join(f"<{name}>" for name in missing)
+                tag = message.split("'")[1] if message.count("'") >= 2 else "element"
+                message = f"Element '{tag}': missing required element(s) {names}"
+        problems.append(f"{path}:{err.line}: {message}")
+    raise ConfigError("\n".join(problems))
+
+
+def _text(elem: etree._Element, name: str) -> str | None:
+    child = elem.find(name)
+    if child is None:
+        return None
+    return (child.text or "").strip()
+
+
+def _line(elem: etree._Element, name: str) -> int:
+    """Line of ``elem``'s child ``name`` (of ``elem`` itself when absent)."""
+    child = elem.find(name)
+    line = (child if child is not None else elem).sourceline
+    return int(cast(int | None, line) or 0)
+
+
+def _yes(value: str | None) -> bool:
+    return value in ("yes", "true", "1")
+
+
+def _env_token(
+    path: Path, configured: str | None, env: Mapping[str, str]
+) -> tuple[Secret | None, str]:
+    if env.get("EDGERQ_AUTH_TOKEN"):
+        return Secret(env["EDGERQ_AUTH_TOKEN"]), "EDGERQ_AUTH_TOKEN"
+    token_file = env.get("EDGERQ_AUTH_TOKEN_FILE")
+    if token_file:
+        try:
+            value = Path(token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"{path}: EDGERQ_AUTH_TOKEN_FILE={token_file}: cannot read: {exc.strerror or exc}"
+            ) from exc
+        if not value:
+            raise ConfigError(f"{path}: EDGERQ_AUTH_TOKEN_FILE={token_file} is empty")
+        return Secret(value), "EDGERQ_AUTH_TOKEN_FILE"
+    if configured:
+        return Secret(configured), "config"
+    return None, "none"
+
+
+def _check_carrier(path: Path, elem: etree._Element) -> Carrier:
+    value = _text(elem, "protocol") or "tcp"
+    if value not in SUPPORTED_CARRIERS:
+        line = cast(etree._Element, elem.find("protocol")).sourceline
+        raise ConfigError(
+            f"{path}:{line}: protocol '{value}' is not available in this build "
+            f"(supported: {', '.join(sorted(SUPPORTED_CARRIERS))})"
+        )
+    return cast(Carrier, value)
+
+
+def load_consumer(path: Path, env: Mapping[str, str] | None = None) -> ConsumerConfig:
+    path = Path(path)
+    tree = _parse(path)
+    root = tree.getroot()
+    if root.tag != "service_consumer":
+        raise ConfigError(
+            f"{path}:{root.sourceline}: root element is <{root.tag}>, expected <service_consumer>"
+        )
+    _validate(path, tree, "consumer")
+    env = os.environ if env is None else env
+
+    default_max = int(_text(root, "max_connections") or DEFAULT_MAX_CONNECTIONS)
+    default_buffer = int(_text(root, "request_buffer") or DEFAULT_REQUEST_BUFFER)
+    default_ttl = float(Decimal(_text(root, "request_ttl") or DEFAULT_REQUEST_TTL))
+    default_window = int(_text(root, "stream_window") or DEFAULT_STREAM_WINDOW)
+
+    listener_elem = cast(etree._Element, root.find("listener"))
+    listener = ListenerConfig(
+        port=int(cast(str, _text(listener_elem, "port"))),
+        inaddr_any=_yes(_text(listener_elem, "inaddr_any")),
+        protocol=_check_carrier(path, listener_elem),
+    )
+    used_ports: dict[int, int] = {listener.port: _line(listener_elem, "port")}
+    seen_uuids: dict[uuid.UUID, int] = {}
+    services = []
+    for elem in root.iterfind("services/service"):
+        uuid_line = _line(elem, "uuid")
+        port_line = _line(elem, "port")
+        service_uuid = uuid.UUID(cast(str, _text(elem, "uuid")))
+        port = int(cast(str, _text(elem, "port")))
+        if service_uuid in seen_uuids:
+            raise ConfigError(
+                f"{path}:{uuid_line}: duplicate service uuid {service_uuid} "
+                f"(first at line {seen_uuids[service_uuid]})"
+            )
+        if port in used_ports:
+            raise ConfigError(
+                f"{path}:{port_line}: duplicate port: {port} is already used "
+                f"at line {used_ports[port]}"
+            )
+        seen_uuids[service_uuid] = uuid_line
+        used_ports[port] = port_line
+        ttl = _text(elem, "request_ttl")
+        services.append(
+            ConsumerService(
+                uuid=service_uuid,
+                name=_text(elem, "name") or str(service_uuid),
+                port=port,
+                inaddr_any=_yes(_text(elem, "inaddr_any")),
+                max_connections=int(_text(elem, "max_connections") or default_max),
+                request_buffer=int(_text(elem, "request_buffer") or default_buffer),
+                request_ttl=float(Decimal(ttl)) if ttl else default_ttl,
+                stream_window=int(_text(elem, "stream_window") or default_window),
+                type=cast(ServiceType, _text(elem, "type") or "tcp"),
+            )
+        )
+    token, source = _env_token(path, _text(root, "auth_token"), env)
+    return ConsumerConfig(path, listener, tuple(services), token, source)
+
+
+def load_provider(path: Path, env: Mapping[str, str] | None = None) -> ProviderConfig:
+    path = Path(path)
+    tree = _parse(path)
+    root = tree.getroot()
+    if root.tag != "service_provider":
+        raise ConfigError(
+            f"{path}:{root.sourceline}: root element is <{root.tag}>, expected <service_provider>"
+        )
+    _validate(path, tree, "provider")
+    env = os.environ if env is None else env
+
+    pipes = []
+    pipe_names: dict[str, int] = {}
+    for index, pipe_elem in enumerate(root.iterfind("pipes/pipe"), start=1):
+        pipe_line = _line(pipe_elem, "name")
+        name = _text(pipe_elem, "name") or f"pipe{index}"
+        if name in pipe_names:
+            raise ConfigError(
+                f"{path}:{pipe_line}: duplicate pipe name '{name}' "
+                f"(first at line {pipe_names[name]})"
+            )
+        pipe_names[name] = pipe_line
+        seen: dict[uuid.UUID, int] = {}
+        services = []
+        for elem in pipe_elem.iterfind("services/service"):
+            line = _line(elem, "uuid")
+            service_uuid = uuid.UUID(cast(str, _text(elem, "uuid")))
+            if service_uuid in seen:
+                raise ConfigError(
+                    f"{path}:{line}: duplicate service uuid {service_uuid} in "
+                    f"pipe '{name}' (first at line {seen[service_uuid]})"
+                )
+            seen[service_uuid] = line
+            services.append(
+                ProviderService(
+                    uuid=service_uuid,
+                    name=_text(elem, "name") or str(service_uuid),
+                    hostname=cast(str, _text(elem, "hostname")),
+                    port=int(cast(str, _text(elem, "port"))),
+                )
+            )
+        token, source = _env_token(path, _text(pipe_elem, "auth_token"), env)
+        pipes.append(
+            PipeConfig(
+                name=name,
+                hostname=cast(str, _text(pipe_elem, "hostname")),
+                port=int(cast(str, _text(pipe_elem, "port"))),
+                services=tuple(services),
+                protocol=_check_carrier(path, pipe_elem),
+                auth_token=token,
+                token_source=source,
+            )
+        )
+    return ProviderConfig(path, tuple(pipes))
+
+
+def load_any(path: Path, env: Mapping[str, str] | None = None) -> ConsumerConfig | ProviderConfig:
+    """Load either kind of file, chosen by its root element."""
+    path = Path(path)
+    root = _parse(path).getroot()
+    kind = ROOTS.get(str(root.tag))
+    if kind == "consumer":
+        return load_consumer(path, env)
+    if kind == "provider":
+        return load_provider(path, env)
+    raise ConfigError(
+        f"{path}:{root.sourceline}: root element is <{root.tag}>, expected "
+        "<service_consumer> or <service_provider>"
+    )

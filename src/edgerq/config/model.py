@@ -1,0 +1,119 @@
+"""Configuration as frozen dataclasses, every default already filled in."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+Carrier = Literal["tcp", "udp"]
+ServiceType = Literal["tcp", "http"]
+
+DEFAULT_MAX_CONNECTIONS = 50
+DEFAULT_REQUEST_BUFFER = 4096
+DEFAULT_REQUEST_TTL = 3.0
+DEFAULT_STREAM_WINDOW = 1024 * 1024
+
+
+class Secret:
+    """A token that never shows itself in logs, reprs or `edgerq check`."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> bytes:
+        return self._value.encode("utf-8")
+
+    def __repr__(self) -> str:
+        return "Secret('MASKED')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def bind_host(inaddr_any: bool) -> str:
+    return "0.0.0.0" if inaddr_any else "127.0.0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    """Where the SC accepts pipes from SPs."""
+
+    port: int
+    inaddr_any: bool = False
+    protocol: Carrier = "tcp"
+
+    @property
+    def host(self) -> str:
+        return bind_host(self.inaddr_any)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerService:
+    """A service the SC offers on a local TCP port, served by SPs that register its UUID."""
+
+    uuid: uuid.UUID
+    name: str
+    port: int
+    inaddr_any: bool = False
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    """Most concurrent tunneled connections; further clients wait in the backlog."""
+    request_buffer: int = DEFAULT_REQUEST_BUFFER
+    """Bytes read from a socket at a time, and the largest data frame."""
+    request_ttl: float = DEFAULT_REQUEST_TTL
+    """Seconds a new connection may take to reach the service end to end."""
+    stream_window: int = DEFAULT_STREAM_WINDOW
+    """Flow-control window of one stream, in bytes."""
+    type: ServiceType = "tcp"
+    """``http`` answers 502/503/504 when the tunnel cannot serve."""
+
+    @property
+    def host(self) -> str:
+        return bind_host(self.inaddr_any)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerConfig:
+    path: Path
+    listener: ListenerConfig
+    services: tuple[ConsumerService, ...] = ()
+    auth_token: Secret | None = None
+    token_source: str = "none"
+    """Where the token came from: config, EDGERQ_AUTH_TOKEN, EDGERQ_AUTH_TOKEN_FILE or none."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderService:
+    """A service behind the SP, offered to the SC under its UUID."""
+
+    uuid: uuid.UUID
+    name: str
+    hostname: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class PipeConfig:
+    """One pipe the SP dials to an SC (directly or through a local stunnel client)."""
+
+    name: str
+    hostname: str
+    port: int
+    services: tuple[ProviderService, ...]
+    protocol: Carrier = "tcp"
+    auth_token: Secret | None = None
+    token_source: str = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    path: Path
+    pipes: tuple[PipeConfig, ...] = field(default_factory=tuple)

@@ -1,0 +1,438 @@
+"""A pipe over a byte-stream carrier: handshake, heartbeats and multiplexed streams.
+
+``MuxPipe`` is the asyncio protocol of one pipe connection (the ``tcp``
+carrier). It runs the sans-IO handshake, then carries many ``Stream``s,
+each with its own flow control. Frames produced in one loop iteration are
+written together in a single system call. What the pipe means to each side
+(registration at the SC, opening services at the SP) is left to a
+``PipeOwner``: the SC and SP daemons.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import socket
+import time
+import uuid as uuid_mod
+from collections.abc import Sequence
+from enum import Enum
+from typing import Protocol, cast
+
+from edgerq.errors import AuthError, ProtocolError, RemoteProtocolError, VersionError
+from edgerq.protocol.frames import (
+    HEADER,
+    MAX_PAYLOAD,
+    Frame,
+    FrameDecoder,
+    FrameType,
+    encode_frame,
+)
+from edgerq.protocol.handshake import ConsumerHandshake, ProviderHandshake
+from edgerq.protocol.messages import (
+    CodedReason,
+    GoawayCode,
+    Open,
+    OpenFailure,
+    Register,
+    Registered,
+    RegisterStatus,
+    decode_ping,
+    decode_window,
+    encode_ping,
+)
+from edgerq.stream import OpenRefused, Stream, StreamSink
+
+log = logging.getLogger("edgerq.pipe")
+
+HEARTBEAT_INTERVAL = 2.0
+HEARTBEAT_TIMEOUT = 8.0
+HANDSHAKE_TIMEOUT = 10.0
+WRITE_HIGH_WATER = 256 * 1024
+WRITE_LOW_WATER = 64 * 1024
+
+_pipe_ids = itertools.count(1)
+_DATA = int(FrameType.DATA)
+
+
+class Role(Enum):
+    CONSUMER = "sc"
+    PROVIDER = "sp"
+
+
+class PipeOwner(Protocol):
+    """What a daemon does with a pipe's life-cycle events."""
+
+    def pipe_authenticated(self, pipe: MuxPipe) -> None: ...
+    def pipe_register(
+        self, pipe: MuxPipe, uuids: Sequence[uuid_mod.UUID]
+    ) -> list[tuple[uuid_mod.UUID, RegisterStatus]]: ...
+    def pipe_registered(
+        self, pipe: MuxPipe, results: Sequence[tuple[uuid_mod.UUID, RegisterStatus]]
+    ) -> None: ...
+    def pipe_open(self, pipe: MuxPipe, request: Open) -> None: ...
+    def pipe_closed(self, pipe: MuxPipe, reason: str) -> None: ...
+
+
+class MuxPipe(asyncio.Protocol):
+    """One pipe: an authenticated, multiplexed, heart-beaten connection between SC and SP."""
+
+    def __init__(
+        self,
+        role: Role,
+        handshake: ConsumerHandshake | ProviderHandshake,
+        owner: PipeOwner,
+        *,
+        name: str = "",
+        heartbeat_interval: float = HEARTBEAT_INTERVAL,
+        heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    ) -> None:
+        self.id = next(_pipe_ids)
+        self.role = role
+        self.name = name
+        self.peer = "?"
+        self.owner = owner
+        self._handshake: ConsumerHandshake | ProviderHandshake | None = handshake
+        self._decoder = FrameDecoder()
+        self._transport: asyncio.Transport | None = None
+        self._out: list[bytes | bytearray | memoryview] = []
+        self._flush_scheduled = False
+        self._loop = asyncio.get_running_loop()
+        self.streams: dict[int, Stream] = {}
+        self._next_stream_id = 1
+        self.paused = False
+        self.authenticated = False
+        self.registered = False
+        self.closing = False
+        self.close_reason = ""
+        self.error: ProtocolError | None = None
+        self.closed: asyncio.Future[str] = self._loop.create_future()
+        self._last_rx = time.monotonic()
+        self._heartbeat_interval = heartbeat_interval
+        self._heartbeat_timeout = heartbeat_timeout
+        self._timer: asyncio.TimerHandle | None = None
+        self._handshake_timeout = handshake_timeout
+        self.opened_at = time.monotonic()
+        self.streams_total = 0
+        self.unknown_stream_frames = 0
+
+    def __str__(self) -> str:
+        who = f" '{self.name}'" if self.name else ""
+        return f"pipe {self.id}{who} ({self.peer})"
+
+    # --- asyncio.Protocol ----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.peer = f"{peer[0]}:{peer[1]}"
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
+        if isinstance(self._handshake, ProviderHandshake):
+            self.send_raw(self._handshake.start())
+        self._timer = self._loop.call_later(self._handshake_timeout, self._handshake_expired)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_rx = time.monotonic()
+        self._decoder.feed(data)
+        try:
+            frames = self._decoder.frames()
+            if self._handshake is not None:
+                frames = self._handshake_frames(frames)
+            for frame in frames:
+                self._dispatch(frame)
+        except VersionError as exc:
+            self.error = exc
+            self._fail(GoawayCode.VERSION_MISMATCH, str(exc))
+        except AuthError as exc:
+            self.error = exc
+            self._fail(GoawayCode.AUTH_FAILED, str(exc))
+        except ProtocolError as exc:
+            self.error = exc
+            self._fail(GoawayCode.PROTOCOL_ERROR, str(exc))
+
+    def eof_received(self) -> bool:
+        self._shutdown(f"{self.role_peer} closed the connection")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        reason = self.close_reason or (
+            f"connection lost: {exc}" if exc else f"{self.role_peer} closed the connection"
+        )
+        self.closing = True
+        self.close_reason = reason
+        for stream in list(self.streams.values()):
+            stream.receive_reset(f"pipe closed: {reason}")
+        self.streams.clear()
+        self._out.clear()
+        if not self.closed.done():
+            self.closed.set_result(reason)
+        self.owner.pipe_closed(self, reason)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+        for stream in self.streams.values():
+            if stream.sink is not None:
+                stream.sink.on_pipe_paused(True)
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        for stream in list(self.streams.values()):
+            if stream.sink is not None:
+                stream.sink.on_pipe_paused(False)
+
+    # --- sending -------------------------------------------------------------------
+
+    @property
+    def role_peer(self) -> str:
+        return "SP" if self.role is Role.CONSUMER else "SC"
+
+    @staticmethod
+    def frame(frame_type: FrameType, stream_id: int, payload: bytes = b"") -> bytes:
+        return encode_frame(frame_type, stream_id, payload)
+
+    def send_raw(self, data: bytes) -> None:
+        if self.closing:
+            return
+        self._out.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def send_data(
+        self, stream_id: int, data: bytes | bytearray | memoryview, max_frame: int
+    ) -> None:
+        if self.closing:
+            return
+        out = self._out
+        n = len(data)
+        if n <= max_frame:
+            out.append(HEADER.pack(n, _DATA, stream_id))
+            out.append(bytes(data))
+        else:
+            view = memoryview(data)
+            for start in range(0, n, max_frame):
+                chunk = view[start : start + max_frame]
+                out.append(HEADER.pack(len(chunk), _DATA, stream_id))
+                out.append(bytes(chunk))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._out or self._transport is None or self._transport.is_closing():
+            self._out.clear()
+            return
+        data = b"".join(self._out)
+        self._out.clear()
+        self._transport.write(data)
+
+    # --- streams -------------------------------------------------------------------
+
+    def open_stream(
+        self,
+        service: uuid_mod.UUID,
+        *,
+        window: int,
+        max_frame: int,
+        client: str,
+        sink: StreamSink,
+    ) -> Stream:
+        """SC side: open a stream to ``service``; ``stream.opened`` resolves on OPEN_OK."""
+        stream_id = self._next_stream_id
+        self._next_stream_id += 1
+        stream = Stream(self, stream_id, service, window, max_frame, sink)
+        stream.opened = self._loop.create_future()
+        self.streams[stream_id] = stream
+        self.streams_total += 1
+        self.send_raw(Open(stream_id, service, window, max_frame, client).encode())
+        return stream
+
+    def accept_stream(self, request: Open) -> Stream:
+        """SP side: create the stream for an OPEN (bind a sink before data flows)."""
+        stream = Stream(self, request.stream_id, request.uuid, request.window, request.max_frame)
+        self.streams[request.stream_id] = stream
+        self.streams_total += 1
+        return stream
+
+    def answer_open(self, stream: Stream, failure: OpenRefused | None) -> None:
+        if failure is None:
+            self.send_raw(encode_frame(FrameType.OPEN_OK, stream.id))
+            return
+        self.send_raw(
+            CodedReason(FrameType.OPEN_FAIL, stream.id, failure.code, failure.reason).encode()
+        )
+        stream.finished = True
+        self.forget_stream(stream)
+
+    def forget_stream(self, stream: Stream) -> None:
+        if self.streams.get(stream.id) is stream:
+            del self.streams[stream.id]
+
+    def log_stream_error(self, stream: Stream, message: str) -> None:
+        log.warning("%s: stream %d: %s", self, stream.id, message)
+
+    # --- receiving -----------------------------------------------------------------
+
+    def _handshake_frames(self, frames: list[Frame]) -> list[Frame]:
+        handshake = self._handshake
+        assert handshake is not None
+        for index, frame in enumerate(frames):
+            for out in handshake.receive(frame):
+                self.send_raw(out)
+            if handshake.done:
+                self._handshake = None
+                self._authenticated(handshake)
+                return frames[index + 1 :]
+        return []
+
+    def _authenticated(self, handshake: ConsumerHandshake | ProviderHandshake) -> None:
+        self.authenticated = True
+        if isinstance(handshake, ConsumerHandshake) and handshake.peer_name:
+            self.name = handshake.peer_name
+        self._decoder.max_payload = MAX_PAYLOAD
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_later(self._heartbeat_interval, self._heartbeat)
+        self.owner.pipe_authenticated(self)
+
+    def _dispatch(self, frame: Frame) -> None:
+        ftype = frame.type
+        if ftype is FrameType.DATA:
+            stream = self.streams.get(frame.stream_id)
+            if stream is None:
+                self._unknown_stream(frame)
+            else:
+                stream.receive_data(frame.payload)
+        elif ftype is FrameType.WINDOW:
+            increment = decode_window(frame.payload)
+            stream = self.streams.get(frame.stream_id)
+            if stream is not None:
+                stream.receive_window(increment)
+        elif ftype is FrameType.FIN:
+            stream = self.streams.get(frame.stream_id)
+            if stream is None:
+                self._unknown_stream(frame)
+            else:
+                stream.receive_eof()
+        elif ftype is FrameType.RESET:
+            reset = CodedReason.decode(ftype, frame.stream_id, frame.payload)
+            stream = self.streams.get(frame.stream_id)
+            if stream is not None:
+                stream.receive_reset(f"reset by {self.role_peer}: {reset.reason}")
+        elif ftype is FrameType.PING:
+            self.send_raw(encode_ping(FrameType.PONG, decode_ping(frame.payload)))
+        elif ftype is FrameType.PONG:
+            decode_ping(frame.payload)
+        elif ftype is FrameType.GOAWAY:
+            goaway = CodedReason.decode(ftype, 0, frame.payload)
+            self._shutdown(f"{self.role_peer} closed the pipe: {goaway.reason}")
+        elif self.role is Role.PROVIDER:
+            self._dispatch_provider(frame)
+        else:
+            self._dispatch_consumer(frame)
+
+    def _dispatch_provider(self, frame: Frame) -> None:
+        if frame.type is FrameType.OPEN:
+            request = Open.decode(frame.stream_id, frame.payload)
+            if request.stream_id == 0 or request.stream_id in self.streams:
+                raise RemoteProtocolError(f"OPEN reuses stream id {request.stream_id}")
+            if request.max_frame > MAX_PAYLOAD:
+                raise RemoteProtocolError(f"OPEN asks for frames of {request.max_frame} bytes")
+            self.owner.pipe_open(self, request)
+        elif frame.type is FrameType.REGISTERED:
+            if self.registered:
+                raise RemoteProtocolError("second REGISTERED on one pipe")
+            self.registered = True
+            self.owner.pipe_registered(self, Registered.decode(frame.payload).results)
+        else:
+            raise RemoteProtocolError(f"unexpected {frame.type.name} from the SC")
+
+    def _dispatch_consumer(self, frame: Frame) -> None:
+        if frame.type is FrameType.OPEN_OK:
+            stream = self.streams.get(frame.stream_id)
+            if stream is not None:
+                stream.receive_open_result(None)
+        elif frame.type is FrameType.OPEN_FAIL:
+            failure = CodedReason.decode(frame.type, frame.stream_id, frame.payload)
+            stream = self.streams.get(frame.stream_id)
+            if stream is not None:
+                stream.receive_open_result(OpenRefused(failure.code, failure.reason))
+        elif frame.type is FrameType.REGISTER:
+            if self.registered:
+                raise RemoteProtocolError("second REGISTER on one pipe")
+            register = Register.decode(frame.payload)
+            self.registered = True
+            results = self.owner.pipe_register(self, register.uuids)
+            self.send_raw(Registered(tuple(results)).encode())
+        else:
+            raise RemoteProtocolError(f"unexpected {frame.type.name} from the SP")
+
+    def _unknown_stream(self, frame: Frame) -> None:
+        # A stream closed here may still receive frames the peer sent before it
+        # learnt of the close: count them, never let them touch another stream.
+        self.unknown_stream_frames += 1
+        if frame.stream_id == 0 or frame.stream_id >= self._next_stream_id > 1:
+            log.debug(
+                "%s: %s for unknown stream %d dropped", self, frame.type.name, frame.stream_id
+            )
+
+    # --- life cycle -----------------------------------------------------------------
+
+    def _heartbeat(self) -> None:
+        idle = time.monotonic() - self._last_rx
+        if idle > self._heartbeat_timeout:
+            log.warning("%s: no heartbeat for %.1f s, closing", self, idle)
+            self.close_reason = f"heartbeat timeout ({idle:.1f} s without a frame)"
+            self.abort()
+            return
+        self.send_raw(encode_ping(FrameType.PING, int(time.monotonic() * 1000)))
+        self._timer = self._loop.call_later(self._heartbeat_interval, self._heartbeat)
+
+    def _handshake_expired(self) -> None:
+        if not self.authenticated:
+            self._fail(GoawayCode.PROTOCOL_ERROR, "handshake not completed in time")
+
+    def _fail(self, code: GoawayCode, reason: str) -> None:
+        log.warning("%s: %s", self, reason)
+        self.close(code, reason)
+
+    def _shutdown(self, reason: str) -> None:
+        if not self.close_reason:
+            self.close_reason = reason
+        if self._transport is not None:
+            self._flush()
+            self._transport.close()
+
+    def close(self, code: GoawayCode = GoawayCode.NORMAL, reason: str = "closing") -> None:
+        """Say GOAWAY with ``reason`` and close once it is written (abort after 2 s)."""
+        if self.closing or self._transport is None:
+            return
+        self.send_raw(CodedReason(FrameType.GOAWAY, 0, code, reason).encode())
+        self._flush()
+        self.closing = True
+        self.close_reason = reason
+        self._transport.close()
+        self._loop.call_later(2.0, self.abort)
+
+    def abort(self) -> None:
+        if self._transport is not None and not self.closed.done():
+            self.closing = True
+            self._transport.abort()
+
+
+def open_failure_from_os_error(exc: OSError) -> OpenRefused:
+    if isinstance(exc, ConnectionRefusedError):
+        return OpenRefused(OpenFailure.CONNECT_REFUSED, f"connection refused: {exc.strerror}")
+    if isinstance(exc, TimeoutError):
+        return OpenRefused(OpenFailure.CONNECT_TIMEOUT, "connect timed out")
+    return OpenRefused(OpenFailure.CONNECT_ERROR, f"cannot connect: {exc.strerror or exc}")

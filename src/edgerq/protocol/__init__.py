@@ -1,0 +1,1 @@
+"""The pipe protocol with no I/O: frames in and out, handshakes as state machines."""

@@ -1,0 +1,124 @@
+"""Frames of the pipe protocol: encoding and an incremental decoder.
+
+Every frame is a 9-byte header followed by its payload::
+
+    length: u32   payload length in bytes (not counting the header)
+    type:   u8    a FrameType
+    stream: u32   stream id (0 for pipe-level frames)
+
+Integers are big-endian. The decoder never touches a socket: feed it bytes,
+take frames out. Anything it cannot accept raises ``FrameError``.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+from edgerq.errors import FrameError
+
+HEADER = struct.Struct(">IBI")
+HEADER_SIZE = HEADER.size
+
+MAX_PAYLOAD = 1024 * 1024
+"""Largest payload any frame may carry once a pipe is authenticated."""
+
+HANDSHAKE_MAX_PAYLOAD = 4096
+"""Largest payload accepted before the peer has proven who it is."""
+
+
+class FrameType(IntEnum):
+    HELLO = 1
+    CHALLENGE = 2
+    AUTH = 3
+    AUTH_OK = 4
+    REGISTER = 5
+    REGISTERED = 6
+    PING = 7
+    PONG = 8
+    OPEN = 9
+    OPEN_OK = 10
+    OPEN_FAIL = 11
+    DATA = 12
+    WINDOW = 13
+    FIN = 14
+    RESET = 15
+    GOAWAY = 16
+
+
+_KNOWN_TYPES = frozenset(int(t) for t in FrameType)
+_DATA = int(FrameType.DATA)
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    type: FrameType
+    stream_id: int
+    payload: bytes
+
+    def encode(self) -> bytes:
+        return encode_frame(self.type, self.stream_id, self.payload)
+
+
+def encode_frame(frame_type: FrameType, stream_id: int, payload: bytes = b"") -> bytes:
+    """Return the wire bytes of one frame."""
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+    return HEADER.pack(len(payload), frame_type, stream_id) + payload
+
+
+def encode_data_header(stream_id: int, length: int) -> bytes:
+    return HEADER.pack(length, _DATA, stream_id)
+
+
+class FrameDecoder:
+    """Incremental decoder: ``feed(bytes)``, then iterate ``frames()``.
+
+    ``max_payload`` may be raised once the peer is authenticated. After a
+    ``FrameError`` the decoder stays broken: the pipe must be closed.
+    """
+
+    __slots__ = ("_broken", "_buffer", "max_payload")
+
+    def __init__(self, max_payload: int = HANDSHAKE_MAX_PAYLOAD) -> None:
+        self._buffer = bytearray()
+        self._broken = False
+        self.max_payload = max_payload
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received that do not yet form a whole frame."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        self._buffer += data
+
+    def frames(self) -> list[Frame]:
+        """Return every complete frame buffered so far (possibly none)."""
+        if self._broken:
+            raise FrameError("decoder already failed; the pipe must be closed")
+        buf = self._buffer
+        out: list[Frame] = []
+        pos = 0
+        end = len(buf)
+        try:
+            while end - pos >= HEADER_SIZE:
+                length, ftype, stream_id = HEADER.unpack_from(buf, pos)
+                if ftype not in _KNOWN_TYPES:
+                    self._broken = True
+                    raise FrameError(f"unknown frame type {ftype}")
+                if length > self.max_payload:
+                    self._broken = True
+                    raise FrameError(
+                        f"frame of {length} bytes exceeds the limit of {self.max_payload}"
+                    )
+                stop = pos + HEADER_SIZE + length
+                if stop > end:
+                    break
+                out.append(Frame(FrameType(ftype), stream_id, bytes(buf[pos + HEADER_SIZE : stop])))
+                pos = stop
+        finally:
+            if pos:
+                del buf[:pos]
+        return out

@@ -1,0 +1,68 @@
+"""Which pipes serve which service UUID at an SC, and waiting for one."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid as uuid_mod
+
+from edgerq.pipe import MuxPipe
+
+
+class ServiceRegistry:
+    """UUID -> the pipes that registered it. New streams go to the least busy pipe."""
+
+    def __init__(self) -> None:
+        self._pipes: dict[uuid_mod.UUID, list[MuxPipe]] = {}
+        self._waiters: dict[uuid_mod.UUID, set[asyncio.Future[None]]] = {}
+
+    def add(self, service: uuid_mod.UUID, pipe: MuxPipe) -> None:
+        pipes = self._pipes.setdefault(service, [])
+        if pipe not in pipes:
+            pipes.append(pipe)
+        for waiter in self._waiters.pop(service, ()):
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def remove_pipe(self, pipe: MuxPipe) -> list[uuid_mod.UUID]:
+        """Forget ``pipe`` everywhere; return the UUIDs it had registered."""
+        gone = []
+        for service, pipes in list(self._pipes.items()):
+            if pipe in pipes:
+                pipes.remove(pipe)
+                gone.append(service)
+                if not pipes:
+                    del self._pipes[service]
+        return gone
+
+    def pipes_for(self, service: uuid_mod.UUID) -> list[MuxPipe]:
+        return list(self._pipes.get(service, ()))
+
+    def choose(self, service: uuid_mod.UUID) -> MuxPipe | None:
+        live = [p for p in self._pipes.get(service, ()) if not p.closing]
+        if not live:
+            return None
+        return min(live, key=lambda p: len(p.streams))
+
+    async def wait_for(self, service: uuid_mod.UUID, timeout: float) -> MuxPipe | None:
+        """The least busy pipe for ``service``, waiting up to ``timeout`` s for one."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            pipe = self.choose(service)
+            if pipe is not None:
+                return pipe
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.setdefault(service, set()).add(waiter)
+            try:
+                await asyncio.wait_for(waiter, remaining)
+            except TimeoutError:
+                return self.choose(service)
+            finally:
+                waiters = self._waiters.get(service)
+                if waiters is not None:
+                    waiters.discard(waiter)
+                    if not waiters:
+                        del self._waiters[service]

@@ -1,0 +1,244 @@
+"""The local end of a stream: one TCP socket relayed to and from a ``Stream``.
+
+``LocalConnection`` reads the socket straight into a reusable buffer no
+larger than the stream's send credit (so nothing is ever read that cannot be
+sent), and writes what the stream delivers, granting credit back once the
+socket has taken it. Half-close is relayed both ways: EOF read from the socket
+becomes FIN, FIN from the peer becomes ``write_eof``; the socket is closed
+once both directions are done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import cast
+
+from edgerq.protocol.messages import ResetCode
+from edgerq.stream import Stream
+
+log = logging.getLogger("edgerq.relay")
+
+PAUSED_CREDIT = 1
+PAUSED_PIPE = 2
+PAUSED_NOT_READY = 4
+
+
+class LocalConnection(asyncio.BufferedProtocol):
+    """A client socket (at the SC) or a service socket (at the SP) bound to one stream."""
+
+    def __init__(
+        self,
+        request_buffer: int,
+        on_done: Callable[[LocalConnection], None] | None = None,
+        on_connected: Callable[[LocalConnection], None] | None = None,
+    ) -> None:
+        self.stream: Stream | None = None
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self._buffer = bytearray(request_buffer)
+        self._view = memoryview(self._buffer)
+        self._paused = PAUSED_NOT_READY
+        self._pending: list[bytes] = []
+        self._backlog = b""
+        self.written = 0
+        self.local_eof = False
+        self.remote_eof = False
+        self.done = False
+        self.outcome = ""
+        self.started = time.monotonic()
+        self._on_done = on_done
+        self._on_connected = on_connected
+
+    # --- binding -----------------------------------------------------------------
+
+    def bind(self, stream: Stream) -> None:
+        """Attach the stream; reading starts (data may flow before OPEN_OK)."""
+        self.stream = stream
+        stream.sink = self
+        self._limit_write_buffer()
+        if stream.pipe.paused:
+            self._paused |= PAUSED_PIPE
+        self._paused &= ~PAUSED_NOT_READY
+        self.on_credit()
+
+    # --- asyncio.BufferedProtocol --------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.peer = f"{peer[0]}:{peer[1]}"
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._limit_write_buffer()
+        if self._paused:
+            transport.pause_reading()  # uvloop may still deliver one read: kept in _backlog
+        if self._pending:
+            for data in self._pending:
+                self._write(data)
+            self._pending.clear()
+        if self.remote_eof:
+            self._write_eof()
+        if self._on_connected is not None:
+            self._on_connected(self)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        credit = self.stream.send_credit if self.stream is not None else 0
+        if credit <= 0:
+            return self._view
+        return self._view[: min(credit, len(self._buffer))]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        stream = self.stream
+        if stream is None:
+            self._backlog += self._view[:nbytes]
+            self._set_paused(PAUSED_NOT_READY, True)
+            return
+        credit = stream.send_credit
+        if nbytes > credit:
+            stream.send(self._view[:credit])
+            self._backlog += self._view[credit:nbytes]
+        else:
+            stream.send(self._view[:nbytes])
+        if stream.send_credit <= 0:
+            self._set_paused(PAUSED_CREDIT, True)
+
+    def eof_received(self) -> bool:
+        self.local_eof = True
+        if self.stream is not None and not self._backlog:
+            self.stream.send_eof()
+        self._maybe_close()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        stream = self.stream
+        if stream is not None and not stream.finished:
+            if self.local_eof and self.remote_eof:
+                pass
+            elif exc is not None:
+                stream.reset(ResetCode.CANCELLED, f"connection to {self.peer} failed: {exc}")
+                self.outcome = self.outcome or f"local error: {exc}"
+            else:
+                stream.reset(ResetCode.CANCELLED, f"{self.peer} closed the connection")
+                self.outcome = self.outcome or "closed early"
+        self._finish()
+
+    def pause_writing(self) -> None:
+        pass
+
+    def resume_writing(self) -> None:
+        if self.stream is not None and self.transport is not None:
+            self.stream.consumed(self.written - self.transport.get_write_buffer_size())
+
+    # --- StreamSink ----------------------------------------------------------------
+
+    def on_data(self, data: bytes) -> None:
+        if self.transport is None:
+            self._pending.append(data)
+            return
+        self._write(data)
+
+    def on_eof(self) -> None:
+        self.remote_eof = True
+        if self.transport is not None:
+            self._write_eof()
+
+    def on_reset(self, reason: str) -> None:
+        self.outcome = self.outcome or reason
+        self.abort()
+
+    def on_credit(self) -> None:
+        """Send what was read ahead of credit, then read again while credit lasts."""
+        stream = self.stream
+        if stream is None or stream.finished:
+            return
+        if self._backlog and stream.send_credit > 0:
+            chunk = self._backlog[: stream.send_credit]
+            self._backlog = self._backlog[len(chunk) :]
+            stream.send(chunk)
+        if self._backlog:
+            self._set_paused(PAUSED_CREDIT, True)
+            return
+        if self.local_eof:
+            stream.send_eof()
+            self._maybe_close()
+            return
+        self._set_paused(PAUSED_CREDIT, stream.send_credit <= 0)
+
+    def on_pipe_paused(self, paused: bool) -> None:
+        self._set_paused(PAUSED_PIPE, paused)
+
+    # --- helpers -------------------------------------------------------------------
+
+    def _limit_write_buffer(self) -> None:
+        # Below 3/4 of the window, so credit is always granted back (see Stream.consumed).
+        if self.stream is not None and self.transport is not None:
+            high = min(64 * 1024, self.stream.window // 4)
+            self.transport.set_write_buffer_limits(high=high, low=high // 4)
+
+    def _write(self, data: bytes) -> None:
+        transport = self.transport
+        assert transport is not None
+        if transport.is_closing():
+            return
+        transport.write(data)
+        self.written += len(data)
+        if self.stream is not None:
+            self.stream.consumed(self.written - transport.get_write_buffer_size())
+
+    def _write_eof(self) -> None:
+        transport = self.transport
+        assert transport is not None
+        if transport.is_closing():
+            return
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._maybe_close()
+
+    def _maybe_close(self) -> None:
+        if self.local_eof and self.remote_eof and self.transport is not None:
+            self.outcome = self.outcome or "ok"
+            self.transport.close()
+
+    def _set_paused(self, reason: int, paused: bool) -> None:
+        if paused:
+            self._paused |= reason
+        else:
+            self._paused &= ~reason
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.local_eof:
+            return
+        reading = transport.is_reading()
+        if self._paused and reading:
+            transport.pause_reading()
+        elif not self._paused and not reading:
+            transport.resume_reading()
+
+    def send_and_close(self, data: bytes) -> None:
+        """Answer the client with ``data`` (an error page) and close."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.transport.write(data)
+        self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+        else:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self._on_done is not None:
+            self._on_done(self)

@@ -1,0 +1,251 @@
+"""The service consumer (SC): accepts pipes from SPs and serves each configured
+service on a local TCP port, relaying every connection through a pipe that
+registered the service's UUID."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid as uuid_mod
+from collections.abc import Sequence
+
+from edgerq.carriers import tcp
+from edgerq.config.model import ConsumerConfig, ConsumerService
+from edgerq.httperrors import error_response
+from edgerq.pipe import MuxPipe, Role
+from edgerq.protocol.handshake import ConsumerHandshake
+from edgerq.protocol.messages import GoawayCode, Open, RegisterStatus, ResetCode
+from edgerq.registry import ServiceRegistry
+from edgerq.relay import LocalConnection
+from edgerq.stream import OpenRefused
+
+log = logging.getLogger("edgerq.sc")
+
+
+class ClientConnection(LocalConnection):
+    """A client of one service port. ``http`` services answer tunnel failures with 5xx."""
+
+    def __init__(self, consumer: ServiceConsumer, service: ConsumerService) -> None:
+        super().__init__(service.request_buffer, on_done=consumer.connection_done)
+        self.service = service
+        self.task: asyncio.Task[None] | None = None
+        self.holds_slot = False
+
+    def fail(self, status: int, message: str) -> None:
+        """The tunnel cannot serve this client: say why (http) or close it."""
+        self.outcome = f"{status} {message}"
+        if self.service.type == "http" and self.written == 0:
+            self.send_and_close(error_response(status, message))
+        else:
+            self.abort()
+
+    def on_reset(self, reason: str) -> None:
+        stream = self.stream
+        if stream is not None and stream.opened is not None and not stream.opened.done():
+            return  # the opener reports it (502/504)
+        if self.service.type == "http" and self.written == 0:
+            self.fail(502, f"tunnel closed before the service answered ({reason})")
+        else:
+            super().on_reset(reason)
+
+
+class ServiceConsumer:
+    """The SC daemon: a pipe listener and one TCP listener per service."""
+
+    def __init__(self, config: ConsumerConfig) -> None:
+        self.config = config
+        self.token = config.auth_token.reveal() if config.auth_token is not None else None
+        self.services = {s.uuid: s for s in config.services}
+        self.registry = ServiceRegistry()
+        self.pipes: set[MuxPipe] = set()
+        self.connections: set[ClientConnection] = set()
+        self._slots = {s.uuid: asyncio.Semaphore(s.max_connections) for s in config.services}
+        self._servers: list[asyncio.Server] = []
+        self.listener_address: tuple[str, int] | None = None
+        self.service_addresses: dict[uuid_mod.UUID, tuple[str, int]] = {}
+        self.started = time.monotonic()
+
+    # --- start and stop --------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.token is None:
+            log.warning(
+                "no auth_token configured: any SP that reaches the listener may "
+                "register services (set <auth_token> or EDGERQ_AUTH_TOKEN)"
+            )
+        else:
+            log.info("SP authentication required (token from %s)", self.config.token_source)
+        listener = self.config.listener
+        try:
+            server = await tcp.listen(listener.host, listener.port, self._new_pipe)
+            self._servers.append(server)
+            self.listener_address = server.sockets[0].getsockname()[:2]
+            log.info("accepting pipes (%s) on %s:%d", listener.protocol, *self.listener_address)
+            for service in self.config.services:
+                server = await asyncio.get_running_loop().create_server(
+                    lambda s=service: self._new_client(s),  # type: ignore[misc]
+                    service.host,
+                    service.port,
+                    backlog=max(128, service.max_connections),
+                    reuse_address=True,
+                )
+                self._servers.append(server)
+                address = server.sockets[0].getsockname()[:2]
+                self.service_addresses[service.uuid] = address
+                log.info(
+                    "service '%s' (%s, %s) on %s:%d",
+                    service.name,
+                    service.uuid,
+                    service.type,
+                    *address,
+                )
+        except OSError as exc:
+            await self.stop()
+            raise OSError(exc.errno, f"cannot listen: {exc.strerror or exc}") from exc
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            server.close()
+        for pipe in list(self.pipes):
+            pipe.close(GoawayCode.SHUTDOWN, "SC shutting down")
+        for conn in list(self.connections):
+            conn.abort()
+        for server in self._servers:
+            await server.wait_closed()
+        if self.pipes:
+            await asyncio.wait([p.closed for p in self.pipes], timeout=3)
+        self._servers.clear()
+
+    # --- pipes -----------------------------------------------------------------------
+
+    def _new_pipe(self) -> MuxPipe:
+        pipe = MuxPipe(Role.CONSUMER, ConsumerHandshake(self.token), self)
+        self.pipes.add(pipe)
+        return pipe
+
+    def pipe_authenticated(self, pipe: MuxPipe) -> None:
+        log.info(
+            "%s: SP authenticated%s", pipe, "" if self.token is not None else " (no token required)"
+        )
+
+    def pipe_register(
+        self, pipe: MuxPipe, uuids: Sequence[uuid_mod.UUID]
+    ) -> list[tuple[uuid_mod.UUID, RegisterStatus]]:
+        results = []
+        for service_uuid in uuids:
+            service = self.services.get(service_uuid)
+            if service is None:
+                log.warning(
+                    "%s: SP offers service %s, which this SC does not configure", pipe, service_uuid
+                )
+                results.append((service_uuid, RegisterStatus.UNKNOWN_SERVICE))
+                continue
+            self.registry.add(service_uuid, pipe)
+            log.info(
+                "%s: registered service '%s' (%s), %d pipe(s) now serve it",
+                pipe,
+                service.name,
+                service_uuid,
+                len(self.registry.pipes_for(service_uuid)),
+            )
+            results.append((service_uuid, RegisterStatus.ACCEPTED))
+        return results
+
+    def pipe_registered(self, pipe: MuxPipe, results: object) -> None:
+        raise AssertionError("the SC never receives REGISTERED")
+
+    def pipe_open(self, pipe: MuxPipe, request: Open) -> None:
+        raise AssertionError("the SC never receives OPEN")
+
+    def pipe_closed(self, pipe: MuxPipe, reason: str) -> None:
+        self.pipes.discard(pipe)
+        gone = self.registry.remove_pipe(pipe)
+        if pipe.authenticated:
+            log.info(
+                "%s closed after %.1f s, %d stream(s): %s; services withdrawn: %s",
+                pipe,
+                time.monotonic() - pipe.opened_at,
+                pipe.streams_total,
+                reason,
+                ", ".join(self.services[u].name for u in gone) or "none",
+            )
+        else:
+            log.warning("%s closed before authenticating: %s", pipe, reason)
+
+    # --- clients ---------------------------------------------------------------------
+
+    def _new_client(self, service: ConsumerService) -> ClientConnection:
+        conn = ClientConnection(self, service)
+        conn._on_connected = self._client_connected
+        self.connections.add(conn)
+        return conn
+
+    def _client_connected(self, conn: LocalConnection) -> None:
+        assert isinstance(conn, ClientConnection)
+        conn.task = asyncio.get_running_loop().create_task(self._serve(conn))
+
+    async def _serve(self, conn: ClientConnection) -> None:
+        service = conn.service
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + service.request_ttl
+        try:
+            await asyncio.wait_for(self._slots[service.uuid].acquire(), service.request_ttl)
+        except TimeoutError:
+            conn.fail(
+                503,
+                f"service '{service.name}' is at max_connections "
+                f"({service.max_connections}) for over {service.request_ttl:g} s",
+            )
+            return
+        conn.holds_slot = True
+        pipe = await self.registry.wait_for(service.uuid, max(0.0, deadline - loop.time()))
+        if pipe is None:
+            conn.fail(502, f"no SP has registered service '{service.name}'")
+            return
+        stream = pipe.open_stream(
+            service.uuid,
+            window=service.stream_window,
+            max_frame=service.request_buffer,
+            client=conn.peer,
+            sink=conn,
+        )
+        conn.bind(stream)
+        assert stream.opened is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(stream.opened), max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            stream.reset(ResetCode.CANCELLED, "request_ttl ran out before the service answered")
+            conn.fail(
+                504,
+                f"service '{service.name}' was not reached within "
+                f"request_ttl ({service.request_ttl:g} s)",
+            )
+        except OpenRefused as exc:
+            conn.fail(502, f"service '{service.name}' unreachable: {exc.reason}")
+
+    def connection_done(self, conn: LocalConnection) -> None:
+        assert isinstance(conn, ClientConnection)
+        self.connections.discard(conn)
+        if conn.task is not None and not conn.task.done():
+            conn.task.cancel()
+        if conn.holds_slot:
+            conn.holds_slot = False
+            self._slots[conn.service.uuid].release()
+        stream = conn.stream
+        where = f"{stream.pipe} stream {stream.id}" if stream is not None else "no pipe"
+        up = stream.bytes_out if stream is not None else 0
+        down = stream.bytes_in if stream is not None else 0
+        outcome = conn.outcome or "closed"
+        level = logging.INFO if outcome == "ok" else logging.WARNING
+        log.log(
+            level,
+            "%s: client %s service '%s': %d B up, %d B down, %.3f s: %s",
+            where,
+            conn.peer,
+            conn.service.name,
+            up,
+            down,
+            time.monotonic() - conn.started,
+            outcome,
+        )

@@ -1,0 +1,245 @@
+"""The service provider (SP): dials every configured pipe, proves the token,
+registers its services, and connects each stream the SC opens to the real
+service. Pipes are redialed forever with capped exponential backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid as uuid_mod
+from collections.abc import Sequence
+
+from edgerq.backoff import Backoff
+from edgerq.carriers import tcp
+from edgerq.config.model import PipeConfig, ProviderConfig, ProviderService
+from edgerq.errors import AuthError, VersionError
+from edgerq.pipe import MuxPipe, Role, open_failure_from_os_error
+from edgerq.protocol.handshake import ProviderHandshake
+from edgerq.protocol.messages import Open, OpenFailure, Register, RegisterStatus
+from edgerq.relay import LocalConnection
+from edgerq.stream import OpenRefused, Stream
+
+log = logging.getLogger("edgerq.sp")
+
+CONNECT_TIMEOUT = 10.0
+DIAL_TIMEOUT = 10.0
+
+
+class ProviderPipe:
+    """One configured pipe: dials it, keeps it up, and serves the streams on it."""
+
+    def __init__(self, config: PipeConfig) -> None:
+        self.config = config
+        self.token = config.auth_token.reveal() if config.auth_token is not None else None
+        self.services = {s.uuid: s for s in config.services}
+        self.pipe: MuxPipe | None = None
+        self.accepted: set[uuid_mod.UUID] = set()
+        self.connections: set[LocalConnection] = set()
+        self.ready = asyncio.Event()
+        self._failure: Exception | None = None
+        self.backoff = Backoff()
+
+    @property
+    def label(self) -> str:
+        c = self.config
+        return f"pipe '{c.name}' to {c.hostname}:{c.port}"
+
+    async def run(self) -> None:
+        """Dial, serve until the pipe dies, back off, redial; forever (until cancelled)."""
+        if self.token is None:
+            log.warning(
+                "%s: no auth_token configured; only an SC without a token will accept this pipe",
+                self.label,
+            )
+        attempt = 0
+        while True:
+            attempt += 1
+            self._failure = None
+            try:
+                pipe = await tcp.dial(
+                    self.config.hostname, self.config.port, self._new_pipe, DIAL_TIMEOUT
+                )
+            except (OSError, TimeoutError) as exc:
+                reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or exc)
+                delay = self.backoff.next_delay()
+                log.warning(
+                    "%s: cannot connect (%s); retry %d in %.1f s",
+                    self.label,
+                    reason,
+                    attempt,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                continue
+            reason = await pipe.closed
+            self.ready.clear()
+            self.pipe = None
+            if pipe.registered:
+                self.backoff.reset()
+                attempt = 0
+            delay = self.backoff.next_delay()
+            if isinstance(self._failure, AuthError | VersionError):
+                log.error("%s: refused: %s; retry in %.1f s", self.label, reason, delay)
+            else:
+                log.warning("%s: pipe closed (%s); redial in %.1f s", self.label, reason, delay)
+            await asyncio.sleep(delay)
+
+    def close(self) -> None:
+        if self.pipe is not None:
+            self.pipe.close(reason="SP shutting down")
+        for conn in list(self.connections):
+            conn.abort()
+
+    # --- PipeOwner -------------------------------------------------------------------
+
+    def _new_pipe(self) -> MuxPipe:
+        return MuxPipe(
+            Role.PROVIDER,
+            ProviderHandshake(self.token, self.config.name),
+            self,
+            name=self.config.name,
+        )
+
+    def pipe_authenticated(self, pipe: MuxPipe) -> None:
+        self.pipe = pipe
+        log.info(
+            "%s: connected and authenticated as %s; registering %d service(s)",
+            self.label,
+            pipe,
+            len(self.services),
+        )
+        pipe.send_raw(Register(tuple(self.services)).encode())
+
+    def pipe_register(
+        self, pipe: MuxPipe, uuids: Sequence[uuid_mod.UUID]
+    ) -> list[tuple[uuid_mod.UUID, RegisterStatus]]:
+        raise AssertionError("the SP never receives REGISTER")
+
+    def pipe_registered(
+        self, pipe: MuxPipe, results: Sequence[tuple[uuid_mod.UUID, RegisterStatus]]
+    ) -> None:
+        self.accepted = set()
+        for service_uuid, status in results:
+            service = self.services.get(service_uuid)
+            name = service.name if service is not None else "?"
+            if status is RegisterStatus.ACCEPTED:
+                self.accepted.add(service_uuid)
+                log.info("%s: service '%s' (%s) registered", self.label, name, service_uuid)
+            else:
+                log.warning(
+                    "%s: the SC does not know service '%s' (%s); it will not be reachable there",
+                    self.label,
+                    name,
+                    service_uuid,
+                )
+        if not self.accepted:
+            log.error("%s: the SC accepted none of this pipe's services", self.label)
+        self.ready.set()
+
+    def pipe_open(self, pipe: MuxPipe, request: Open) -> None:
+        service = self.services.get(request.uuid)
+        if service is None:
+            log.warning(
+                "%s: SC asked for service %s, which this pipe does not offer",
+                self.label,
+                request.uuid,
+            )
+            refusal = OpenRefused(
+                OpenFailure.UNKNOWN_SERVICE, f"service {request.uuid} is not offered by this SP"
+            )
+            stream = pipe.accept_stream(request)
+            pipe.answer_open(stream, refusal)
+            return
+        stream = pipe.accept_stream(request)
+        conn = LocalConnection(request.max_frame, on_done=self._connection_done)
+        conn.bind(stream)
+        self.connections.add(conn)
+        asyncio.get_running_loop().create_task(self._connect(pipe, stream, conn, service))
+
+    def pipe_closed(self, pipe: MuxPipe, reason: str) -> None:
+        self._failure = pipe.error
+        if pipe.authenticated:
+            log.info(
+                "%s closed after %.1f s, %d stream(s): %s",
+                pipe,
+                time.monotonic() - pipe.opened_at,
+                pipe.streams_total,
+                reason,
+            )
+
+    # --- streams ---------------------------------------------------------------------
+
+    async def _connect(
+        self, pipe: MuxPipe, stream: Stream, conn: LocalConnection, service: ProviderService
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                transport, _ = await loop.create_connection(
+                    lambda: conn, service.hostname, service.port
+                )
+        except (OSError, TimeoutError) as exc:
+            failure = open_failure_from_os_error(exc)
+            log.warning(
+                "%s stream %d: service '%s' at %s:%d: %s",
+                pipe,
+                stream.id,
+                service.name,
+                service.hostname,
+                service.port,
+                failure.reason,
+            )
+            conn.outcome = failure.reason
+            if not stream.finished:
+                pipe.answer_open(stream, failure)
+            conn.abort()
+            return
+        if stream.finished or conn.done:
+            transport.abort()
+            return
+        pipe.answer_open(stream, None)
+
+    def _connection_done(self, conn: LocalConnection) -> None:
+        self.connections.discard(conn)
+        stream = conn.stream
+        if stream is None:
+            return
+        outcome = conn.outcome or "closed"
+        level = logging.DEBUG if outcome == "ok" else logging.INFO
+        log.log(
+            level,
+            "%s stream %d: service %s: %d B in, %d B out, %.3f s: %s",
+            stream.pipe,
+            stream.id,
+            stream.service,
+            stream.bytes_in,
+            stream.bytes_out,
+            time.monotonic() - conn.started,
+            outcome,
+        )
+
+
+class ServiceProvider:
+    """The SP daemon: one ``ProviderPipe`` per configured pipe."""
+
+    def __init__(self, config: ProviderConfig) -> None:
+        self.config = config
+        self.pipes = [ProviderPipe(p) for p in config.pipes]
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for pipe in self.pipes:
+            self._tasks.append(loop.create_task(pipe.run(), name=pipe.label))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for pipe in self.pipes:
+            pipe.close()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        closing = [p.pipe.closed for p in self.pipes if p.pipe is not None]
+        if closing:
+            await asyncio.wait(closing, timeout=3)
+        self._tasks.clear()

@@ -1,0 +1,199 @@
+"""One tunneled connection inside a pipe: flow-control state and its local end.
+
+A ``Stream`` belongs to a pipe and is bound to a ``StreamSink``, the local
+socket it relays (the client at the SC, the service at the SP). The sink
+calls ``send``/``send_eof``/``reset``/``consumed``; the pipe calls the sink's
+``on_*`` methods when frames arrive.
+
+Flow control, per stream and per direction: the sender may have at most
+``window`` bytes unacknowledged; the receiver grants credit back with WINDOW
+frames once it has handed the bytes to its local socket, so a reader that
+stops reading holds at most one window of memory and never blocks the pipe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid as uuid_mod
+from typing import TYPE_CHECKING, Protocol
+
+from edgerq.protocol.frames import FrameType
+from edgerq.protocol.messages import CodedReason, OpenFailure, ResetCode, encode_window
+
+if TYPE_CHECKING:
+    from edgerq.pipe import MuxPipe
+
+
+class StreamSink(Protocol):
+    """The local end of a stream (a TCP socket)."""
+
+    def on_data(self, data: bytes) -> None: ...
+    def on_eof(self) -> None: ...
+    def on_reset(self, reason: str) -> None: ...
+    def on_credit(self) -> None: ...
+    def on_pipe_paused(self, paused: bool) -> None: ...
+
+
+class OpenRefused(Exception):
+    """The SP could not reach the service behind it."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class Stream:
+    __slots__ = (
+        "bytes_in",
+        "bytes_out",
+        "eof_received",
+        "eof_sent",
+        "finished",
+        "id",
+        "max_frame",
+        "opened",
+        "pipe",
+        "recv_credited",
+        "recv_received",
+        "send_credit",
+        "service",
+        "sink",
+        "window",
+    )
+
+    def __init__(
+        self,
+        pipe: MuxPipe,
+        stream_id: int,
+        service: uuid_mod.UUID,
+        window: int,
+        max_frame: int,
+        sink: StreamSink | None = None,
+    ) -> None:
+        self.pipe = pipe
+        self.id = stream_id
+        self.service = service
+        self.window = window
+        self.max_frame = max_frame
+        self.sink = sink
+        self.send_credit = window
+        self.recv_received = 0
+        self.recv_credited = 0
+        self.eof_sent = False
+        self.eof_received = False
+        self.finished = False
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.opened: asyncio.Future[None] | None = None
+
+    # --- called by the local end -------------------------------------------------
+
+    def send(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue ``data`` (at most ``send_credit`` bytes) as DATA frames."""
+        if self.finished or self.eof_sent:
+            return
+        n = len(data)
+        if n > self.send_credit:
+            raise ValueError(f"stream {self.id}: {n} bytes exceed the credit {self.send_credit}")
+        self.send_credit -= n
+        self.bytes_out += n
+        self.pipe.send_data(self.id, data, self.max_frame)
+
+    def send_eof(self) -> None:
+        if self.finished or self.eof_sent:
+            return
+        self.eof_sent = True
+        self.pipe.send_raw(self.pipe.frame(FrameType.FIN, self.id))
+        self._maybe_finish()
+
+    def consumed(self, total: int) -> None:
+        """The local socket has taken ``total`` bytes so far: grant credit back.
+
+        Credit is returned in batches of a quarter window, so window updates
+        stay rare on bulk transfers. The local end must call this whenever its
+        socket buffer drains below its high-water mark (kept under 3/4 of the
+        window), so a sender can never be left waiting for credit.
+        """
+        if self.finished:
+            return
+        pending = total - self.recv_credited
+        if pending >= self.window // 4:
+            self.recv_credited = total
+            self.pipe.send_raw(encode_window(self.id, pending))
+
+    def reset(self, code: ResetCode, reason: str) -> None:
+        """Abort the stream in both directions and tell the peer."""
+        if self.finished:
+            return
+        self.pipe.send_raw(CodedReason(FrameType.RESET, self.id, code, reason).encode())
+        self._finish()
+
+    # --- called by the pipe ------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        n = len(data)
+        self.recv_received += n
+        self.bytes_in += n
+        if self.recv_received - self.recv_credited > self.window:
+            self.pipe.log_stream_error(self, "peer overran the stream window")
+            self.fail(ResetCode.FLOW_CONTROL, "flow-control window exceeded")
+            return
+        if self.eof_received:
+            self.fail(ResetCode.LOCAL_ERROR, "data after end of stream")
+            return
+        if self.sink is not None:
+            self.sink.on_data(data)
+
+    def receive_window(self, increment: int) -> None:
+        self.send_credit += increment
+        if self.send_credit > 1 << 31:
+            self.fail(ResetCode.FLOW_CONTROL, "window update overflows")
+            return
+        if self.sink is not None:
+            self.sink.on_credit()
+
+    def receive_eof(self) -> None:
+        if self.eof_received:
+            return
+        self.eof_received = True
+        if self.sink is not None:
+            self.sink.on_eof()
+        self._maybe_finish()
+
+    def receive_reset(self, reason: str) -> None:
+        if self.finished:
+            return
+        self._finish()
+        if self.opened is not None and not self.opened.done():
+            self.opened.set_exception(OpenRefused(OpenFailure.CONNECT_ERROR, reason))
+        if self.sink is not None:
+            self.sink.on_reset(reason)
+
+    def receive_open_result(self, error: OpenRefused | None) -> None:
+        if self.opened is None or self.opened.done():
+            return
+        if error is None:
+            self.opened.set_result(None)
+        else:
+            self._finish()
+            self.opened.set_exception(error)
+
+    def fail(self, code: ResetCode, reason: str) -> None:
+        """Reset the stream and tell the local end (our own decision)."""
+        if self.finished:
+            return
+        self.reset(code, reason)
+        if self.opened is not None and not self.opened.done():
+            self.opened.set_exception(OpenRefused(OpenFailure.CONNECT_ERROR, reason))
+        if self.sink is not None:
+            self.sink.on_reset(reason)
+
+    def _maybe_finish(self) -> None:
+        if self.eof_sent and self.eof_received:
+            self._finish()
+
+    def _finish(self) -> None:
+        if not self.finished:
+            self.finished = True
+            self.pipe.forget_stream(self)

@@ -1,0 +1,187 @@
+"""Fixtures that run real SC and SP processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.integration.backends import HashService
+
+SERVICE_UUID = uuid.UUID("11111111-2222-3333-4444-555555555555")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@dataclass
+class Daemon:
+    """An `edgerq sc|sp` process; its log is kept in a file."""
+
+    command: str
+    config: Path
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Daemon:
+        env = {**os.environ, **self.env}
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "edgerq",
+                "--log-level",
+                "debug",
+                self.command,
+                str(self.config),
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        return self
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, text: str, timeout: float = 15.0, count: int = 1) -> None:
+        wait_for(lambda: self.log.count(text) >= count, timeout, f"{text!r} in {self.log_path}")
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"{self.command} did not stop on SIGTERM") from None
+        self._log.close()
+        return int(self.proc.returncode)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        self._log.close()
+
+
+def consumer_xml(
+    listener_port: int,
+    services: list[dict[str, object]],
+    token: str | None = None,
+    extra: str = "",
+) -> str:
+    parts = []
+    for s in services:
+        inner = "".join(f"<{k}>{v}</{k}>" for k, v in s.items())
+        parts.append(f"<service>{inner}</service>")
+    token_xml = f"<auth_token>{token}</auth_token>" if token else ""
+    return (
+        f"<service_consumer>{token_xml}{extra}<request_ttl>3</request_ttl>"
+        f"<listener><inaddr_any>no</inaddr_any><port>{listener_port}</port></listener>"
+        f"<services>{''.join(parts)}</services></service_consumer>"
+    )
+
+
+def provider_xml(pipes: list[tuple[int, list[tuple[uuid.UUID, int]], str | None]]) -> str:
+    out = []
+    for index, (port, services, token) in enumerate(pipes, 1):
+        svc = "".join(
+            f"<service><uuid>{u}</uuid><name>svc{i}</name><hostname>127.0.0.1</hostname>"
+            f"<port>{p}</port></service>"
+            for i, (u, p) in enumerate(services)
+        )
+        token_xml = f"<auth_token>{token}</auth_token>" if token else ""
+        out.append(
+            f"<pipe><name>pipe{index}</name><hostname>127.0.0.1</hostname><port>{port}</port>"
+            f"{token_xml}<services>{svc}</services></pipe>"
+        )
+    return f"<service_provider><pipes>{''.join(out)}</pipes></service_provider>"
+
+
+@dataclass
+class Tunnel:
+    sc: Daemon
+    sp: Daemon
+    service_port: int
+    listener_port: int
+    backend: HashService
+
+
+class Processes:
+    """Starts daemons and makes sure every one is stopped at the end of a test."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.daemons: list[Daemon] = []
+        self._n = 0
+
+    def start(self, command: str, xml: str, env: dict[str, str] | None = None) -> Daemon:
+        self._n += 1
+        config = self.tmp_path / f"{command}{self._n}.xml"
+        config.write_text(xml)
+        daemon = Daemon(command, config, self.tmp_path / f"{command}{self._n}.log", env or {})
+        self.daemons.append(daemon.start())
+        return daemon
+
+    def stop_all(self) -> list[int]:
+        codes = []
+        for d in self.daemons:
+            if d.proc is not None and d.proc.returncode is None:
+                codes.append(d.stop())
+        return codes
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    procs = Processes(tmp_path)
+    yield procs
+    procs.stop_all()
+
+
+@pytest.fixture
+def backend() -> Iterator[HashService]:
+    with HashService() as service:
+        yield service
+
+
+@pytest.fixture
+def tunnel(processes: Processes, backend: HashService) -> Tunnel:
+    """SC + SP on loopback with one tcp service pointing at the hash service."""
+    listener, service_port = free_port(), free_port()
+    sc = processes.start(
+        "sc",
+        consumer_xml(
+            listener, [{"uuid": SERVICE_UUID, "name": "hash", "port": service_port}], token="s3cret"
+        ),
+    )
+    sc.wait_log("accepting pipes")
+    sp = processes.start("sp", provider_xml([(listener, [(SERVICE_UUID, backend.port)], "s3cret")]))
+    sp.wait_log("registered")
+    return Tunnel(sc, sp, service_port, listener, backend)
