@@ -155,7 +155,8 @@ class MuxPipe(asyncio.Protocol):
             self._fail(GoawayCode.AUTH_FAILED, str(exc))
         except ProtocolError as exc:
             self.error = exc
-            self._fail(GoawayCode.PROTOCOL_ERROR, str(exc))
+            prefix = "" if self.authenticated else "not an edgerq pipe, or a broken one: "
+            self._fail(GoawayCode.PROTOCOL_ERROR, f"{prefix}{exc}")
 
     def eof_received(self) -> bool:
         self._shutdown(f"{self.role_peer} closed the connection")

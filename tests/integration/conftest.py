@@ -73,6 +73,9 @@ class Daemon:
 
     def stop(self) -> int:
         assert self.proc is not None
+        if self.proc.poll() is not None:
+            self._log.close()
+            return int(self.proc.returncode)
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -153,7 +156,7 @@ class Processes:
     def stop_all(self) -> list[int]:
         codes = []
         for d in self.daemons:
-            if d.proc is not None and d.proc.returncode is None:
+            if d.proc is not None and not d._log.closed:
                 codes.append(d.stop())
         return codes
 
