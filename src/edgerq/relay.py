@@ -102,8 +102,10 @@ class LocalConnection(asyncio.BufferedProtocol):
             return
         credit = stream.send_credit
         if nbytes > credit:
-            stream.send(self._view[:credit])
-            self._backlog += self._view[credit:nbytes]
+            # Read past the credit (uvloop may deliver one read after pause_reading).
+            if credit > 0:
+                stream.send(self._view[:credit])
+            self._backlog += self._view[max(credit, 0) : nbytes]
         else:
             stream.send(self._view[:nbytes])
         if stream.send_credit <= 0:

@@ -1,0 +1,103 @@
+"""Several pipes, several SPs, memory bounds and log formats."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.integration.backends import HashService, payload, sha256
+from tests.integration.clients import connect, download
+from tests.integration.conftest import (
+    SERVICE_UUID,
+    Processes,
+    Tunnel,
+    consumer_xml,
+    free_port,
+    provider_xml,
+)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_one_sp_with_pipes_to_two_scs(processes: Processes, backend: HashService) -> None:
+    l1, p1, l2, p2 = free_port(), free_port(), free_port(), free_port()
+    sc1 = processes.start("sc", consumer_xml(l1, [{"uuid": SERVICE_UUID, "port": p1}]))
+    sc2 = processes.start("sc", consumer_xml(l2, [{"uuid": SERVICE_UUID, "port": p2}]))
+    processes.start(
+        "sp",
+        provider_xml(
+            [(l1, [(SERVICE_UUID, backend.port)], None), (l2, [(SERVICE_UUID, backend.port)], None)]
+        ),
+    )
+    sc1.wait_log("now serve it", timeout=30)
+    sc2.wait_log("now serve it", timeout=30)
+    assert download(p1, 300_000, 1) == sha256(payload(300_000, 1))
+    assert download(p2, 300_000, 2) == sha256(payload(300_000, 2))
+
+
+def test_two_sps_share_a_uuid_and_survivor_takes_over(
+    processes: Processes, backend: HashService
+) -> None:
+    listener, port = free_port(), free_port()
+    sc = processes.start("sc", consumer_xml(listener, [{"uuid": SERVICE_UUID, "port": port}]))
+    sc.wait_log("accepting pipes")
+    xml = provider_xml([(listener, [(SERVICE_UUID, backend.port)], None)])
+    sp1 = processes.start("sp", xml)
+    processes.start("sp", xml)
+    sc.wait_log("2 pipe(s) now serve it", timeout=30)
+    # Streams are spread: hold a few connections open and look at both pipes' logs later.
+    for i in range(10):
+        assert download(port, 10_000, i) == sha256(payload(10_000, i))
+    sp1.kill()
+    sc.wait_log("services withdrawn", timeout=15)
+    for i in range(10):
+        assert download(port, 10_000, i) == sha256(payload(10_000, i))
+
+
+def test_stalled_reader_memory_is_bounded_by_the_window(tunnel: Tunnel) -> None:
+    assert tunnel.sc.proc is not None and tunnel.sp.proc is not None
+    before_sc, before_sp = rss_kib(tunnel.sc.proc.pid), rss_kib(tunnel.sp.proc.pid)
+    stalled = connect(tunnel.service_port)
+    stalled.sendall(f"DOWN {200 * 1024 * 1024} 5\n".encode())
+    time.sleep(3)  # the service would fill any unbounded buffer with 200 MiB by now
+    grown_sc = rss_kib(tunnel.sc.proc.pid) - before_sc
+    grown_sp = rss_kib(tunnel.sp.proc.pid) - before_sp
+    stalled.close()
+    # One stream window is 1 MiB; allow for allocator slack, never the 200 MiB.
+    assert grown_sc < 16 * 1024, f"SC grew by {grown_sc} KiB for one stalled stream"
+    assert grown_sp < 16 * 1024, f"SP grew by {grown_sp} KiB for one stalled stream"
+
+
+def test_json_log_lines(processes: Processes, backend: HashService, tmp_path: Path) -> None:
+    listener, port = free_port(), free_port()
+    config = tmp_path / "json-sc.xml"
+    config.write_text(consumer_xml(listener, [{"uuid": SERVICE_UUID, "port": port}]))
+    out = subprocess.run(
+        [sys.executable, "-m", "edgerq", "check", str(config), "--log-format", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "configuration is valid" in out.stdout
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgerq", "--log-format", "json", "sc", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    first = json.loads(proc.stderr.readline())
+    while "accepting pipes" not in json.loads(proc.stderr.readline())["msg"]:
+        pass
+    proc.terminate()
+    proc.wait(timeout=10)
+    proc.stderr.close()
+    assert proc.returncode == 0
+    assert first["level"] == "info" and "starting" in first["msg"]
