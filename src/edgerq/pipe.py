@@ -27,6 +27,7 @@ from edgerq.protocol.frames import (
     Frame,
     FrameDecoder,
     FrameType,
+    RawFrame,
     encode_frame,
 )
 from edgerq.protocol.handshake import ConsumerHandshake, ProviderHandshake
@@ -140,13 +141,11 @@ class MuxPipe(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._last_rx = time.monotonic()
-        self._decoder.feed(data)
         try:
-            frames = self._decoder.frames()
+            frames = self._decoder.receive(data)
             if self._handshake is not None:
                 frames = self._handshake_frames(frames)
-            for frame in frames:
-                self._dispatch(frame)
+            self._deliver(frames)
         except VersionError as exc:
             self.error = exc
             self._fail(GoawayCode.VERSION_MISMATCH, str(exc))
@@ -157,6 +156,32 @@ class MuxPipe(asyncio.Protocol):
             self.error = exc
             prefix = "" if self.authenticated else "not an edgerq pipe, or a broken one: "
             self._fail(GoawayCode.PROTOCOL_ERROR, f"{prefix}{exc}")
+
+    def _deliver(self, frames: list[RawFrame]) -> None:
+        """Dispatch frames; consecutive DATA frames of one stream reach it as one write."""
+        run_id = 0
+        run: list[bytes] = []
+        for ftype, stream_id, payload in frames:
+            if ftype == _DATA:
+                if stream_id != run_id and run:
+                    self._deliver_data(run_id, run)
+                    run = []
+                run_id = stream_id
+                run.append(payload)
+                continue
+            if run:
+                self._deliver_data(run_id, run)
+                run = []
+            self._dispatch(Frame(FrameType(ftype), stream_id, payload))
+        if run:
+            self._deliver_data(run_id, run)
+
+    def _deliver_data(self, stream_id: int, chunks: list[bytes]) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            self._unknown_stream(stream_id, "DATA")
+            return
+        stream.receive_data(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     def eof_received(self) -> bool:
         self._shutdown(f"{self.role_peer} closed the connection")
@@ -284,11 +309,11 @@ class MuxPipe(asyncio.Protocol):
 
     # --- receiving -----------------------------------------------------------------
 
-    def _handshake_frames(self, frames: list[Frame]) -> list[Frame]:
+    def _handshake_frames(self, frames: list[RawFrame]) -> list[RawFrame]:
         handshake = self._handshake
         assert handshake is not None
-        for index, frame in enumerate(frames):
-            for out in handshake.receive(frame):
+        for index, (ftype, stream_id, payload) in enumerate(frames):
+            for out in handshake.receive(Frame(FrameType(ftype), stream_id, payload)):
                 self.send_raw(out)
             if handshake.done:
                 self._handshake = None
@@ -308,13 +333,7 @@ class MuxPipe(asyncio.Protocol):
 
     def _dispatch(self, frame: Frame) -> None:
         ftype = frame.type
-        if ftype is FrameType.DATA:
-            stream = self.streams.get(frame.stream_id)
-            if stream is None:
-                self._unknown_stream(frame)
-            else:
-                stream.receive_data(frame.payload)
-        elif ftype is FrameType.WINDOW:
+        if ftype is FrameType.WINDOW:
             increment = decode_window(frame.payload)
             stream = self.streams.get(frame.stream_id)
             if stream is not None:
@@ -322,7 +341,7 @@ class MuxPipe(asyncio.Protocol):
         elif ftype is FrameType.FIN:
             stream = self.streams.get(frame.stream_id)
             if stream is None:
-                self._unknown_stream(frame)
+                self._unknown_stream(frame.stream_id, "FIN")
             else:
                 stream.receive_eof()
         elif ftype is FrameType.RESET:
@@ -378,14 +397,11 @@ class MuxPipe(asyncio.Protocol):
         else:
             raise RemoteProtocolError(f"unexpected {frame.type.name} from the SP")
 
-    def _unknown_stream(self, frame: Frame) -> None:
+    def _unknown_stream(self, stream_id: int, what: str) -> None:
         # A stream closed here may still receive frames the peer sent before it
         # learnt of the close: count them, never let them touch another stream.
         self.unknown_stream_frames += 1
-        if frame.stream_id == 0 or frame.stream_id >= self._next_stream_id > 1:
-            log.debug(
-                "%s: %s for unknown stream %d dropped", self, frame.type.name, frame.stream_id
-            )
+        log.debug("%s: %s for unknown stream %d dropped", self, what, stream_id)
 
     # --- life cycle -----------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import cast
@@ -22,9 +23,23 @@ from edgerq.stream import Stream
 
 log = logging.getLogger("edgerq.relay")
 
+READ_SIZE = 64 * 1024
+"""Most bytes read from a socket at once; they leave as frames of at most request_buffer."""
+
 PAUSED_CREDIT = 1
 PAUSED_PIPE = 2
 PAUSED_NOT_READY = 4
+
+
+_buffers = threading.local()
+
+
+def _shared_view(size: int) -> memoryview:
+    view: memoryview | None = getattr(_buffers, "view", None)
+    if view is None or len(view) < size:
+        view = memoryview(bytearray(size))
+        _buffers.view = view
+    return view[:size]
 
 
 class LocalConnection(asyncio.BufferedProtocol):
@@ -39,8 +54,8 @@ class LocalConnection(asyncio.BufferedProtocol):
         self.stream: Stream | None = None
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
-        self._buffer = bytearray(request_buffer)
-        self._view = memoryview(self._buffer)
+        self._read_size = max(READ_SIZE, request_buffer)
+        self._view = _shared_view(self._read_size)
         self._paused = PAUSED_NOT_READY
         self._pending: list[bytes] = []
         self._backlog = b""
@@ -89,10 +104,12 @@ class LocalConnection(asyncio.BufferedProtocol):
             self._on_connected(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        # One buffer shared by every connection of this thread: buffer_updated()
+        # copies the bytes out at once, so idle connections cost no buffer at all.
         credit = self.stream.send_credit if self.stream is not None else 0
         if credit <= 0:
             return self._view
-        return self._view[: min(credit, len(self._buffer))]
+        return self._view[: min(credit, self._read_size)]
 
     def buffer_updated(self, nbytes: int) -> None:
         stream = self.stream

@@ -47,6 +47,9 @@ class FrameType(IntEnum):
     GOAWAY = 16
 
 
+RawFrame = tuple[int, int, bytes]
+"""(frame type, stream id, payload): what the pipe's hot path handles."""
+
 _KNOWN_TYPES = frozenset(int(t) for t in FrameType)
 _DATA = int(FrameType.DATA)
 
@@ -96,29 +99,48 @@ class FrameDecoder:
 
     def frames(self) -> list[Frame]:
         """Return every complete frame buffered so far (possibly none)."""
+        return [Frame(FrameType(t), sid, payload) for t, sid, payload in self.raw_frames()]
+
+    def receive(self, data: bytes) -> list[RawFrame]:
+        """Feed ``data`` and return the complete frames as ``(type, stream_id, payload)``.
+
+        The fast path of the pipe: when nothing is left over from earlier
+        reads, frames are sliced straight out of ``data`` with no staging copy.
+        """
+        if self._buffer:
+            self._buffer += data
+            return self.raw_frames()
+        out, pos = self._parse(data)
+        if pos < len(data):
+            self._buffer += data[pos:]
+        return out
+
+    def raw_frames(self) -> list[RawFrame]:
+        """Like ``frames()``, as plain tuples with the type as an ``int``."""
+        out, pos = self._parse(self._buffer)
+        if pos:
+            del self._buffer[:pos]
+        return out
+
+    def _parse(self, buf: bytes | bytearray) -> tuple[list[RawFrame], int]:
         if self._broken:
             raise FrameError("decoder already failed; the pipe must be closed")
-        buf = self._buffer
-        out: list[Frame] = []
+        out: list[RawFrame] = []
         pos = 0
         end = len(buf)
-        try:
-            while end - pos >= HEADER_SIZE:
-                length, ftype, stream_id = HEADER.unpack_from(buf, pos)
-                if ftype not in _KNOWN_TYPES:
-                    self._broken = True
-                    raise FrameError(f"unknown frame type {ftype}")
-                if length > self.max_payload:
-                    self._broken = True
-                    raise FrameError(
-                        f"frame of {length} bytes exceeds the limit of {self.max_payload}"
-                    )
-                stop = pos + HEADER_SIZE + length
-                if stop > end:
-                    break
-                out.append(Frame(FrameType(ftype), stream_id, bytes(buf[pos + HEADER_SIZE : stop])))
-                pos = stop
-        finally:
-            if pos:
-                del buf[:pos]
-        return out
+        unpack = HEADER.unpack_from
+        limit = self.max_payload
+        while end - pos >= HEADER_SIZE:
+            length, ftype, stream_id = unpack(buf, pos)
+            if ftype not in _KNOWN_TYPES:
+                self._broken = True
+                raise FrameError(f"unknown frame type {ftype}")
+            if length > limit:
+                self._broken = True
+                raise FrameError(f"frame of {length} bytes exceeds the limit of {limit}")
+            stop = pos + HEADER_SIZE + length
+            if stop > end:
+                break
+            out.append((ftype, stream_id, bytes(buf[pos + HEADER_SIZE : stop])))
+            pos = stop
+        return out, pos
