@@ -246,8 +246,15 @@ def test_sp_killed_mid_transfer_closes_clients_promptly(
 
 def test_sc_restarted_while_sp_runs(tunnel: Tunnel, processes: Processes) -> None:
     assert download(tunnel.service_port, 1000) == sha256(payload(1000))
+    held = connect(tunnel.service_port)
+    held.sendall(b"HOLD\n")
+    tunnel.sp.wait_log("pipe 1 'pipe1'")
+    time.sleep(0.3)
     tunnel.sc.kill()
+    held.close()
     tunnel.sp.wait_log("pipe closed")
+    # The SP's side of the held stream was closed with the pipe, not left open.
+    tunnel.sp.wait_log("stream 2: service")
     sc2 = processes.start("sc", tunnel.sc.config.read_text())
     sc2.wait_log("now serve it", timeout=40)
     assert download(tunnel.service_port, 1 << 20) == sha256(payload(1 << 20))
