@@ -50,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
         ("sc", "run a service consumer (public side) from consumer.xml"),
         ("sp", "run a service provider (private side) from provider.xml"),
         ("check", "validate a config file and print what it would do"),
+        (
+            "fingerprint",
+            "print the SHA-256 fingerprint of an SC's udp certificate "
+            "(generated first if missing), for <server_fingerprint>",
+        ),
     ):
         cmd = sub.add_parser(name, help=help_text, description=help_text)
         cmd.add_argument("config", type=Path, metavar="CONFIG.xml")
@@ -61,9 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
 def describe(config: ConsumerConfig | ProviderConfig) -> str:
     lines = []
     if isinstance(config, ConsumerConfig):
-        listener = config.listener
         lines.append(f"{config.path}: service consumer (SC)")
-        lines.append(f"  accepts pipes ({listener.protocol}) on {listener.host}:{listener.port}")
+        for listener in config.listeners:
+            tls = f", certificate {listener.certificate}" if listener.protocol == "udp" else ""
+            lines.append(
+                f"  accepts pipes ({listener.protocol}) on {listener.host}:{listener.port}{tls}"
+            )
         lines.append(
             "  SP authentication: "
             + (
@@ -86,9 +94,42 @@ def describe(config: ConsumerConfig | ProviderConfig) -> str:
         for p in config.pipes:
             token = f"token from {p.token_source}" if p.auth_token is not None else "no token"
             lines.append(f"  pipe '{p.name}' ({p.protocol}) to {p.hostname}:{p.port}, {token}")
+            if p.protocol == "udp":
+                if p.server_fingerprint:
+                    lines.append(f"    SC certificate pinned to {p.server_fingerprint}")
+                elif p.ca_file:
+                    lines.append(f"    SC certificate verified against {p.ca_file}")
+                else:
+                    lines.append("    SC certificate NOT verified (insecure)")
             for ps in p.services:
                 lines.append(f"    service '{ps.name}' {ps.uuid} -> {ps.hostname}:{ps.port}")
     return "\n".join(lines)
+
+
+def _fingerprint(config: ConsumerConfig | ProviderConfig) -> int:
+    from edgerq.tls import ensure_certificate, fingerprint_file
+
+    if not isinstance(config, ConsumerConfig):
+        print(
+            f"edgerq: {config.path} is a provider config; fingerprint reads consumer.xml",
+            file=sys.stderr,
+        )
+        return 1
+    found = False
+    for listener in config.listeners:
+        if listener.certificate is None or listener.private_key is None:
+            continue
+        found = True
+        try:
+            ensure_certificate(listener.certificate, listener.private_key)
+            print(f"{fingerprint_file(listener.certificate)}  {listener.certificate}")
+        except (ConfigError, OSError, ValueError) as exc:
+            print(f"edgerq: {exc}", file=sys.stderr)
+            return 1
+    if not found:
+        print(f"edgerq: {config.path} has no udp listener and no certificate", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _install_uvloop() -> str:
@@ -116,6 +157,9 @@ async def _run_daemon(config: ConsumerConfig | ProviderConfig) -> int:
     except OSError as exc:
         log.error("%s", exc.strerror or exc)
         return 1
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 1
     await stop.wait()
     log.info("stopping: closing listeners, pipes and open streams")
     await daemon.stop()
@@ -127,7 +171,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format)
     try:
-        if args.command == "check":
+        if args.command in ("check", "fingerprint"):
             config = load_any(args.config)
         elif args.command == "sc":
             config = load_consumer(args.config)
@@ -140,6 +184,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(describe(config))
         print("configuration is valid")
         return 0
+    if args.command == "fingerprint":
+        return _fingerprint(config)
     loop_kind = _install_uvloop()
     log.info(
         "edgerq %s %s starting from %s (%s)", __version__, args.command, args.config, loop_kind

@@ -135,6 +135,9 @@ class MuxPipe(asyncio.Protocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
+        self._start_handshake()
+
+    def _start_handshake(self) -> None:
         if isinstance(self._handshake, ProviderHandshake):
             self.send_raw(self._handshake.start())
         self._timer = self._loop.call_later(self._handshake_timeout, self._handshake_expired)
@@ -188,6 +191,8 @@ class MuxPipe(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed.done():
+            return
         if self._timer is not None:
             self._timer.cancel()
         reason = self.close_reason or (
@@ -274,14 +279,18 @@ class MuxPipe(asyncio.Protocol):
         sink: StreamSink,
     ) -> Stream:
         """SC side: open a stream to ``service``; ``stream.opened`` resolves on OPEN_OK."""
-        stream_id = self._next_stream_id
-        self._next_stream_id += 1
+        stream_id = self._allocate_stream_id()
         stream = Stream(self, stream_id, service, window, max_frame, sink)
         stream.opened = self._loop.create_future()
         self.streams[stream_id] = stream
         self.streams_total += 1
         self.send_raw(Open(stream_id, service, window, max_frame, client).encode())
         return stream
+
+    def _allocate_stream_id(self) -> int:
+        stream_id = self._next_stream_id
+        self._next_stream_id += 1
+        return stream_id
 
     def accept_stream(self, request: Open) -> Stream:
         """SP side: create the stream for an OPEN (bind a sink before data flows)."""

@@ -9,9 +9,11 @@ import logging
 import time
 import uuid as uuid_mod
 from collections.abc import Sequence
+from typing import Any
 
-from edgerq.carriers import tcp
+from edgerq.carriers import carrier
 from edgerq.config.model import ConsumerConfig, ConsumerService
+from edgerq.errors import ConfigError
 from edgerq.httperrors import error_response
 from edgerq.pipe import MuxPipe, Role
 from edgerq.protocol.handshake import ConsumerHandshake
@@ -62,7 +64,8 @@ class ServiceConsumer:
         self.connections: set[ClientConnection] = set()
         self._slots = {s.uuid: asyncio.Semaphore(s.max_connections) for s in config.services}
         self._servers: list[asyncio.Server] = []
-        self.listener_address: tuple[str, int] | None = None
+        self._listeners: list[Any] = []
+        self.listener_addresses: dict[str, tuple[str, int]] = {}
         self.service_addresses: dict[uuid_mod.UUID, tuple[str, int]] = {}
         self.started = time.monotonic()
 
@@ -76,12 +79,12 @@ class ServiceConsumer:
             )
         else:
             log.info("SP authentication required (token from %s)", self.config.token_source)
-        listener = self.config.listener
         try:
-            server = await tcp.listen(listener.host, listener.port, self._new_pipe)
-            self._servers.append(server)
-            self.listener_address = server.sockets[0].getsockname()[:2]
-            log.info("accepting pipes (%s) on %s:%d", listener.protocol, *self.listener_address)
+            for listener in self.config.listeners:
+                pipe_listener = await carrier(listener.protocol).listen(listener, self._new_pipe)
+                self._listeners.append(pipe_listener)
+                self.listener_addresses[listener.protocol] = pipe_listener.address
+                log.info("accepting pipes (%s) on %s:%d", listener.protocol, *pipe_listener.address)
             for service in self.config.services:
                 server = await asyncio.get_running_loop().create_server(
                     lambda s=service: self._new_client(s),  # type: ignore[misc]
@@ -103,8 +106,13 @@ class ServiceConsumer:
         except OSError as exc:
             await self.stop()
             raise OSError(exc.errno, f"cannot listen: {exc.strerror or exc}") from exc
+        except ConfigError:
+            await self.stop()
+            raise
 
     async def stop(self) -> None:
+        for pipe_listener in self._listeners:
+            pipe_listener.close()
         for server in self._servers:
             server.close()
         for pipe in list(self.pipes):
@@ -113,14 +121,17 @@ class ServiceConsumer:
             conn.abort()
         for server in self._servers:
             await server.wait_closed()
+        for pipe_listener in self._listeners:
+            await pipe_listener.wait_closed()
         if self.pipes:
             await asyncio.wait([p.closed for p in self.pipes], timeout=3)
         self._servers.clear()
+        self._listeners.clear()
 
     # --- pipes -----------------------------------------------------------------------
 
-    def _new_pipe(self) -> MuxPipe:
-        pipe = MuxPipe(Role.CONSUMER, ConsumerHandshake(self.token), self)
+    def _new_pipe(self, pipe_class: type[MuxPipe]) -> MuxPipe:
+        pipe = pipe_class(Role.CONSUMER, ConsumerHandshake(self.token), self)
         self.pipes.add(pipe)
         return pipe
 

@@ -11,7 +11,7 @@ import uuid as uuid_mod
 from collections.abc import Sequence
 
 from edgerq.backoff import Backoff
-from edgerq.carriers import tcp
+from edgerq.carriers import carrier
 from edgerq.config.model import PipeConfig, ProviderConfig, ProviderService
 from edgerq.errors import AuthError, VersionError
 from edgerq.pipe import MuxPipe, Role, open_failure_from_os_error
@@ -52,16 +52,40 @@ class ProviderPipe:
                 "%s: no auth_token configured; only an SC without a token will accept this pipe",
                 self.label,
             )
+        if self.config.protocol == "udp":
+            if self.config.server_fingerprint:
+                log.info(
+                    "%s: the SC must present the certificate with SHA-256 fingerprint %s",
+                    self.label,
+                    self.config.server_fingerprint,
+                )
+            elif self.config.ca_file:
+                log.info(
+                    "%s: the SC's certificate is verified against %s",
+                    self.label,
+                    self.config.ca_file,
+                )
+            else:
+                log.warning(
+                    "%s: <insecure>yes</insecure>: the SC's certificate is NOT "
+                    "verified; anyone on the path can impersonate it",
+                    self.label,
+                )
         attempt = 0
         while True:
             attempt += 1
             self._failure = None
             try:
-                pipe = await tcp.dial(
-                    self.config.hostname, self.config.port, self._new_pipe, DIAL_TIMEOUT
+                async with carrier(self.config.protocol).dial(
+                    self.config, self._new_pipe, DIAL_TIMEOUT
+                ) as pipe:
+                    reason = await pipe.closed
+            except (OSError, TimeoutError, ConnectionError) as exc:
+                reason = (
+                    "timed out"
+                    if isinstance(exc, TimeoutError)
+                    else (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__)
                 )
-            except (OSError, TimeoutError) as exc:
-                reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or exc)
                 delay = self.backoff.next_delay()
                 log.warning(
                     "%s: cannot connect (%s); retry %d in %.1f s",
@@ -72,7 +96,12 @@ class ProviderPipe:
                 )
                 await asyncio.sleep(delay)
                 continue
-            reason = await pipe.closed
+            except Exception:
+                # A bug must not end the redial loop: say so loudly and keep going.
+                delay = self.backoff.next_delay()
+                log.exception("%s: unexpected error; redial in %.1f s", self.label, delay)
+                await asyncio.sleep(delay)
+                continue
             self.ready.clear()
             self.pipe = None
             if pipe.registered:
@@ -93,8 +122,8 @@ class ProviderPipe:
 
     # --- PipeOwner -------------------------------------------------------------------
 
-    def _new_pipe(self) -> MuxPipe:
-        return MuxPipe(
+    def _new_pipe(self, pipe_class: type[MuxPipe]) -> MuxPipe:
+        return pipe_class(
             Role.PROVIDER,
             ProviderHandshake(self.token, self.config.name),
             self,

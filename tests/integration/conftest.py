@@ -99,6 +99,7 @@ def consumer_xml(
     services: list[dict[str, object]],
     token: str | None = None,
     extra: str = "",
+    listener_extra: str = "",
 ) -> str:
     parts = []
     for s in services:
@@ -107,12 +108,15 @@ def consumer_xml(
     token_xml = f"<auth_token>{token}</auth_token>" if token else ""
     return (
         f"<service_consumer>{token_xml}{extra}<request_ttl>3</request_ttl>"
-        f"<listener><inaddr_any>no</inaddr_any><port>{listener_port}</port></listener>"
+        f"<listener><inaddr_any>no</inaddr_any><port>{listener_port}</port>{listener_extra}"
+        "</listener>"
         f"<services>{''.join(parts)}</services></service_consumer>"
     )
 
 
-def provider_xml(pipes: list[tuple[int, list[tuple[uuid.UUID, int]], str | None]]) -> str:
+def provider_xml(
+    pipes: list[tuple[int, list[tuple[uuid.UUID, int]], str | None]], pipe_extra: str = ""
+) -> str:
     out = []
     for index, (port, services, token) in enumerate(pipes, 1):
         svc = "".join(
@@ -123,7 +127,7 @@ def provider_xml(pipes: list[tuple[int, list[tuple[uuid.UUID, int]], str | None]
         token_xml = f"<auth_token>{token}</auth_token>" if token else ""
         out.append(
             f"<pipe><name>pipe{index}</name><hostname>127.0.0.1</hostname><port>{port}</port>"
-            f"{token_xml}<services>{svc}</services></pipe>"
+            f"{token_xml}{pipe_extra}<services>{svc}</services></pipe>"
         )
     return f"<service_provider><pipes>{''.join(out)}</pipes></service_provider>"
 
@@ -174,17 +178,55 @@ def backend() -> Iterator[HashService]:
         yield service
 
 
-@pytest.fixture
-def tunnel(processes: Processes, backend: HashService) -> Tunnel:
-    """SC + SP on loopback with one tcp service pointing at the hash service."""
+def carrier_settings(carrier: str, tmp_path: Path) -> tuple[str, str]:
+    """(listener_extra, pipe_extra) for the carrier; udp pins a fresh certificate."""
+    if carrier == "tcp":
+        return "", ""
+    from edgerq.tls import ensure_certificate, fingerprint_file
+
+    cert, key = tmp_path / "sc-cert.pem", tmp_path / "sc-key.pem"
+    ensure_certificate(cert, key)
+    listener_extra = (
+        f"<protocol>udp</protocol><certificate>{cert}</certificate><private_key>{key}</private_key>"
+    )
+    pipe_extra = (
+        f"<protocol>udp</protocol><server_fingerprint>{fingerprint_file(cert)}</server_fingerprint>"
+    )
+    return listener_extra, pipe_extra
+
+
+def start_tunnel(
+    processes: Processes, backend: HashService, carrier: str, tmp_path: Path
+) -> Tunnel:
+    listener_extra, pipe_extra = carrier_settings(carrier, tmp_path)
     listener, service_port = free_port(), free_port()
     sc = processes.start(
         "sc",
         consumer_xml(
-            listener, [{"uuid": SERVICE_UUID, "name": "hash", "port": service_port}], token="s3cret"
+            listener,
+            [{"uuid": SERVICE_UUID, "name": "hash", "port": service_port}],
+            token="s3cret",
+            listener_extra=listener_extra,
         ),
     )
     sc.wait_log("accepting pipes")
-    sp = processes.start("sp", provider_xml([(listener, [(SERVICE_UUID, backend.port)], "s3cret")]))
+    sp = processes.start(
+        "sp",
+        provider_xml([(listener, [(SERVICE_UUID, backend.port)], "s3cret")], pipe_extra=pipe_extra),
+    )
     sp.wait_log("registered")
     return Tunnel(sc, sp, service_port, listener, backend)
+
+
+@pytest.fixture
+def tunnel(processes: Processes, backend: HashService, tmp_path: Path) -> Tunnel:
+    """SC + SP on loopback (tcp carrier) with one service pointing at the hash service."""
+    return start_tunnel(processes, backend, "tcp", tmp_path)
+
+
+@pytest.fixture(params=["tcp", "udp"])
+def any_tunnel(
+    request: pytest.FixtureRequest, processes: Processes, backend: HashService, tmp_path: Path
+) -> Tunnel:
+    """The same tunnel over each carrier in turn."""
+    return start_tunnel(processes, backend, str(request.param), tmp_path)

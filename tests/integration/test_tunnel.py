@@ -17,18 +17,18 @@ SIZES = [0, 1, 64 * 1024, 50 * 1024 * 1024]
 
 
 @pytest.mark.parametrize("size", SIZES, ids=["0B", "1B", "64KiB", "50MiB"])
-def test_upload_arrives_intact(tunnel: Tunnel, size: int) -> None:
+def test_upload_arrives_intact(any_tunnel: Tunnel, size: int) -> None:
     data = payload(size, seed=size)
-    assert upload(tunnel.service_port, data) == sha256(data)
+    assert upload(any_tunnel.service_port, data) == sha256(data)
 
 
 @pytest.mark.parametrize("size", SIZES, ids=["0B", "1B", "64KiB", "50MiB"])
-def test_download_arrives_intact(tunnel: Tunnel, size: int) -> None:
-    assert download(tunnel.service_port, size, seed=7) == sha256(payload(size, 7))
+def test_download_arrives_intact(any_tunnel: Tunnel, size: int) -> None:
+    assert download(any_tunnel.service_port, size, seed=7) == sha256(payload(size, 7))
 
 
-def test_half_close_keeps_the_other_direction_open(tunnel: Tunnel) -> None:
-    with connect(tunnel.service_port) as sock:
+def test_half_close_keeps_the_other_direction_open(any_tunnel: Tunnel) -> None:
+    with connect(any_tunnel.service_port) as sock:
         sock.sendall(b"ECHO\nfirst ")
         assert sock.recv(100) == b"first "
         sock.sendall(b"second")
@@ -37,37 +37,37 @@ def test_half_close_keeps_the_other_direction_open(tunnel: Tunnel) -> None:
         assert read_all(sock) == b"secondBYE\n"
 
 
-def test_pipelined_requests_on_one_connection(tunnel: Tunnel) -> None:
+def test_pipelined_requests_on_one_connection(any_tunnel: Tunnel) -> None:
     requests = [f"GET /{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for i in range(500)]
     wire = b"".join(requests)
-    with connect(tunnel.service_port) as sock:
+    with connect(any_tunnel.service_port) as sock:
         sock.sendall(b"ECHO\n" + wire)
         sock.shutdown(socket.SHUT_WR)
         assert read_all(sock) == wire + b"BYE\n"
 
 
-def test_200_concurrent_connections_share_one_pipe(tunnel: Tunnel) -> None:
+def test_200_concurrent_connections_share_one_pipe(any_tunnel: Tunnel) -> None:
     def one(i: int) -> bool:
         data = payload(1000 + i * 97, seed=i)
         if i % 2:
-            return upload(tunnel.service_port, data) == sha256(data)
-        return download(tunnel.service_port, len(data), i) == sha256(data)
+            return upload(any_tunnel.service_port, data) == sha256(data)
+        return download(any_tunnel.service_port, len(data), i) == sha256(data)
 
     with ThreadPoolExecutor(max_workers=200) as pool:
         results = list(pool.map(one, range(200)))
     assert all(results), f"{results.count(False)} of 200 transfers corrupted or failed"
-    assert tunnel.sc.log.count("accepting pipes") == 1
-    assert tunnel.backend.accepted >= 200
+    assert any_tunnel.sc.log.count("accepting pipes") == 1
+    assert any_tunnel.backend.accepted >= 200
 
 
-def test_stalled_reader_does_not_hold_up_another_stream(tunnel: Tunnel) -> None:
+def test_stalled_reader_does_not_hold_up_another_stream(any_tunnel: Tunnel) -> None:
     size = 20 * 1024 * 1024
     # (No tiny SO_RCVBUF here: TCP itself then crawls at one segment per delayed ACK.)
-    stalled = connect(tunnel.service_port)
+    stalled = connect(any_tunnel.service_port)
     stalled.sendall(f"DOWN {size} 3\n".encode())
     time.sleep(0.5)  # let the stalled stream use up its window
     # Another stream moves 20 MiB through the same pipe while the first one reads nothing.
-    assert download(tunnel.service_port, size, seed=4) == sha256(payload(size, 4))
+    assert download(any_tunnel.service_port, size, seed=4) == sha256(payload(size, 4))
     # The stalled one still gets every byte once it reads.
     digest = hashlib.sha256()
     with stalled:

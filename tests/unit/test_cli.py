@@ -87,7 +87,7 @@ def test_check_never_prints_a_token_from_the_environment(
         ("bad/port_70000.xml", "bad/port_70000.xml:9:"),
         ("bad/duplicate_uuid.xml", "bad/duplicate_uuid.xml:12: duplicate service uuid"),
         ("bad/not_xml.xml", "bad/not_xml.xml:1: not well-formed XML"),
-        ("bad/udp_listener.xml", "bad/udp_listener.xml:5: protocol 'udp' is not available"),
+        ("bad/provider_udp.xml", "bad/provider_udp.xml:8: udp pipe 'pipe1' must verify the SC"),
         ("bad/provider_missing_hostname.xml", "missing required element(s) <hostname>"),
     ],
 )

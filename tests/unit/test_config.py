@@ -300,7 +300,7 @@ BAD_FILES = [
     ("missing_port.xml", 7, ["service", "missing", "<port>"]),
     ("missing_listener.xml", 2, ["missing", "<listener>"]),
     ("unknown_element.xml", 10, ["colour", "not expected"]),
-    ("udp_listener.xml", 5, ["udp", "not available"]),
+    ("two_tcp_listeners.xml", 6, ["second <listener>", "tcp", "line 3"]),
     ("not_xml.xml", 1, ["not well-formed XML"]),
     ("empty.xml", 1, ["not well-formed XML", "empty"]),
     ("mismatched_tag.xml", 5, ["not well-formed XML", "listenr"]),
@@ -311,7 +311,7 @@ BAD_FILES = [
     ("provider_duplicate_uuid.xml", 15, ["duplicate", "uuid", "pipe1", "first at line 10"]),
     ("provider_duplicate_pipe_name.xml", 13, ["duplicate pipe name", "same", "line 5"]),
     ("provider_missing_hostname.xml", 4, ["pipe", "missing", "<hostname>"]),
-    ("provider_udp.xml", 8, ["udp", "not available"]),
+    ("provider_udp.xml", 8, ["udp", "must verify the SC", "server_fingerprint"]),
 ]
 
 

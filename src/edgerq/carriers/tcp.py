@@ -3,20 +3,51 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
+from edgerq.config.model import ListenerConfig, PipeConfig
 from edgerq.pipe import MuxPipe
 
+MakePipe = Callable[[type[MuxPipe]], MuxPipe]
 
-async def listen(host: str, port: int, make_pipe: Callable[[], MuxPipe]) -> asyncio.Server:
-    """Accept pipes on ``host:port``; each accepted connection gets a fresh pipe."""
+
+class TcpListener:
+    """An SC's TCP port accepting pipes."""
+
+    def __init__(self, server: asyncio.Server) -> None:
+        self._server = server
+        self.address: tuple[str, int] = server.sockets[0].getsockname()[:2]
+
+    def close(self) -> None:
+        self._server.close()
+
+    async def wait_closed(self) -> None:
+        await self._server.wait_closed()
+
+
+async def listen(listener: ListenerConfig, make_pipe: MakePipe) -> TcpListener:
+    """Accept pipes on the listener's port; each connection gets a fresh pipe."""
     loop = asyncio.get_running_loop()
-    return await loop.create_server(make_pipe, host, port, backlog=512, reuse_address=True)
+    server = await loop.create_server(
+        lambda: make_pipe(MuxPipe),
+        listener.host,
+        listener.port,
+        backlog=512,
+        reuse_address=True,
+    )
+    return TcpListener(server)
 
 
-async def dial(host: str, port: int, make_pipe: Callable[[], MuxPipe], timeout: float) -> MuxPipe:
-    """Connect to an SC (or a local stunnel client) and return the running pipe."""
+@asynccontextmanager
+async def dial(pipe: PipeConfig, make_pipe: MakePipe, timeout: float) -> AsyncIterator[MuxPipe]:
+    """Connect to an SC (or a local stunnel client); the pipe is closed on exit."""
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(timeout):
-        _, pipe = await loop.create_connection(make_pipe, host, port)
-    return pipe
+        _, protocol = await loop.create_connection(
+            lambda: make_pipe(MuxPipe), pipe.hostname, pipe.port
+        )
+    try:
+        yield protocol
+    finally:
+        protocol.abort()

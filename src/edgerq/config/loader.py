@@ -37,7 +37,24 @@ from edgerq.config.model import (
 )
 from edgerq.errors import ConfigError
 
-SUPPORTED_CARRIERS: frozenset[str] = frozenset({"tcp"})
+
+def _carriers() -> frozenset[str]:
+    try:
+        import qh3  # noqa: F401
+    except ImportError:
+        return frozenset({"tcp"})
+    return frozenset({"tcp", "udp"})
+
+
+SUPPORTED_CARRIERS: frozenset[str] = _carriers()
+SINGLE_ROOT_CHILDREN = (
+    "max_connections",
+    "request_buffer",
+    "request_ttl",
+    "stream_window",
+    "auth_token",
+    "services",
+)
 ROOTS = {"service_consumer": "consumer", "service_provider": "provider"}
 
 
@@ -164,9 +181,59 @@ def _check_carrier(path: Path, elem: etree._Element) -> Carrier:
         line = cast(etree._Element, elem.find("protocol")).sourceline
         raise ConfigError(
             f"{path}:{line}: protocol '{value}' is not available in this build "
-            f"(supported: {', '.join(sorted(SUPPORTED_CARRIERS))})"
+            f"(supported: {', '.join(sorted(SUPPORTED_CARRIERS))}; udp needs qh3)"
         )
     return cast(Carrier, value)
+
+
+def _path(config_path: Path, value: str | None) -> Path | None:
+    if not value:
+        return None
+    candidate = Path(value)
+    return candidate if candidate.is_absolute() else config_path.parent / candidate
+
+
+def _check_root_cardinality(path: Path, root: etree._Element) -> None:
+    for name in SINGLE_ROOT_CHILDREN:
+        found = root.findall(name)
+        if len(found) > 1:
+            raise ConfigError(
+                f"{path}:{found[1].sourceline}: <{name}> given twice "
+                f"(first at line {found[0].sourceline})"
+            )
+    listeners = root.findall("listener")
+    if not listeners:
+        raise ConfigError(
+            f"{path}:{root.sourceline}: Element 'service_consumer': missing required "
+            "element(s) <listener>"
+        )
+    seen: dict[str, int] = {}
+    for elem in listeners:
+        carrier = _text(elem, "protocol") or "tcp"
+        if carrier in seen:
+            raise ConfigError(
+                f"{path}:{elem.sourceline}: a second <listener> for protocol {carrier} "
+                f"(first at line {seen[carrier]}); give one listener per carrier"
+            )
+        seen[carrier] = int(cast(int | None, elem.sourceline) or 0)
+
+
+def _listener(path: Path, elem: etree._Element) -> ListenerConfig:
+    protocol = _check_carrier(path, elem)
+    certificate = _path(path, _text(elem, "certificate"))
+    private_key = _path(path, _text(elem, "private_key"))
+    if (certificate is None) != (private_key is None):
+        raise ConfigError(f"{path}:{elem.sourceline}: <certificate> and <private_key> go together")
+    if protocol == "udp" and certificate is None:
+        certificate = path.parent / "edgerq-sc-cert.pem"
+        private_key = path.parent / "edgerq-sc-key.pem"
+    return ListenerConfig(
+        port=int(cast(str, _text(elem, "port"))),
+        inaddr_any=_yes(_text(elem, "inaddr_any")),
+        protocol=protocol,
+        certificate=certificate,
+        private_key=private_key,
+    )
 
 
 def load_consumer(path: Path, env: Mapping[str, str] | None = None) -> ConsumerConfig:
@@ -185,13 +252,13 @@ def load_consumer(path: Path, env: Mapping[str, str] | None = None) -> ConsumerC
     default_ttl = float(Decimal(_text(root, "request_ttl") or DEFAULT_REQUEST_TTL))
     default_window = int(_text(root, "stream_window") or DEFAULT_STREAM_WINDOW)
 
-    listener_elem = cast(etree._Element, root.find("listener"))
-    listener = ListenerConfig(
-        port=int(cast(str, _text(listener_elem, "port"))),
-        inaddr_any=_yes(_text(listener_elem, "inaddr_any")),
-        protocol=_check_carrier(path, listener_elem),
-    )
-    used_ports: dict[int, int] = {listener.port: _line(listener_elem, "port")}
+    _check_root_cardinality(path, root)
+    listeners = []
+    used_ports: dict[int, int] = {}
+    for elem in root.iterfind("listener"):
+        listener = _listener(path, elem)
+        listeners.append(listener)
+        used_ports.setdefault(listener.port, _line(elem, "port"))
     seen_uuids: dict[uuid.UUID, int] = {}
     services = []
     for elem in root.iterfind("services/service"):
@@ -226,7 +293,7 @@ def load_consumer(path: Path, env: Mapping[str, str] | None = None) -> ConsumerC
             )
         )
     token, source = _env_token(path, _text(root, "auth_token"), env)
-    return ConsumerConfig(path, listener, tuple(services), token, source)
+    return ConsumerConfig(path, tuple(listeners), tuple(services), token, source)
 
 
 def load_provider(path: Path, env: Mapping[str, str] | None = None) -> ProviderConfig:
@@ -271,15 +338,38 @@ def load_provider(path: Path, env: Mapping[str, str] | None = None) -> ProviderC
                 )
             )
         token, source = _env_token(path, _text(pipe_elem, "auth_token"), env)
+        protocol = _check_carrier(path, pipe_elem)
+        ca_file = _path(path, _text(pipe_elem, "ca_file"))
+        pin = _text(pipe_elem, "server_fingerprint")
+        insecure = _yes(_text(pipe_elem, "insecure"))
+        if pin:
+            from edgerq.tls import normalize_fingerprint
+
+            try:
+                pin = normalize_fingerprint(pin)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"{path}:{_line(pipe_elem, 'server_fingerprint')}: {exc}"
+                ) from exc
+        if protocol == "udp" and not (ca_file or pin or insecure):
+            raise ConfigError(
+                f"{path}:{_line(pipe_elem, 'protocol')}: udp pipe '{name}' must verify the SC: "
+                "set <server_fingerprint> (edgerq fingerprint consumer.xml prints it) or "
+                "<ca_file>, or accept any certificate with <insecure>yes</insecure>"
+            )
         pipes.append(
             PipeConfig(
                 name=name,
                 hostname=cast(str, _text(pipe_elem, "hostname")),
                 port=int(cast(str, _text(pipe_elem, "port"))),
                 services=tuple(services),
-                protocol=_check_carrier(path, pipe_elem),
+                protocol=protocol,
                 auth_token=token,
                 token_source=source,
+                ca_file=ca_file,
+                server_fingerprint=pin or None,
+                server_name=_text(pipe_elem, "server_name") or None,
+                insecure=insecure,
             )
         )
     return ProviderConfig(path, tuple(pipes))

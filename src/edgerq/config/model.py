@@ -50,6 +50,9 @@ class ListenerConfig:
     port: int
     inaddr_any: bool = False
     protocol: Carrier = "tcp"
+    certificate: Path | None = None
+    """udp: the SC's TLS certificate (PEM); generated on first start when not configured."""
+    private_key: Path | None = None
 
     @property
     def host(self) -> str:
@@ -83,11 +86,16 @@ class ConsumerService:
 @dataclass(frozen=True, slots=True)
 class ConsumerConfig:
     path: Path
-    listener: ListenerConfig
+    listeners: tuple[ListenerConfig, ...]
     services: tuple[ConsumerService, ...] = ()
     auth_token: Secret | None = None
     token_source: str = "none"
     """Where the token came from: config, EDGERQ_AUTH_TOKEN, EDGERQ_AUTH_TOKEN_FILE or none."""
+
+    @property
+    def listener(self) -> ListenerConfig:
+        """The first listener (most configs have exactly one)."""
+        return self.listeners[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +119,14 @@ class PipeConfig:
     protocol: Carrier = "tcp"
     auth_token: Secret | None = None
     token_source: str = "none"
+    ca_file: Path | None = None
+    """udp: verify the SC's certificate against this CA bundle."""
+    server_fingerprint: str | None = None
+    """udp: accept only an SC certificate with this SHA-256 fingerprint (AB:CD:…)."""
+    server_name: str | None = None
+    """udp: the name to verify in the SC's certificate (default: hostname)."""
+    insecure: bool = False
+    """udp: accept any SC certificate (a warning says so at every start)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,101 @@
+"""Certificates for the udp carrier: generate the SC's once, fingerprint it, compare pins."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import logging
+import os
+import socket
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from edgerq.errors import ConfigError
+
+log = logging.getLogger("edgerq.tls")
+
+
+def generate_self_signed(cert_path: Path, key_path: Path, names: list[str]) -> None:
+    """Write a new EC P-256 key and a 10-year self-signed certificate for ``names``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    now = datetime.datetime.now(datetime.UTC)
+    alt: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            import ipaddress
+
+            alt.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            alt.append(x509.DNSName(name))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_bytes = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key_bytes)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def ensure_certificate(cert_path: Path, key_path: Path) -> bool:
+    """Generate the pair if neither exists; return True when it was generated."""
+    if cert_path.exists() and key_path.exists():
+        return False
+    if cert_path.exists() != key_path.exists():
+        missing = key_path if cert_path.exists() else cert_path
+        raise ConfigError(f"{missing}: missing (the other half of the key pair exists)")
+    try:
+        generate_self_signed(
+            cert_path, key_path, ["edgerq-sc", "localhost", "127.0.0.1", socket.gethostname()]
+        )
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write a new certificate to {cert_path}: {exc.strerror or exc}; "
+            "configure <certificate> and <private_key> instead"
+        ) from exc
+    log.warning(
+        "generated a self-signed certificate %s (key %s); its fingerprint is %s",
+        cert_path,
+        key_path,
+        fingerprint_file(cert_path),
+    )
+    return True
+
+
+def fingerprint_der(der: bytes) -> str:
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+def fingerprint_file(cert_path: Path) -> str:
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    return fingerprint_der(cert.public_bytes(serialization.Encoding.DER))
+
+
+def normalize_fingerprint(text: str) -> str:
+    """Accept ``AB:CD:…``, ``abcd…`` or ``SHA256:…`` and return ``AB:CD:…``."""
+    value = text.strip()
+    if value.lower().startswith("sha256:") and len(value.replace(":", "")) > 64:
+        value = value[7:]
+    hexdigits = value.replace(":", "").replace(" ", "").upper()
+    if len(hexdigits) != 64 or any(c not in "0123456789ABCDEF" for c in hexdigits):
+        raise ValueError(f"not a SHA-256 fingerprint: {text!r}")
+    return ":".join(hexdigits[i : i + 2] for i in range(0, 64, 2))

@@ -1,0 +1,198 @@
+"""The udp carrier: certificate checks, hostile datagrams, aborted streams, restarts."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import struct
+import threading
+import time
+from pathlib import Path
+
+from tests.integration.backends import HashService, payload, sha256
+from tests.integration.clients import connect, download
+from tests.integration.conftest import (
+    SERVICE_UUID,
+    Processes,
+    Tunnel,
+    carrier_settings,
+    consumer_xml,
+    free_port,
+    provider_xml,
+    start_tunnel,
+)
+from tests.integration.test_topologies import rss_kib
+
+
+def udp_tunnel(processes: Processes, backend: HashService, tmp_path: Path) -> Tunnel:
+    return start_tunnel(processes, backend, "udp", tmp_path)
+
+
+def test_wrong_pinned_fingerprint_is_refused_with_both_values(
+    processes: Processes, backend: HashService, tmp_path: Path
+) -> None:
+    listener_extra, _ = carrier_settings("udp", tmp_path)
+    listener = free_port()
+    sc = processes.start(
+        "sc",
+        consumer_xml(
+            listener, [{"uuid": SERVICE_UUID, "port": free_port()}], listener_extra=listener_extra
+        ),
+    )
+    sc.wait_log("accepting pipes (udp)")
+    wrong = ":".join(["AB"] * 32)
+    sp = processes.start(
+        "sp",
+        provider_xml(
+            [(listener, [(SERVICE_UUID, backend.port)], None)],
+            pipe_extra=f"<protocol>udp</protocol><server_fingerprint>{wrong}</server_fingerprint>",
+        ),
+    )
+    sp.wait_log("does not match the pinned fingerprint")
+    line = next(x for x in sp.log.splitlines() if "does not match" in x)
+    assert f"expected {wrong}" in line
+    assert "received " in line and "received none" not in line
+    assert "now serve it" not in sc.log
+
+
+def test_insecure_mode_works_and_warns(
+    processes: Processes, backend: HashService, tmp_path: Path
+) -> None:
+    listener_extra, _ = carrier_settings("udp", tmp_path)
+    listener, port = free_port(), free_port()
+    sc = processes.start(
+        "sc",
+        consumer_xml(
+            listener, [{"uuid": SERVICE_UUID, "port": port}], listener_extra=listener_extra
+        ),
+    )
+    sc.wait_log("accepting pipes (udp)")
+    sp = processes.start(
+        "sp",
+        provider_xml(
+            [(listener, [(SERVICE_UUID, backend.port)], None)],
+            pipe_extra="<protocol>udp</protocol><insecure>yes</insecure>",
+        ),
+    )
+    sp.wait_log("is NOT verified")
+    sc.wait_log("now serve it", timeout=30)
+    assert download(port, 100_000) == sha256(payload(100_000))
+
+
+def test_generated_certificate_is_kept_next_to_the_config(
+    processes: Processes, backend: HashService, tmp_path: Path
+) -> None:
+    listener = free_port()
+    sc = processes.start(
+        "sc",
+        consumer_xml(
+            listener,
+            [{"uuid": SERVICE_UUID, "port": free_port()}],
+            listener_extra="<protocol>udp</protocol>",
+        ),
+    )
+    sc.wait_log("accepting pipes (udp)")
+    cert = sc.config.parent / "edgerq-sc-cert.pem"
+    assert cert.exists() and (sc.config.parent / "edgerq-sc-key.pem").exists()
+    assert "generated a self-signed certificate" in sc.log
+    first = cert.read_bytes()
+    sc.stop()
+    again = processes.start("sc", sc.config.read_text())
+    again.wait_log("accepting pipes (udp)")
+    assert cert.read_bytes() == first  # kept, not regenerated
+    assert (sc.config.parent / "edgerq-sc-key.pem").stat().st_mode & 0o077 == 0
+
+
+def test_random_datagrams_do_not_hurt_the_sc(
+    processes: Processes, backend: HashService, tmp_path: Path
+) -> None:
+    tunnel = udp_tunnel(processes, backend, tmp_path)
+    assert tunnel.sc.proc is not None
+    before = rss_kib(tunnel.sc.proc.pid)
+    rng = random.Random(1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for i in range(3000):
+            kind = i % 3
+            if kind == 0:  # garbage of any size
+                data = rng.randbytes(rng.randint(0, 1500))
+            elif kind == 1:  # looks like a long-header Initial, truncated or padded
+                data = bytes([0xC0 | rng.randint(0, 15)]) + struct.pack(">I", 1)
+                data += bytes([8]) + os.urandom(8) + bytes([8]) + os.urandom(8)
+                data += os.urandom(rng.randint(0, 1300))
+            else:  # short header with a random connection id
+                data = bytes([0x40 | rng.randint(0, 63)]) + os.urandom(rng.randint(1, 200))
+            s.sendto(data, ("127.0.0.1", tunnel.listener_port))
+            if i % 500 == 0:
+                time.sleep(0.05)
+    assert download(tunnel.service_port, 1 << 20) == sha256(payload(1 << 20))
+    grown = rss_kib(tunnel.sc.proc.pid) - before
+    assert grown < 32 * 1024, f"SC grew by {grown} KiB after 3000 hostile datagrams"
+    assert tunnel.sc.proc.poll() is None
+    assert "Traceback" not in tunnel.sc.log
+
+
+def test_aborted_streams_give_their_slots_back(
+    processes: Processes, backend: HashService, tmp_path: Path
+) -> None:
+    tunnel = udp_tunnel(processes, backend, tmp_path)
+    # More aborted connections than the pipe's concurrent stream limit (100 in qh3):
+    # if a reset stream kept its slot, the pipe would stall for good.
+    for i in range(250):
+        sock = connect(tunnel.service_port)
+        sock.sendall(f"DOWN {4 << 20} {i}\n".encode())
+        sock.recv(1000)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # RST mid-transfer
+    assert download(tunnel.service_port, 1 << 20, 7) == sha256(payload(1 << 20, 7))
+    time.sleep(1)
+    # Every aborted stream was closed and logged at the SC (one line per stream).
+    assert tunnel.sc.log.count("service 'hash':") >= 251
+
+
+def test_server_speaks_first_through_udp(
+    processes: Processes, backend: HashService, tmp_path: Path
+) -> None:
+    # A protocol where the service talks first (SMTP, SSH banners): the OPEN message
+    # makes the QUIC stream visible to the SP before the client sends anything.
+    banner = socket.create_server(("127.0.0.1", 0))
+    banner_port = banner.getsockname()[1]
+
+    def serve_banner() -> None:
+        conn, _ = banner.accept()
+        with conn:
+            conn.sendall(b"220 edgerq test ready\r\n")
+            conn.recv(100)
+
+    thread = threading.Thread(target=serve_banner, daemon=True)
+    thread.start()
+    listener_extra, pipe_extra = carrier_settings("udp", tmp_path)
+    listener, port = free_port(), free_port()
+    sc = processes.start(
+        "sc",
+        consumer_xml(
+            listener, [{"uuid": SERVICE_UUID, "port": port}], listener_extra=listener_extra
+        ),
+    )
+    sc.wait_log("accepting pipes")
+    processes.start(
+        "sp", provider_xml([(listener, [(SERVICE_UUID, banner_port)], None)], pipe_extra=pipe_extra)
+    )
+    sc.wait_log("now serve it", timeout=30)
+    with connect(port, timeout=10) as sock:
+        assert sock.recv(100) == b"220 edgerq test ready\r\n"  # before we said anything
+    thread.join(10)
+    banner.close()
+
+
+def test_sc_restart_over_udp(processes: Processes, backend: HashService, tmp_path: Path) -> None:
+    tunnel = udp_tunnel(processes, backend, tmp_path)
+    assert download(tunnel.service_port, 1000) == sha256(payload(1000))
+    tunnel.sc.kill()
+    started = time.monotonic()
+    tunnel.sp.wait_log("pipe closed", timeout=15)
+    noticed = time.monotonic() - started
+    assert noticed < 12, f"dead SC noticed after {noticed:.1f} s"
+    sc2 = processes.start("sc", tunnel.sc.config.read_text())
+    sc2.wait_log("now serve it", timeout=60)
+    assert download(tunnel.service_port, 1 << 20) == sha256(payload(1 << 20))
