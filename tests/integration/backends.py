@@ -88,3 +88,24 @@ class HashService:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def main() -> None:
+    """Run a HashService in the foreground: ``python -m tests.integration.backends``.
+
+    Prints the port on the first line (for tests that run it in a namespace).
+    """
+    import sys
+    import time
+
+    with HashService() as service:
+        print(service.port, flush=True)
+        try:
+            while sys.stdin.read(1):
+                time.sleep(0.1)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

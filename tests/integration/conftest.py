@@ -44,12 +44,15 @@ class Daemon:
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    prefix: list[str] = field(default_factory=list)
+    """Run under this command (``ip netns exec NAME``)."""
 
     def start(self) -> Daemon:
         env = {**os.environ, **self.env}
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [
+                *self.prefix,
                 sys.executable,
                 "-m",
                 "edgerq",
@@ -100,6 +103,7 @@ def consumer_xml(
     token: str | None = None,
     extra: str = "",
     listener_extra: str = "",
+    inaddr_any: bool = False,
 ) -> str:
     parts = []
     for s in services:
@@ -108,14 +112,17 @@ def consumer_xml(
     token_xml = f"<auth_token>{token}</auth_token>" if token else ""
     return (
         f"<service_consumer>{token_xml}{extra}<request_ttl>3</request_ttl>"
-        f"<listener><inaddr_any>no</inaddr_any><port>{listener_port}</port>{listener_extra}"
+        f"<listener><inaddr_any>{'yes' if inaddr_any else 'no'}</inaddr_any>"
+        f"<port>{listener_port}</port>{listener_extra}"
         "</listener>"
         f"<services>{''.join(parts)}</services></service_consumer>"
     )
 
 
 def provider_xml(
-    pipes: list[tuple[int, list[tuple[uuid.UUID, int]], str | None]], pipe_extra: str = ""
+    pipes: list[tuple[int, list[tuple[uuid.UUID, int]], str | None]],
+    pipe_extra: str = "",
+    sc_host: str = "127.0.0.1",
 ) -> str:
     out = []
     for index, (port, services, token) in enumerate(pipes, 1):
@@ -126,7 +133,7 @@ def provider_xml(
         )
         token_xml = f"<auth_token>{token}</auth_token>" if token else ""
         out.append(
-            f"<pipe><name>pipe{index}</name><hostname>127.0.0.1</hostname><port>{port}</port>"
+            f"<pipe><name>pipe{index}</name><hostname>{sc_host}</hostname><port>{port}</port>"
             f"{token_xml}{pipe_extra}<services>{svc}</services></pipe>"
         )
     return f"<service_provider><pipes>{''.join(out)}</pipes></service_provider>"
@@ -149,11 +156,23 @@ class Processes:
         self.daemons: list[Daemon] = []
         self._n = 0
 
-    def start(self, command: str, xml: str, env: dict[str, str] | None = None) -> Daemon:
+    def start(
+        self,
+        command: str,
+        xml: str,
+        env: dict[str, str] | None = None,
+        prefix: list[str] | None = None,
+    ) -> Daemon:
         self._n += 1
         config = self.tmp_path / f"{command}{self._n}.xml"
         config.write_text(xml)
-        daemon = Daemon(command, config, self.tmp_path / f"{command}{self._n}.log", env or {})
+        daemon = Daemon(
+            command,
+            config,
+            self.tmp_path / f"{command}{self._n}.log",
+            env or {},
+            prefix=prefix or [],
+        )
         self.daemons.append(daemon.start())
         return daemon
 
