@@ -8,7 +8,12 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.integration.backends import HashService, payload, sha256
 from tests.integration.clients import connect, download
@@ -196,3 +201,76 @@ def test_sc_restart_over_udp(processes: Processes, backend: HashService, tmp_pat
     sc2 = processes.start("sc", tunnel.sc.config.read_text())
     sc2.wait_log("now serve it", timeout=60)
     assert download(tunnel.service_port, 1 << 20) == sha256(payload(1 << 20))
+
+
+def test_initial_flood_gets_no_amplified_answers(
+    processes: Processes, backend: HashService, tmp_path: Path
+) -> None:
+    import ssl
+
+    from qh3.quic.configuration import QuicConfiguration
+    from qh3.quic.connection import QuicConnection
+
+    tunnel = udp_tunnel(processes, backend, tmp_path)
+    assert tunnel.sc.proc is not None
+    before = rss_kib(tunnel.sc.proc.pid)
+    sockets = []
+    sent: dict[int, int] = {}
+    for _ in range(300):  # real Initial packets, each from a fresh source port
+        client = QuicConnection(
+            configuration=QuicConfiguration(
+                is_client=True, alpn_protocols=["edgerq/1"], verify_mode=ssl.CERT_NONE
+            )
+        )
+        client.connect(("127.0.0.1", tunnel.listener_port), now=time.monotonic())
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        for data, _ in client.datagrams_to_send(now=time.monotonic()):
+            sock.sendto(data, ("127.0.0.1", tunnel.listener_port))
+            sent[sock.fileno()] = sent.get(sock.fileno(), 0) + len(data)
+        sockets.append(sock)
+    time.sleep(1.0)
+    worst = 0.0
+    for sock in sockets:
+        received = 0
+        while True:
+            try:
+                received += len(sock.recv(65536))
+            except BlockingIOError:
+                break
+        worst = max(worst, received / sent[sock.fileno()])
+        sock.close()
+    # RFC 9000 §8.1: at most three times what an unvalidated address sent.
+    assert worst <= 3.0, f"an unvalidated source got {worst:.1f}x the bytes it sent"
+    assert download(tunnel.service_port, 100_000) == sha256(payload(100_000))
+    grown = rss_kib(tunnel.sc.proc.pid) - before
+    assert grown < 32 * 1024, f"SC grew by {grown} KiB after 300 Initial packets"
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],  # one SC takes every example
+)
+@given(datagrams=st.lists(st.binary(min_size=0, max_size=1500), min_size=1, max_size=20))
+def test_arbitrary_datagrams_never_break_the_listener(
+    udp_fuzz_target: Tunnel, datagrams: list[bytes]
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for data in datagrams:
+            s.sendto(data, ("127.0.0.1", udp_fuzz_target.listener_port))
+    assert udp_fuzz_target.sc.proc is not None
+    assert udp_fuzz_target.sc.proc.poll() is None, "the SC died"
+
+
+@pytest.fixture(scope="module")
+def udp_fuzz_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tunnel]:
+    tmp_path = tmp_path_factory.mktemp("fuzz")
+    processes = Processes(tmp_path)
+    with HashService() as backend:
+        tunnel = start_tunnel(processes, backend, "udp", tmp_path)
+        yield tunnel
+        # After everything Hypothesis threw at it, the tunnel still carries bytes intact.
+        assert download(tunnel.service_port, 200_000, 5) == sha256(payload(200_000, 5))
+        assert "Traceback" not in tunnel.sc.log
+        processes.stop_all()

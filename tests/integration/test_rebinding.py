@@ -1,0 +1,60 @@
+"""The SP's UDP source port changes mid-transfer, as a NAT rebinding would do."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from tests.integration.backends import HashService, payload, sha256
+from tests.integration.clients import connect, download
+from tests.integration.conftest import (
+    SERVICE_UUID,
+    Processes,
+    carrier_settings,
+    consumer_xml,
+    free_port,
+    provider_xml,
+)
+from tests.integration.udp_relay import RebindingRelay
+
+
+def test_nat_rebinding_keeps_open_streams(
+    processes: Processes, backend: HashService, tmp_path: Path
+) -> None:
+    listener_extra, pipe_extra = carrier_settings("udp", tmp_path)
+    listener, port = free_port(), free_port()
+    sc = processes.start(
+        "sc",
+        consumer_xml(
+            listener, [{"uuid": SERVICE_UUID, "port": port}], listener_extra=listener_extra
+        ),
+    )
+    sc.wait_log("accepting pipes")
+    with RebindingRelay(("127.0.0.1", listener)) as relay:
+        sp = processes.start(
+            "sp",
+            provider_xml(
+                [(relay.port, [(SERVICE_UUID, backend.port)], None)], pipe_extra=pipe_extra
+            ),
+        )
+        sc.wait_log("now serve it", timeout=30)
+        size = 30 * 1024 * 1024
+        digest = hashlib.sha256()
+        received = 0
+        with connect(port, timeout=30) as sock:
+            sock.sendall(f"DOWN {size} 21\n".encode())
+            rebound = False
+            while chunk := sock.recv(1 << 20):
+                digest.update(chunk)
+                received += len(chunk)
+                if not rebound and received > size // 3:
+                    old = relay.source_port
+                    relay.rebind()
+                    rebound = True
+                    assert relay.source_port != old
+        assert rebound, "the transfer ended before the rebinding"
+        assert received == size, f"stream broken by the rebinding after {received} bytes"
+        assert digest.hexdigest() == sha256(payload(size, 21))
+        # The pipe itself survived: no redial happened, and new streams still work.
+        assert "pipe closed" not in sp.log
+        assert download(port, 100_000, 3) == sha256(payload(100_000, 3))
