@@ -1,15 +1,20 @@
-# edgerq developer commands. `make test` is what CI runs (see .ci/run).
+# edgerq developer commands. CI (.ci/run) runs `make test` and `make compose-test`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DURATION ?= 60s
+USERS ?= 50
+LINT_PATHS := src tests $(wildcard bench)
 
-.PHONY: test lint typecheck unit integration compose-test loadtest clean help
+.PHONY: help test lint typecheck unit integration compose-test loadtest bench bench-scale clean
 
 help:
-	@echo "make test         lint, type-check and run unit + integration tests (creates $(VENV))"
-	@echo "make compose-test build and run the Docker Compose suite end to end"
-	@echo "make loadtest     headless Locust run through the Compose suite (DURATION=60s USERS=50)"
+	@echo "make test          ruff, mypy and pytest (unit + integration); creates $(VENV)"
+	@echo "make compose-test  the Docker Compose suite end to end (bootstraps Docker as root)"
+	@echo "make loadtest      headless Locust through the Compose suite (DURATION=60s USERS=50)"
+	@echo "make bench         edgerq vs direct, socat, ssh -R (about 14 min; BENCH_ARGS=--quick)"
+	@echo "make bench-scale   10,000 idle tunneled connections: RSS per connection, all answered"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,8 +23,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -32,6 +37,19 @@ integration: $(STAMP)
 
 test: lint typecheck
 	$(BIN)/pytest
+
+compose-test: $(STAMP)
+	PYTHON=$(BIN)/python scripts/compose-e2e
+
+loadtest:
+	scripts/loadtest --duration $(DURATION) --users $(USERS)
+
+bench: $(STAMP)
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-scale: $(STAMP)
+	$(BIN)/python -m bench.scale $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build src/*.egg-info

@@ -1,0 +1,1 @@
+"""edgerq benchmark harness: ``python -m bench.run`` and ``python -m bench.scale``."""
