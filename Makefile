@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DURATION ?= 60s
 USERS ?= 50
+TARGET ?= tunnel
 LINT_PATHS := src tests $(wildcard bench)
 
 .PHONY: help test lint typecheck unit integration compose-test loadtest bench bench-scale clean
@@ -12,7 +13,7 @@ LINT_PATHS := src tests $(wildcard bench)
 help:
 	@echo "make test          ruff, mypy and pytest (unit + integration); creates $(VENV)"
 	@echo "make compose-test  the Docker Compose suite end to end (bootstraps Docker as root)"
-	@echo "make loadtest      headless Locust through the Compose suite (DURATION=60s USERS=50)"
+	@echo "make loadtest      headless Locust on the Compose suite (DURATION=60s USERS=50 TARGET=tunnel|direct)"
 	@echo "make bench         edgerq vs direct, socat, ssh -R (about 14 min; BENCH_ARGS=--quick)"
 	@echo "make bench-scale   10,000 idle tunneled connections: RSS per connection, all answered"
 
@@ -42,7 +43,7 @@ compose-test: $(STAMP)
 	PYTHON=$(BIN)/python scripts/compose-e2e
 
 loadtest:
-	scripts/loadtest --duration $(DURATION) --users $(USERS)
+	scripts/loadtest --duration $(DURATION) --users $(USERS) --target $(TARGET)
 
 bench: $(STAMP)
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[bench]'

@@ -98,7 +98,8 @@ class MuxPipe(asyncio.Protocol):
         self._handshake: ConsumerHandshake | ProviderHandshake | None = handshake
         self._decoder = FrameDecoder()
         self._transport: asyncio.Transport | None = None
-        self._out: list[bytes | bytearray | memoryview] = []
+        self._out = bytearray()
+        """Frames queued in this loop iteration, written together by ``_flush``."""
         self._flush_scheduled = False
         self._loop = asyncio.get_running_loop()
         self.streams: dict[int, Stream] = {}
@@ -163,7 +164,7 @@ class MuxPipe(asyncio.Protocol):
     def _deliver(self, frames: list[RawFrame]) -> None:
         """Dispatch frames; consecutive DATA frames of one stream reach it as one write."""
         run_id = 0
-        run: list[bytes] = []
+        run: list[bytes | memoryview] = []
         for ftype, stream_id, payload in frames:
             if ftype == _DATA:
                 if stream_id != run_id and run:
@@ -175,11 +176,11 @@ class MuxPipe(asyncio.Protocol):
             if run:
                 self._deliver_data(run_id, run)
                 run = []
-            self._dispatch(Frame(FrameType(ftype), stream_id, payload))
+            self._dispatch(Frame(FrameType(ftype), stream_id, bytes(payload)))
         if run:
             self._deliver_data(run_id, run)
 
-    def _deliver_data(self, stream_id: int, chunks: list[bytes]) -> None:
+    def _deliver_data(self, stream_id: int, chunks: list[bytes | memoryview]) -> None:
         stream = self.streams.get(stream_id)
         if stream is None:
             self._unknown_stream(stream_id, "DATA")
@@ -233,7 +234,7 @@ class MuxPipe(asyncio.Protocol):
     def send_raw(self, data: bytes) -> None:
         if self.closing:
             return
-        self._out.append(data)
+        self._out += data
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
@@ -246,14 +247,14 @@ class MuxPipe(asyncio.Protocol):
         out = self._out
         n = len(data)
         if n <= max_frame:
-            out.append(HEADER.pack(n, _DATA, stream_id))
-            out.append(bytes(data))
+            out += HEADER.pack(n, _DATA, stream_id)
+            out += data
         else:
             view = memoryview(data)
             for start in range(0, n, max_frame):
                 chunk = view[start : start + max_frame]
-                out.append(HEADER.pack(len(chunk), _DATA, stream_id))
-                out.append(bytes(chunk))
+                out += HEADER.pack(len(chunk), _DATA, stream_id)
+                out += chunk
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
@@ -263,8 +264,8 @@ class MuxPipe(asyncio.Protocol):
         if not self._out or self._transport is None or self._transport.is_closing():
             self._out.clear()
             return
-        data = b"".join(self._out)
-        self._out.clear()
+        data = self._out
+        self._out = bytearray()  # the transport may keep what it could not send yet
         self._transport.write(data)
 
     # --- streams -------------------------------------------------------------------
@@ -322,7 +323,7 @@ class MuxPipe(asyncio.Protocol):
         handshake = self._handshake
         assert handshake is not None
         for index, (ftype, stream_id, payload) in enumerate(frames):
-            for out in handshake.receive(Frame(FrameType(ftype), stream_id, payload)):
+            for out in handshake.receive(Frame(FrameType(ftype), stream_id, bytes(payload))):
                 self.send_raw(out)
             if handshake.done:
                 self._handshake = None

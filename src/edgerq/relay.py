@@ -57,7 +57,7 @@ class LocalConnection(asyncio.BufferedProtocol):
         self._read_size = max(READ_SIZE, request_buffer)
         self._view = _shared_view(self._read_size)
         self._paused = PAUSED_NOT_READY
-        self._pending: list[bytes] = []
+        self._pending: list[bytes | memoryview] = []
         self._backlog = b""
         self.written = 0
         self.local_eof = False
@@ -117,6 +117,10 @@ class LocalConnection(asyncio.BufferedProtocol):
             self._backlog += self._view[:nbytes]
             self._set_paused(PAUSED_NOT_READY, True)
             return
+        if self._backlog:  # keep the order: what waits for credit goes first
+            self._backlog += self._view[:nbytes]
+            self.on_credit()
+            return
         credit = stream.send_credit
         if nbytes > credit:
             # Read past the credit (uvloop may deliver one read after pause_reading).
@@ -157,7 +161,7 @@ class LocalConnection(asyncio.BufferedProtocol):
 
     # --- StreamSink ----------------------------------------------------------------
 
-    def on_data(self, data: bytes) -> None:
+    def on_data(self, data: bytes | memoryview) -> None:
         if self.transport is None:
             self._pending.append(data)
             return
@@ -201,7 +205,7 @@ class LocalConnection(asyncio.BufferedProtocol):
             high = min(64 * 1024, self.stream.window // 4)
             self.transport.set_write_buffer_limits(high=high, low=high // 4)
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes | memoryview) -> None:
         transport = self.transport
         assert transport is not None
         if transport.is_closing():

@@ -5,6 +5,7 @@ registered the service's UUID."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 import uuid as uuid_mod
@@ -32,6 +33,7 @@ class ClientConnection(LocalConnection):
         super().__init__(service.request_buffer, on_done=consumer.connection_done)
         self.service = service
         self.task: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
         self.holds_slot = False
 
     def fail(self, status: int, message: str) -> None:
@@ -52,6 +54,51 @@ class ClientConnection(LocalConnection):
             super().on_reset(reason)
 
 
+class ConnectionSlots:
+    """``max_connections`` for one service: taken at once when free (no task, no
+    await on the hot path), else waited for in arrival order."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_use = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def try_take(self) -> bool:
+        if self.in_use < self.limit and not self._waiters:
+            self.in_use += 1
+            return True
+        return False
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for a slot; True when one was taken."""
+        if self.try_take():
+            return True
+        if timeout <= 0:
+            return False
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            return False
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed a slot just as the client left: pass it on
+            raise
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+        return True
+
+    def release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot passes straight to the waiter
+                return
+        self.in_use -= 1
+
+
 class ServiceConsumer:
     """The SC daemon: a pipe listener and one TCP listener per service."""
 
@@ -62,7 +109,7 @@ class ServiceConsumer:
         self.registry = ServiceRegistry()
         self.pipes: set[MuxPipe] = set()
         self.connections: set[ClientConnection] = set()
-        self._slots = {s.uuid: asyncio.Semaphore(s.max_connections) for s in config.services}
+        self._slots = {s.uuid: ConnectionSlots(s.max_connections) for s in config.services}
         self._servers: list[asyncio.Server] = []
         self._listeners: list[Any] = []
         self.listener_addresses: dict[str, tuple[str, int]] = {}
@@ -194,26 +241,39 @@ class ServiceConsumer:
 
     def _client_connected(self, conn: LocalConnection) -> None:
         assert isinstance(conn, ClientConnection)
-        conn.task = asyncio.get_running_loop().create_task(self._serve(conn))
-
-    async def _serve(self, conn: ClientConnection) -> None:
         service = conn.service
         loop = asyncio.get_running_loop()
         deadline = loop.time() + service.request_ttl
-        try:
-            await asyncio.wait_for(self._slots[service.uuid].acquire(), service.request_ttl)
-        except TimeoutError:
-            conn.fail(
-                503,
-                f"service '{service.name}' is at max_connections "
-                f"({service.max_connections}) for over {service.request_ttl:g} s",
-            )
-            return
-        conn.holds_slot = True
+        slots = self._slots[service.uuid]
+        if slots.try_take():
+            conn.holds_slot = True
+            pipe = self.registry.choose(service.uuid)
+            if pipe is not None:  # the common case: no task, no waiting
+                self._open(conn, pipe, deadline)
+                return
+        conn.task = loop.create_task(self._serve_when_possible(conn, deadline))
+
+    async def _serve_when_possible(self, conn: ClientConnection, deadline: float) -> None:
+        """Wait (up to request_ttl in all) for a connection slot, then for a pipe."""
+        service = conn.service
+        loop = asyncio.get_running_loop()
+        if not conn.holds_slot:
+            if not await self._slots[service.uuid].wait(deadline - loop.time()):
+                conn.fail(
+                    503,
+                    f"service '{service.name}' is at max_connections "
+                    f"({service.max_connections}) for over {service.request_ttl:g} s",
+                )
+                return
+            conn.holds_slot = True
         pipe = await self.registry.wait_for(service.uuid, max(0.0, deadline - loop.time()))
         if pipe is None:
             conn.fail(502, f"no SP has registered service '{service.name}'")
             return
+        self._open(conn, pipe, deadline)
+
+    def _open(self, conn: ClientConnection, pipe: MuxPipe, deadline: float) -> None:
+        service = conn.service
         stream = pipe.open_stream(
             service.uuid,
             window=service.stream_window,
@@ -223,23 +283,41 @@ class ServiceConsumer:
         )
         conn.bind(stream)
         assert stream.opened is not None
-        try:
-            await asyncio.wait_for(asyncio.shield(stream.opened), max(0.0, deadline - loop.time()))
-        except TimeoutError:
-            stream.reset(ResetCode.CANCELLED, "request_ttl ran out before the service answered")
-            conn.fail(
-                504,
-                f"service '{service.name}' was not reached within "
-                f"request_ttl ({service.request_ttl:g} s)",
-            )
-        except OpenRefused as exc:
-            conn.fail(502, f"service '{service.name}' unreachable: {exc.reason}")
+        conn.timer = asyncio.get_running_loop().call_at(deadline, self._open_expired, conn)
+        stream.opened.add_done_callback(lambda opened: self._opened(conn, opened))
+
+    def _opened(self, conn: ClientConnection, opened: asyncio.Future[None]) -> None:
+        if conn.timer is not None:
+            conn.timer.cancel()
+            conn.timer = None
+        if opened.cancelled():
+            return
+        error = opened.exception()
+        if error is not None:
+            reason = error.reason if isinstance(error, OpenRefused) else str(error)
+            conn.fail(502, f"service '{conn.service.name}' unreachable: {reason}")
+
+    def _open_expired(self, conn: ClientConnection) -> None:
+        conn.timer = None
+        stream = conn.stream
+        if stream is None or stream.opened is None or stream.opened.done():
+            return
+        stream.reset(ResetCode.CANCELLED, "request_ttl ran out before the service answered")
+        stream.opened.cancel()
+        conn.fail(
+            504,
+            f"service '{conn.service.name}' was not reached within "
+            f"request_ttl ({conn.service.request_ttl:g} s)",
+        )
 
     def connection_done(self, conn: LocalConnection) -> None:
         assert isinstance(conn, ClientConnection)
         self.connections.discard(conn)
         if conn.task is not None and not conn.task.done():
             conn.task.cancel()
+        if conn.timer is not None:
+            conn.timer.cancel()
+            conn.timer = None
         if conn.holds_slot:
             conn.holds_slot = False
             self._slots[conn.service.uuid].release()

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 class StreamSink(Protocol):
     """The local end of a stream (a TCP socket)."""
 
-    def on_data(self, data: bytes) -> None: ...
+    def on_data(self, data: bytes | memoryview) -> None: ...
     def on_eof(self) -> None: ...
     def on_reset(self, reason: str) -> None: ...
     def on_credit(self) -> None: ...
@@ -131,7 +131,7 @@ class Stream:
 
     # --- called by the pipe ------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | memoryview) -> None:
         n = len(data)
         self.recv_received += n
         self.bytes_in += n

@@ -47,8 +47,9 @@ class FrameType(IntEnum):
     GOAWAY = 16
 
 
-RawFrame = tuple[int, int, bytes]
-"""(frame type, stream id, payload): what the pipe's hot path handles."""
+RawFrame = tuple[int, int, bytes | memoryview]
+"""(frame type, stream id, payload): what the pipe's hot path handles. A payload
+sliced straight out of received ``bytes`` is a zero-copy ``memoryview``."""
 
 _KNOWN_TYPES = frozenset(int(t) for t in FrameType)
 _DATA = int(FrameType.DATA)
@@ -99,7 +100,7 @@ class FrameDecoder:
 
     def frames(self) -> list[Frame]:
         """Return every complete frame buffered so far (possibly none)."""
-        return [Frame(FrameType(t), sid, payload) for t, sid, payload in self.raw_frames()]
+        return [Frame(FrameType(t), sid, bytes(payload)) for t, sid, payload in self.raw_frames()]
 
     def receive(self, data: bytes) -> list[RawFrame]:
         """Feed ``data`` and return the complete frames as ``(type, stream_id, payload)``.
@@ -110,7 +111,7 @@ class FrameDecoder:
         if self._buffer:
             self._buffer += data
             return self.raw_frames()
-        out, pos = self._parse(data)
+        out, pos = self._parse(memoryview(data))
         if pos < len(data):
             self._buffer += data[pos:]
         return out
@@ -122,7 +123,7 @@ class FrameDecoder:
             del self._buffer[:pos]
         return out
 
-    def _parse(self, buf: bytes | bytearray) -> tuple[list[RawFrame], int]:
+    def _parse(self, buf: bytes | bytearray | memoryview) -> tuple[list[RawFrame], int]:
         if self._broken:
             raise FrameError("decoder already failed; the pipe must be closed")
         out: list[RawFrame] = []
@@ -141,6 +142,11 @@ class FrameDecoder:
             stop = pos + HEADER_SIZE + length
             if stop > end:
                 break
-            out.append((ftype, stream_id, bytes(buf[pos + HEADER_SIZE : stop])))
+            # A view of immutable received bytes may be kept; the staging
+            # bytearray is trimmed after parsing, so its slices are copied.
+            if isinstance(buf, memoryview):
+                out.append((ftype, stream_id, buf[pos + HEADER_SIZE : stop]))
+            else:
+                out.append((ftype, stream_id, bytes(buf[pos + HEADER_SIZE : stop])))
             pos = stop
         return out, pos
