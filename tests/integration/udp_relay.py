@@ -20,6 +20,8 @@ class RebindingRelay:
         self._lock = threading.Lock()
         self._up = self._new_upstream()
         self.rebinds = 0
+        self.recorded: list[bytes] = []
+        """Every datagram the SP sent (up to 5000), for replaying."""
         self._stop = False
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -39,6 +41,14 @@ class RebindingRelay:
             self._up = self._new_upstream()
             self.rebinds += 1
 
+    def replay(self) -> int:
+        """Send every recorded datagram to the SC once more; return how many."""
+        with self._lock:
+            up = self._up
+        for data in list(self.recorded):
+            up.sendto(data, self.upstream)
+        return len(self.recorded)
+
     def _run(self) -> None:
         while not self._stop:
             for key, _ in self._selector.select(0.2):
@@ -50,6 +60,8 @@ class RebindingRelay:
                     continue
                 if key.data == "down":
                     self._client = addr
+                    if len(self.recorded) < 5000:
+                        self.recorded.append(data)
                     with self._lock:
                         up = self._up
                     up.sendto(data, self.upstream)
