@@ -214,9 +214,19 @@ def carrier_settings(carrier: str, tmp_path: Path) -> tuple[str, str]:
     return listener_extra, pipe_extra
 
 
-def start_tunnel(
-    processes: Processes, backend: HashService, carrier: str, tmp_path: Path
-) -> Tunnel:
+@dataclass
+class ConsumerHalf:
+    """A running SC, and what an SP needs to reach it over the chosen carrier."""
+
+    sc: Daemon
+    listener_port: int
+    service_port: int
+    pipe_extra: str
+
+
+def start_consumer(
+    processes: Processes, carrier: str, tmp_path: Path, token: str | None = "s3cret"
+) -> ConsumerHalf:
     listener_extra, pipe_extra = carrier_settings(carrier, tmp_path)
     listener, service_port = free_port(), free_port()
     sc = processes.start(
@@ -224,17 +234,39 @@ def start_tunnel(
         consumer_xml(
             listener,
             [{"uuid": SERVICE_UUID, "name": "hash", "port": service_port}],
-            token="s3cret",
+            token=token,
             listener_extra=listener_extra,
         ),
     )
     sc.wait_log("accepting pipes")
+    return ConsumerHalf(sc, listener, service_port, pipe_extra)
+
+
+def start_provider(
+    processes: Processes,
+    consumer: ConsumerHalf,
+    service_port: int,
+    token: str | None = "s3cret",
+    dial_port: int | None = None,
+) -> Daemon:
+    """An SP offering ``service_port`` to ``consumer`` (through ``dial_port`` if given)."""
     sp = processes.start(
         "sp",
-        provider_xml([(listener, [(SERVICE_UUID, backend.port)], "s3cret")], pipe_extra=pipe_extra),
+        provider_xml(
+            [(dial_port or consumer.listener_port, [(SERVICE_UUID, service_port)], token)],
+            pipe_extra=consumer.pipe_extra,
+        ),
     )
-    sp.wait_log("registered")
-    return Tunnel(sc, sp, service_port, listener, backend)
+    consumer.sc.wait_log("now serve it", timeout=30)
+    return sp
+
+
+def start_tunnel(
+    processes: Processes, backend: HashService, carrier: str, tmp_path: Path
+) -> Tunnel:
+    consumer = start_consumer(processes, carrier, tmp_path)
+    sp = start_provider(processes, consumer, backend.port)
+    return Tunnel(consumer.sc, sp, consumer.service_port, consumer.listener_port, backend)
 
 
 @pytest.fixture

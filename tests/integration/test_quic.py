@@ -25,6 +25,8 @@ from tests.integration.conftest import (
     consumer_xml,
     free_port,
     provider_xml,
+    start_consumer,
+    start_provider,
     start_tunnel,
 )
 from tests.integration.test_topologies import rss_kib
@@ -171,20 +173,9 @@ def test_server_speaks_first_through_udp(
 
     thread = threading.Thread(target=serve_banner, daemon=True)
     thread.start()
-    listener_extra, pipe_extra = carrier_settings("udp", tmp_path)
-    listener, port = free_port(), free_port()
-    sc = processes.start(
-        "sc",
-        consumer_xml(
-            listener, [{"uuid": SERVICE_UUID, "port": port}], listener_extra=listener_extra
-        ),
-    )
-    sc.wait_log("accepting pipes")
-    processes.start(
-        "sp", provider_xml([(listener, [(SERVICE_UUID, banner_port)], None)], pipe_extra=pipe_extra)
-    )
-    sc.wait_log("now serve it", timeout=30)
-    with connect(port, timeout=10) as sock:
+    consumer = start_consumer(processes, "udp", tmp_path)
+    start_provider(processes, consumer, banner_port)
+    with connect(consumer.service_port, timeout=10) as sock:
         assert sock.recv(100) == b"220 edgerq test ready\r\n"  # before we said anything
     thread.join(10)
     banner.close()

@@ -7,37 +7,17 @@ from pathlib import Path
 
 from tests.integration.backends import HashService, payload, sha256
 from tests.integration.clients import connect, download, upload
-from tests.integration.conftest import (
-    SERVICE_UUID,
-    Processes,
-    carrier_settings,
-    consumer_xml,
-    free_port,
-    provider_xml,
-)
+from tests.integration.conftest import Processes, start_consumer, start_provider
 from tests.integration.udp_relay import RebindingRelay
 
 
 def test_nat_rebinding_keeps_open_streams(
     processes: Processes, backend: HashService, tmp_path: Path
 ) -> None:
-    listener_extra, pipe_extra = carrier_settings("udp", tmp_path)
-    listener, port = free_port(), free_port()
-    sc = processes.start(
-        "sc",
-        consumer_xml(
-            listener, [{"uuid": SERVICE_UUID, "port": port}], listener_extra=listener_extra
-        ),
-    )
-    sc.wait_log("accepting pipes")
-    with RebindingRelay(("127.0.0.1", listener)) as relay:
-        sp = processes.start(
-            "sp",
-            provider_xml(
-                [(relay.port, [(SERVICE_UUID, backend.port)], None)], pipe_extra=pipe_extra
-            ),
-        )
-        sc.wait_log("now serve it", timeout=30)
+    consumer = start_consumer(processes, "udp", tmp_path)
+    port = consumer.service_port
+    with RebindingRelay(("127.0.0.1", consumer.listener_port)) as relay:
+        sp = start_provider(processes, consumer, backend.port, dial_port=relay.port)
         size = 30 * 1024 * 1024
         digest = hashlib.sha256()
         received = 0
@@ -63,23 +43,10 @@ def test_nat_rebinding_keeps_open_streams(
 def test_replayed_datagrams_are_harmless(
     processes: Processes, backend: HashService, tmp_path: Path
 ) -> None:
-    listener_extra, pipe_extra = carrier_settings("udp", tmp_path)
-    listener, port = free_port(), free_port()
-    sc = processes.start(
-        "sc",
-        consumer_xml(
-            listener, [{"uuid": SERVICE_UUID, "port": port}], listener_extra=listener_extra
-        ),
-    )
-    sc.wait_log("accepting pipes")
-    with RebindingRelay(("127.0.0.1", listener)) as relay:
-        sp = processes.start(
-            "sp",
-            provider_xml(
-                [(relay.port, [(SERVICE_UUID, backend.port)], None)], pipe_extra=pipe_extra
-            ),
-        )
-        sc.wait_log("now serve it", timeout=30)
+    consumer = start_consumer(processes, "udp", tmp_path)
+    sc, port = consumer.sc, consumer.service_port
+    with RebindingRelay(("127.0.0.1", consumer.listener_port)) as relay:
+        sp = start_provider(processes, consumer, backend.port, dial_port=relay.port)
         data = payload(2 << 20, 8)
         assert upload(port, data) == sha256(data)
         assert download(port, 2 << 20, 4) == sha256(payload(2 << 20, 4))
