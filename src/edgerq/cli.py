@@ -46,6 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edgerq {__version__}")
     _common(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    status = sub.add_parser(
+        "status",
+        help="summarize a running daemon from its admin endpoint",
+        description="Print pipes, services, open streams, bytes and uptime of a running SC "
+        "or SP, read from its <admin> endpoint.",
+    )
+    status.add_argument("url", metavar="URL", help="e.g. http://127.0.0.1:9100")
+    status.add_argument("--version", action="version", version=f"edgerq {__version__}")
+    _common(status, top=False)
     for name, help_text in (
         ("sc", "run a service consumer (public side) from consumer.xml"),
         ("sp", "run a service provider (private side) from provider.xml"),
@@ -132,6 +141,48 @@ def _fingerprint(config: ConsumerConfig | ProviderConfig) -> int:
     return 0
 
 
+def show_status(url: str) -> int:
+    import json
+    import urllib.error
+    import urllib.request
+
+    target = url.rstrip("/")
+    if not target.endswith("/status"):
+        target += "/status"
+    try:
+        with urllib.request.urlopen(target, timeout=5) as response:
+            status = json.load(response)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        print(f"edgerq: cannot read {target}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{status['role'].upper()} edgerq {status['version']}, up {status['uptime_s']:.0f} s")
+    if status["role"] == "sc":
+        print(f"pipes: {len(status['pipes'])}")
+        for p in status["pipes"]:
+            print(
+                f"  pipe {p['id']} '{p['sp']}' from {p['peer']} ({p['carrier']}), up "
+                f"{p['up_s']:.0f} s, {p['streams_open']} open, {p['streams_total']} total"
+            )
+        for s in status["services"]:
+            print(
+                f"  service '{s['name']}' :{s['port']}: {s['pipes']} pipe(s), {s['open']} open,"
+                f" {s['bytes_up']} B up, {s['bytes_down']} B down"
+            )
+    else:
+        for p in status["pipes"]:
+            state = "registered" if p["registered"] else "not registered"
+            print(
+                f"  pipe '{p['name']}' to {p['sc']} ({p['carrier']}): {state}, "
+                f"{p['streams_open']} open, {p['streams_total']} total"
+            )
+            for s in p["services"]:
+                print(
+                    f"    service '{s['name']}' -> {s['target']}"
+                    f"{'' if s['accepted'] else ' (not accepted by the SC)'}"
+                )
+    return 0
+
+
 def _install_uvloop() -> str:
     try:
         import uvloop
@@ -170,6 +221,8 @@ async def _run_daemon(config: ConsumerConfig | ProviderConfig) -> int:
 def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format)
+    if args.command == "status":
+        return show_status(args.url)
     try:
         if args.command in ("check", "fingerprint"):
             config = load_any(args.config)

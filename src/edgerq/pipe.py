@@ -79,6 +79,8 @@ class PipeOwner(Protocol):
 class MuxPipe(asyncio.Protocol):
     """One pipe: an authenticated, multiplexed, heart-beaten connection between SC and SP."""
 
+    carrier = "tcp"
+
     def __init__(
         self,
         role: Role,

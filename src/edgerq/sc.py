@@ -12,10 +12,13 @@ import uuid as uuid_mod
 from collections.abc import Sequence
 from typing import Any
 
+from edgerq import __version__
+from edgerq.admin import AdminServer
 from edgerq.carriers import carrier
 from edgerq.config.model import ConsumerConfig, ConsumerService
-from edgerq.errors import ConfigError
+from edgerq.errors import AuthError, ConfigError
 from edgerq.httperrors import error_response
+from edgerq.metrics import Metrics, outcome_label
 from edgerq.pipe import MuxPipe, Role
 from edgerq.protocol.handshake import ConsumerHandshake
 from edgerq.protocol.messages import GoawayCode, Open, RegisterStatus, ResetCode
@@ -110,11 +113,14 @@ class ServiceConsumer:
         self.pipes: set[MuxPipe] = set()
         self.connections: set[ClientConnection] = set()
         self._slots = {s.uuid: ConnectionSlots(s.max_connections) for s in config.services}
+        self._bytes = {s.uuid: [0, 0] for s in config.services}
         self._servers: list[asyncio.Server] = []
         self._listeners: list[Any] = []
         self.listener_addresses: dict[str, tuple[str, int]] = {}
         self.service_addresses: dict[uuid_mod.UUID, tuple[str, int]] = {}
         self.started = time.monotonic()
+        self.metrics = Metrics()
+        self.admin: AdminServer | None = None
 
     # --- start and stop --------------------------------------------------------------
 
@@ -150,6 +156,9 @@ class ServiceConsumer:
                     service.type,
                     *address,
                 )
+            if self.config.admin is not None:
+                self.admin = AdminServer(self.config.admin, self.metrics, self.ready, self.status)
+                await self.admin.start()
         except OSError as exc:
             await self.stop()
             raise OSError(exc.errno, f"cannot listen: {exc.strerror or exc}") from exc
@@ -157,7 +166,47 @@ class ServiceConsumer:
             await self.stop()
             raise
 
+    def ready(self) -> tuple[bool, str]:
+        bound = len(self._listeners) == len(self.config.listeners) and len(
+            self.service_addresses
+        ) == len(self.config.services)
+        return bound, "listeners bound" if bound else "listeners not bound"
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "role": "sc",
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "pipes": [
+                {
+                    "id": p.id,
+                    "sp": p.name,
+                    "peer": p.peer,
+                    "carrier": p.carrier,
+                    "up_s": round(time.monotonic() - p.opened_at, 1),
+                    "streams_open": len(p.streams),
+                    "streams_total": p.streams_total,
+                }
+                for p in sorted(self.pipes, key=lambda p: p.id)
+                if p.authenticated
+            ],
+            "services": [
+                {
+                    "name": s.name,
+                    "uuid": str(s.uuid),
+                    "port": s.port,
+                    "pipes": len(self.registry.pipes_for(s.uuid)),
+                    "open": self._slots[s.uuid].in_use,
+                    "bytes_up": self._bytes[s.uuid][0],
+                    "bytes_down": self._bytes[s.uuid][1],
+                }
+                for s in self.config.services
+            ],
+        }
+
     async def stop(self) -> None:
+        if self.admin is not None:
+            await self.admin.stop()
         for pipe_listener in self._listeners:
             pipe_listener.close()
         for server in self._servers:
@@ -183,6 +232,7 @@ class ServiceConsumer:
         return pipe
 
     def pipe_authenticated(self, pipe: MuxPipe) -> None:
+        self.metrics.pipes.labels(pipe.carrier, pipe.name).inc()
         log.info(
             "%s: SP authenticated%s", pipe, "" if self.token is not None else " (no token required)"
         )
@@ -198,7 +248,9 @@ class ServiceConsumer:
                     "%s: SP offers service %s, which this SC does not configure", pipe, service_uuid
                 )
                 results.append((service_uuid, RegisterStatus.UNKNOWN_SERVICE))
+                self.metrics.registrations.labels("unknown").inc()
                 continue
+            self.metrics.registrations.labels("accepted").inc()
             self.registry.add(service_uuid, pipe)
             log.info(
                 "%s: registered service '%s' (%s), %d pipe(s) now serve it",
@@ -219,6 +271,12 @@ class ServiceConsumer:
     def pipe_closed(self, pipe: MuxPipe, reason: str) -> None:
         self.pipes.discard(pipe)
         gone = self.registry.remove_pipe(pipe)
+        if pipe.authenticated:
+            self.metrics.pipes.labels(pipe.carrier, pipe.name).dec()
+        if isinstance(pipe.error, AuthError):
+            self.metrics.auth_failures.inc()
+        elif pipe.error is not None:
+            self.metrics.rejected.labels(type(pipe.error).__name__).inc()
         if pipe.authenticated:
             log.info(
                 "%s closed after %.1f s, %d stream(s): %s; services withdrawn: %s",
@@ -282,6 +340,7 @@ class ServiceConsumer:
             sink=conn,
         )
         conn.bind(stream)
+        self.metrics.streams_open.labels(service.name).inc()
         assert stream.opened is not None
         conn.timer = asyncio.get_running_loop().call_at(deadline, self._open_expired, conn)
         stream.opened.add_done_callback(lambda opened: self._opened(conn, opened))
@@ -293,7 +352,11 @@ class ServiceConsumer:
         if opened.cancelled():
             return
         error = opened.exception()
-        if error is not None:
+        if error is None:
+            self.metrics.open_seconds.labels(conn.service.name).observe(
+                time.monotonic() - conn.started
+            )
+        else:
             reason = error.reason if isinstance(error, OpenRefused) else str(error)
             conn.fail(502, f"service '{conn.service.name}' unreachable: {reason}")
 
@@ -322,6 +385,16 @@ class ServiceConsumer:
             conn.holds_slot = False
             self._slots[conn.service.uuid].release()
         stream = conn.stream
+        name = conn.service.name
+        outcome_text = conn.outcome or "closed"
+        self.metrics.streams.labels(name, outcome_label(outcome_text)).inc()
+        if stream is not None:
+            self.metrics.streams_open.labels(name).dec()
+            self.metrics.bytes.labels(name, "up").inc(stream.bytes_out)
+            self.metrics.bytes.labels(name, "down").inc(stream.bytes_in)
+            totals = self._bytes[conn.service.uuid]
+            totals[0] += stream.bytes_out
+            totals[1] += stream.bytes_in
         where = f"{stream.pipe} stream {stream.id}" if stream is not None else "no pipe"
         up = stream.bytes_out if stream is not None else 0
         down = stream.bytes_in if stream is not None else 0

@@ -9,11 +9,15 @@ import logging
 import time
 import uuid as uuid_mod
 from collections.abc import Sequence
+from typing import Any
 
+from edgerq import __version__
+from edgerq.admin import AdminServer
 from edgerq.backoff import Backoff
 from edgerq.carriers import carrier
 from edgerq.config.model import PipeConfig, ProviderConfig, ProviderService
 from edgerq.errors import AuthError, VersionError
+from edgerq.metrics import Metrics, outcome_label
 from edgerq.pipe import MuxPipe, Role, open_failure_from_os_error
 from edgerq.protocol.handshake import ProviderHandshake
 from edgerq.protocol.messages import Open, OpenFailure, Register, RegisterStatus
@@ -29,8 +33,9 @@ DIAL_TIMEOUT = 10.0
 class ProviderPipe:
     """One configured pipe: dials it, keeps it up, and serves the streams on it."""
 
-    def __init__(self, config: PipeConfig) -> None:
+    def __init__(self, config: PipeConfig, metrics: Metrics | None = None) -> None:
         self.config = config
+        self.metrics = metrics or Metrics()
         self.token = config.auth_token.reveal() if config.auth_token is not None else None
         self.services = {s.uuid: s for s in config.services}
         self.pipe: MuxPipe | None = None
@@ -132,6 +137,7 @@ class ProviderPipe:
 
     def pipe_authenticated(self, pipe: MuxPipe) -> None:
         self.pipe = pipe
+        self.metrics.pipes.labels(pipe.carrier, self.config.name).inc()
         log.info(
             "%s: connected and authenticated as %s; registering %d service(s)",
             self.label,
@@ -152,6 +158,9 @@ class ProviderPipe:
         for service_uuid, status in results:
             service = self.services.get(service_uuid)
             name = service.name if service is not None else "?"
+            self.metrics.registrations.labels(
+                "accepted" if status is RegisterStatus.ACCEPTED else "unknown"
+            ).inc()
             if status is RegisterStatus.ACCEPTED:
                 self.accepted.add(service_uuid)
                 log.info("%s: service '%s' (%s) registered", self.label, name, service_uuid)
@@ -184,10 +193,17 @@ class ProviderPipe:
         conn = LocalConnection(request.max_frame, on_done=self._connection_done)
         conn.bind(stream)
         self.connections.add(conn)
+        self.metrics.streams_open.labels(service.name).inc()
         asyncio.get_running_loop().create_task(self._connect(pipe, stream, conn, service))
 
     def pipe_closed(self, pipe: MuxPipe, reason: str) -> None:
         self._failure = pipe.error
+        if pipe.authenticated:
+            self.metrics.pipes.labels(pipe.carrier, self.config.name).dec()
+        if isinstance(pipe.error, AuthError):
+            self.metrics.auth_failures.inc()
+        elif pipe.error is not None:
+            self.metrics.rejected.labels(type(pipe.error).__name__).inc()
         if pipe.authenticated:
             log.info(
                 "%s closed after %.1f s, %d stream(s): %s",
@@ -235,6 +251,12 @@ class ProviderPipe:
         if stream is None:
             return
         outcome = conn.outcome or "closed"
+        service = self.services.get(stream.service)
+        name = service.name if service is not None else str(stream.service)
+        self.metrics.streams_open.labels(name).dec()
+        self.metrics.streams.labels(name, outcome_label(outcome)).inc()
+        self.metrics.bytes.labels(name, "up").inc(stream.bytes_in)
+        self.metrics.bytes.labels(name, "down").inc(stream.bytes_out)
         level = logging.DEBUG if outcome == "ok" else logging.INFO
         log.log(
             level,
@@ -254,15 +276,58 @@ class ServiceProvider:
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
-        self.pipes = [ProviderPipe(p) for p in config.pipes]
+        self.metrics = Metrics()
+        self.pipes = [ProviderPipe(p, self.metrics) for p in config.pipes]
         self._tasks: list[asyncio.Task[None]] = []
+        self.admin: AdminServer | None = None
+        self.started = time.monotonic()
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        if self.config.admin is not None:
+            self.admin = AdminServer(self.config.admin, self.metrics, self.ready, self.status)
+            await self.admin.start()
         for pipe in self.pipes:
             self._tasks.append(loop.create_task(pipe.run(), name=pipe.label))
 
+    def ready(self) -> tuple[bool, str]:
+        registered = [p.config.name for p in self.pipes if p.ready.is_set()]
+        if registered:
+            return True, "registered on: " + ", ".join(registered)
+        return False, "no pipe registered yet"
+
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic()
+        return {
+            "role": "sp",
+            "version": __version__,
+            "uptime_s": round(now - self.started, 1),
+            "pipes": [
+                {
+                    "name": p.config.name,
+                    "sc": f"{p.config.hostname}:{p.config.port}",
+                    "carrier": p.config.protocol,
+                    "registered": p.ready.is_set(),
+                    "up_s": round(now - p.pipe.opened_at, 1) if p.pipe is not None else None,
+                    "streams_open": len(p.pipe.streams) if p.pipe is not None else 0,
+                    "streams_total": p.pipe.streams_total if p.pipe is not None else 0,
+                    "services": [
+                        {
+                            "name": s.name,
+                            "uuid": str(s.uuid),
+                            "target": f"{s.hostname}:{s.port}",
+                            "accepted": s.uuid in p.accepted,
+                        }
+                        for s in p.config.services
+                    ],
+                }
+                for p in self.pipes
+            ],
+        }
+
     async def stop(self) -> None:
+        if self.admin is not None:
+            await self.admin.stop()
         for task in self._tasks:
             task.cancel()
         for pipe in self.pipes:

@@ -25,6 +25,7 @@ from edgerq.config.model import (
     DEFAULT_REQUEST_BUFFER,
     DEFAULT_REQUEST_TTL,
     DEFAULT_STREAM_WINDOW,
+    AdminConfig,
     Carrier,
     ConsumerConfig,
     ConsumerService,
@@ -48,6 +49,7 @@ def _carriers() -> frozenset[str]:
 
 SUPPORTED_CARRIERS: frozenset[str] = _carriers()
 SINGLE_ROOT_CHILDREN = (
+    "admin",
     "max_connections",
     "request_buffer",
     "request_ttl",
@@ -218,6 +220,19 @@ def _check_root_cardinality(path: Path, root: etree._Element) -> None:
         seen[carrier] = int(cast(int | None, elem.sourceline) or 0)
 
 
+def _admin(path: Path, root: etree._Element, used_ports: dict[int, int]) -> AdminConfig | None:
+    elem = root.find("admin")
+    if elem is None:
+        return None
+    port = int(cast(str, _text(elem, "port")))
+    if port in used_ports:
+        raise ConfigError(
+            f"{path}:{_line(elem, 'port')}: duplicate port: {port} is already used "
+            f"at line {used_ports[port]}"
+        )
+    return AdminConfig(port=port, inaddr_any=_yes(_text(elem, "inaddr_any")))
+
+
 def _listener(path: Path, elem: etree._Element) -> ListenerConfig:
     protocol = _check_carrier(path, elem)
     certificate = _path(path, _text(elem, "certificate"))
@@ -293,7 +308,9 @@ def load_consumer(path: Path, env: Mapping[str, str] | None = None) -> ConsumerC
             )
         )
     token, source = _env_token(path, _text(root, "auth_token"), env)
-    return ConsumerConfig(path, tuple(listeners), tuple(services), token, source)
+    return ConsumerConfig(
+        path, tuple(listeners), tuple(services), token, source, _admin(path, root, used_ports)
+    )
 
 
 def load_provider(path: Path, env: Mapping[str, str] | None = None) -> ProviderConfig:
@@ -372,7 +389,7 @@ def load_provider(path: Path, env: Mapping[str, str] | None = None) -> ProviderC
                 insecure=insecure,
             )
         )
-    return ProviderConfig(path, tuple(pipes))
+    return ProviderConfig(path, tuple(pipes), _admin(path, root, {}))
 
 
 def load_any(path: Path, env: Mapping[str, str] | None = None) -> ConsumerConfig | ProviderConfig:

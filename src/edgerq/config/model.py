@@ -44,6 +44,18 @@ def bind_host(inaddr_any: bool) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """The admin HTTP endpoint: /metrics, /healthz, /readyz, /status."""
+
+    port: int
+    inaddr_any: bool = False
+
+    @property
+    def host(self) -> str:
+        return bind_host(self.inaddr_any)
+
+
+@dataclass(frozen=True, slots=True)
 class ListenerConfig:
     """Where the SC accepts pipes from SPs."""
 
@@ -91,6 +103,7 @@ class ConsumerConfig:
     auth_token: Secret | None = None
     token_source: str = "none"
     """Where the token came from: config, EDGERQ_AUTH_TOKEN, EDGERQ_AUTH_TOKEN_FILE or none."""
+    admin: AdminConfig | None = None
 
     @property
     def listener(self) -> ListenerConfig:
@@ -133,3 +146,4 @@ class PipeConfig:
 class ProviderConfig:
     path: Path
     pipes: tuple[PipeConfig, ...] = field(default_factory=tuple)
+    admin: AdminConfig | None = None

@@ -1,0 +1,112 @@
+"""The admin endpoint: metrics, health, readiness and `edgerq status`."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+from tests.integration.backends import HashService, payload, sha256
+from tests.integration.clients import download
+from tests.integration.conftest import (
+    SERVICE_UUID,
+    Processes,
+    consumer_xml,
+    free_port,
+    provider_xml,
+)
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_metrics_health_readiness_and_status(processes: Processes, backend: HashService) -> None:
+    listener, port, sc_admin, sp_admin = free_port(), free_port(), free_port(), free_port()
+    sc = processes.start(
+        "sc",
+        consumer_xml(
+            listener,
+            [{"uuid": SERVICE_UUID, "name": "hash", "port": port}],
+            token="t",
+            extra=f"<admin><port>{sc_admin}</port></admin>",
+        ),
+    )
+    sc.wait_log("admin endpoint")
+    sc_url = f"http://127.0.0.1:{sc_admin}"
+    assert get(f"{sc_url}/healthz") == (200, "ok\n")
+    assert get(f"{sc_url}/readyz")[0] == 200  # listeners bound, even with no SP yet
+
+    sp_xml = provider_xml([(listener, [(SERVICE_UUID, backend.port)], "t")]).replace(
+        "<pipes>", f"<admin><port>{sp_admin}</port></admin><pipes>"
+    )
+    sp = processes.start("sp", sp_xml)
+    sp.wait_log("admin endpoint")
+    sc.wait_log("now serve it", timeout=30)
+    sp.wait_log("registered")
+    sp_url = f"http://127.0.0.1:{sp_admin}"
+    status, body = get(f"{sp_url}/readyz")
+    assert status == 200 and "pipe1" in body
+
+    for i in range(5):
+        assert download(port, 10_000 + i, i) == sha256(payload(10_000 + i, i))
+    _, metrics = get(f"{sc_url}/metrics")
+    assert 'edgerq_pipes_connected{carrier="tcp",sp="pipe1"} 1.0' in metrics
+    assert 'edgerq_registrations_total{result="accepted"} 1.0' in metrics
+    assert 'edgerq_streams_total{outcome="ok",service="hash"} 5.0' in metrics
+    assert 'edgerq_stream_bytes_total{direction="down",service="hash"} 50010.0' in metrics
+    assert "edgerq_stream_open_seconds_bucket" in metrics
+    _, sp_metrics = get(f"{sp_url}/metrics")
+    assert 'edgerq_streams_total{outcome="ok",service="svc0"} 5.0' in sp_metrics
+
+    out = subprocess.run(
+        [sys.executable, "-m", "edgerq", "status", sc_url], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert "SC edgerq" in out.stdout and "'pipe1'" in out.stdout
+    assert "50010 B down" in out.stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "edgerq", "status", sp_url], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and "registered" in out.stdout
+
+    assert get(f"{sc_url}/nothing")[0] == 404
+
+
+def test_sp_not_ready_without_an_sc(processes: Processes, backend: HashService) -> None:
+    admin = free_port()
+    sp_xml = provider_xml([(free_port(), [(SERVICE_UUID, backend.port)], None)]).replace(
+        "<pipes>", f"<admin><port>{admin}</port></admin><pipes>"
+    )
+    sp = processes.start("sp", sp_xml)
+    sp.wait_log("admin endpoint")
+    status, body = get(f"http://127.0.0.1:{admin}/readyz")
+    assert status == 503 and "no pipe registered" in body
+    assert get(f"http://127.0.0.1:{admin}/healthz")[0] == 200
+
+
+def test_auth_failures_are_counted(processes: Processes, backend: HashService) -> None:
+    listener, admin = free_port(), free_port()
+    sc = processes.start(
+        "sc",
+        consumer_xml(
+            listener,
+            [{"uuid": SERVICE_UUID, "port": free_port()}],
+            token="right",
+            extra=f"<admin><port>{admin}</port></admin>",
+        ),
+    )
+    sc.wait_log("admin endpoint")
+    processes.start("sp", provider_xml([(listener, [(SERVICE_UUID, backend.port)], "wrong")]))
+    sc.wait_log("token proof is wrong")
+    sc.wait_log("closed before authenticating")
+    _, metrics = get(f"http://127.0.0.1:{admin}/metrics")
+    # The SP keeps redialing with backoff, so the count only grows; at least one.
+    failures = re.search(r"^edgerq_auth_failures_total (\S+)$", metrics, re.M)
+    assert failures is not None and float(failures.group(1)) >= 1
