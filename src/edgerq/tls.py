@@ -41,7 +41,10 @@ def generate_self_signed(cert_path: Path, key_path: Path, names: list[str]) -> N
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=3650))
         .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        # An end-entity certificate (CA:FALSE) without an EKU: qh3 refuses a CA
+        # certificate as the server's own, and takes a self-issued one with a TLS EKU
+        # out of the trust anchors, so either would fail when given as <ca_file>.
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     key_bytes = key.private_bytes(

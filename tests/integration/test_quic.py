@@ -265,3 +265,27 @@ def udp_fuzz_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tunnel
         assert download(tunnel.service_port, 200_000, 5) == sha256(payload(200_000, 5))
         assert "Traceback" not in tunnel.sc.log
         processes.stop_all()
+
+
+def test_generated_certificate_works_as_ca_file(
+    processes: Processes, backend: HashService, tmp_path: Path
+) -> None:
+    listener_extra, _ = carrier_settings("udp", tmp_path)
+    listener, port = free_port(), free_port()
+    sc = processes.start(
+        "sc",
+        consumer_xml(
+            listener, [{"uuid": SERVICE_UUID, "port": port}], listener_extra=listener_extra
+        ),
+    )
+    sc.wait_log("accepting pipes (udp)")
+    processes.start(
+        "sp",
+        provider_xml(
+            [(listener, [(SERVICE_UUID, backend.port)], None)],
+            pipe_extra=f"<protocol>udp</protocol><ca_file>{tmp_path / 'sc-cert.pem'}</ca_file>"
+            "<server_name>localhost</server_name>",
+        ),
+    )
+    sc.wait_log("now serve it", timeout=30)
+    assert download(port, 100_000) == sha256(payload(100_000))

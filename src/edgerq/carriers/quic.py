@@ -83,6 +83,8 @@ def _enlarge_buffers(transport: asyncio.BaseTransport | None) -> None:
 class QuicPipe(MuxPipe):
     """A ``MuxPipe`` whose frames travel on QUIC streams instead of one byte stream."""
 
+    carrier = "udp"
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._protocol: PipeProtocol | None = None
@@ -424,9 +426,15 @@ async def listen(listener: ListenerConfig, make_pipe: MakePipe) -> QuicListener:
 @asynccontextmanager
 async def dial(pipe: PipeConfig, make_pipe: MakePipe, timeout: float) -> AsyncIterator[MuxPipe]:
     configuration = client_configuration(pipe)
-    protocol_factory = functools.partial(
-        PipeProtocol, make_pipe=make_pipe, pin=pipe.server_fingerprint, is_client=True
-    )
+    created: list[PipeProtocol] = []
+
+    def protocol_factory(*args: Any, **kwargs: Any) -> PipeProtocol:
+        protocol = PipeProtocol(
+            *args, make_pipe=make_pipe, pin=pipe.server_fingerprint, is_client=True, **kwargs
+        )
+        created.append(protocol)
+        return protocol
+
     async with asyncio.timeout(timeout):
         manager = connect(
             pipe.hostname,
@@ -434,7 +442,12 @@ async def dial(pipe: PipeConfig, make_pipe: MakePipe, timeout: float) -> AsyncIt
             configuration=configuration,
             create_protocol=protocol_factory,
         )
-        protocol = cast(PipeProtocol, await manager.__aenter__())
+        try:
+            protocol = cast(PipeProtocol, await manager.__aenter__())
+        except ConnectionError as exc:
+            # Say why the QUIC handshake failed (certificate, ALPN, ...), not just "failed".
+            reason = created[0].pipe.close_reason if created else ""
+            raise ConnectionError(reason or "QUIC handshake failed") from exc
     _enlarge_buffers(protocol._transport)
     try:
         yield protocol.pipe
