@@ -20,6 +20,10 @@
 #   WATCHDOG_GRACE    client: seconds to wait before exiting once the namespace is gone (3)
 #   TLS_SERVER_NAME   init-secrets: the server certificate's name (stunnel-sc)
 #   TLS_CLIENT_NAME   init-secrets: the client certificate's name (stunnel-sp)
+#   QUIC_SERVER_NAME  init-secrets: when set (docker-compose.udp.yml: sc), also a key and
+#                     certificate with this name for the SC's udp (QUIC) listener, in
+#                     /secrets/quic-sc, and the certificate alone in /secrets/quic-sp (the
+#                     SP's <ca_file>)
 set -eu
 
 log() { printf 'stunnel-entrypoint: %s\n' "$*" >&2; }
@@ -116,12 +120,13 @@ run_client() {
     done
 }
 
-new_pair() {  # new_pair DIR NAME ROLE: a key and a self-signed certificate for NAME
+new_pair() {  # new_pair DIR NAME ROLE [OPENSSL-ARGS]: a key and a self-signed certificate for NAME
+    dir=$1; name=$2; role=$3; shift 3
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-        -days 825 -subj "/CN=$2" -addext "subjectAltName=DNS:$2" \
-        -keyout "$1/$3-key.pem" -out "$1/$3-cert.pem" 2>/dev/null
-    chmod 0400 "$1/$3-key.pem"; chmod 0444 "$1/$3-cert.pem"
-    log "created a key and a self-signed certificate for $2 ($3)"
+        -days 825 -subj "/CN=$name" -addext "subjectAltName=DNS:$name" "$@" \
+        -keyout "$dir/$role-key.pem" -out "$dir/$role-cert.pem" 2>/dev/null
+    chmod 0400 "$dir/$role-key.pem"; chmod 0444 "$dir/$role-cert.pem"
+    log "created a key and a self-signed certificate for $name ($role)"
 }
 
 publish() {  # publish FILE DEST: copy a certificate when it differs
@@ -154,7 +159,20 @@ init_secrets() {
     fi
     publish "$sc/server-cert.pem" "$sp/server-cert.pem"
     publish "$sp/client-cert.pem" "$sc/client-cert.pem"
-    for f in "$sc/server-cert.pem" "$sp/client-cert.pem"; do
+    certs="$sc/server-cert.pem $sp/client-cert.pem"
+    if [ -n "${QUIC_SERVER_NAME:-}" ]; then
+        # the udp variant: the SC's QUIC certificate (SAN DNS:$QUIC_SERVER_NAME), verified
+        # by the SP against its <ca_file>, a copy of it in the SP's volume (no key there)
+        qsc=/secrets/quic-sc; qsp=/secrets/quic-sp
+        if [ ! -s "$qsc/sc-key.pem" ] || [ ! -s "$qsc/sc-cert.pem" ]; then
+            rm -f "$qsc/sc-key.pem" "$qsc/sc-cert.pem"
+            # CA:FALSE: the QUIC stack (webpki) refuses a CA certificate as the server's own
+            new_pair "$qsc" "$QUIC_SERVER_NAME" sc -addext "basicConstraints=critical,CA:FALSE"
+        fi
+        publish "$qsc/sc-cert.pem" "$qsp/sc-cert.pem"
+        certs="$certs $qsc/sc-cert.pem"
+    fi
+    for f in $certs; do
         printf '%s: %s\n' "$(basename "$f")" \
             "$(openssl x509 -in "$f" -noout -fingerprint -sha256 | cut -d= -f2)" >&2
     done

@@ -9,6 +9,12 @@ Environment:
   EDGERQ_PROXY_URL       the proxy as seen from the host (default: asked from
                          compose: `compose port proxy 8080`)
   COMPOSE_PROJECT_NAME   the stack's project (as for docker compose)
+  COMPOSE_FILE           the Compose files (as for docker compose); for the udp
+                         variant docker-compose.yml:docker-compose.udp.yml
+  EDGERQ_COMPOSE_VARIANT which stack runs: "tcp" (default: docker-compose.yml,
+                         stunnel sidecars) or "udp" (with docker-compose.udp.yml:
+                         QUIC over "wan", no stunnel). Tests marked
+                         @pytest.mark.variant("tcp") run only in that variant.
 """
 
 from __future__ import annotations
@@ -27,10 +33,17 @@ COMPOSE = [str(ROOT / "scripts" / "compose")]
 RECOVERY_DEADLINE = 30.0  # seconds: the suite's promise after any single restart
 
 STANDARD_ANSWER = b"edgerq sample webserver: standard answer\n"
+VARIANTS = ("tcp", "udp")
+VARIANT = os.environ.get("EDGERQ_COMPOSE_VARIANT", "tcp")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "compose: end-to-end test of the Docker Compose stack")
+    config.addinivalue_line(
+        "markers", "variant(*names): run only in these variants of the stack (tcp, udp)"
+    )
+    if VARIANT not in VARIANTS:
+        raise pytest.UsageError(f"EDGERQ_COMPOSE_VARIANT={VARIANT!r}: expected one of {VARIANTS}")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -42,6 +55,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.compose)
             if not enabled:
                 item.add_marker(skip)
+            marker = item.get_closest_marker("variant")
+            if marker is not None and VARIANT not in marker.args:
+                item.add_marker(
+                    pytest.mark.skip(reason=f"only in the {'/'.join(marker.args)} variant")
+                )
 
 
 def compose(
@@ -122,6 +140,7 @@ class Stack:
 
     root = ROOT
     standard_answer = STANDARD_ANSWER
+    variant = VARIANT
     recovery_deadline = RECOVERY_DEADLINE
 
     def __init__(self, proxy_url: str) -> None:
