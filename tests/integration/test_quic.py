@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import socket
@@ -61,30 +62,6 @@ def test_wrong_pinned_fingerprint_is_refused_with_both_values(
     assert f"expected {wrong}" in line
     assert "received " in line and "received none" not in line
     assert "now serve it" not in sc.log
-
-
-def test_insecure_mode_works_and_warns(
-    processes: Processes, backend: HashService, tmp_path: Path
-) -> None:
-    listener_extra, _ = carrier_settings("udp", tmp_path)
-    listener, port = free_port(), free_port()
-    sc = processes.start(
-        "sc",
-        consumer_xml(
-            listener, [{"uuid": SERVICE_UUID, "port": port}], listener_extra=listener_extra
-        ),
-    )
-    sc.wait_log("accepting pipes (udp)")
-    sp = processes.start(
-        "sp",
-        provider_xml(
-            [(listener, [(SERVICE_UUID, backend.port)], None)],
-            pipe_extra="<protocol>udp</protocol><insecure>yes</insecure>",
-        ),
-    )
-    sp.wait_log("is NOT verified")
-    sc.wait_log("now serve it", timeout=30)
-    assert download(port, 100_000) == sha256(payload(100_000))
 
 
 def test_generated_certificate_is_kept_next_to_the_config(
@@ -267,25 +244,17 @@ def udp_fuzz_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tunnel
         processes.stop_all()
 
 
-def test_generated_certificate_works_as_ca_file(
-    processes: Processes, backend: HashService, tmp_path: Path
+@pytest.mark.parametrize("mode", ["ca_file", "insecure"])
+def test_sp_verifies_the_sc_by_ca_file_or_says_it_does_not(
+    processes: Processes, backend: HashService, tmp_path: Path, mode: str
 ) -> None:
-    listener_extra, _ = carrier_settings("udp", tmp_path)
-    listener, port = free_port(), free_port()
-    sc = processes.start(
-        "sc",
-        consumer_xml(
-            listener, [{"uuid": SERVICE_UUID, "port": port}], listener_extra=listener_extra
-        ),
-    )
-    sc.wait_log("accepting pipes (udp)")
-    processes.start(
-        "sp",
-        provider_xml(
-            [(listener, [(SERVICE_UUID, backend.port)], None)],
-            pipe_extra=f"<protocol>udp</protocol><ca_file>{tmp_path / 'sc-cert.pem'}</ca_file>"
-            "<server_name>localhost</server_name>",
-        ),
-    )
-    sc.wait_log("now serve it", timeout=30)
-    assert download(port, 100_000) == sha256(payload(100_000))
+    consumer = start_consumer(processes, "udp", tmp_path, token=None)
+    if mode == "ca_file":  # the certificate the SC generated, trusted as it is
+        check = f"<ca_file>{tmp_path / 'sc-cert.pem'}</ca_file><server_name>localhost</server_name>"
+        expected_log = "verified against"
+    else:
+        check, expected_log = "<insecure>yes</insecure>", "is NOT verified"
+    consumer = dataclasses.replace(consumer, pipe_extra=f"<protocol>udp</protocol>{check}")
+    sp = start_provider(processes, consumer, backend.port, token=None)
+    assert expected_log in sp.log
+    assert download(consumer.service_port, 100_000) == sha256(payload(100_000))

@@ -363,29 +363,27 @@ class PipeProtocol(QuicConnectionProtocol):
             self._loop.call_later(0.2, transport.close)
 
 
-def server_configuration(listener: ListenerConfig) -> QuicConfiguration:
-    assert listener.certificate is not None and listener.private_key is not None
-    ensure_certificate(listener.certificate, listener.private_key)
-    configuration = QuicConfiguration(
-        is_client=False,
+def _configuration(is_client: bool, **settings: Any) -> QuicConfiguration:
+    return QuicConfiguration(
+        is_client=is_client,
         alpn_protocols=[ALPN],
         idle_timeout=IDLE_TIMEOUT,
         max_data=MAX_DATA,
         max_stream_data=MAX_STREAM_DATA,
+        **settings,
     )
+
+
+def server_configuration(listener: ListenerConfig) -> QuicConfiguration:
+    assert listener.certificate is not None and listener.private_key is not None
+    ensure_certificate(listener.certificate, listener.private_key)
+    configuration = _configuration(is_client=False)
     configuration.load_cert_chain(listener.certificate, listener.private_key)
     return configuration
 
 
 def client_configuration(pipe: PipeConfig) -> QuicConfiguration:
-    configuration = QuicConfiguration(
-        is_client=True,
-        alpn_protocols=[ALPN],
-        idle_timeout=IDLE_TIMEOUT,
-        max_data=MAX_DATA,
-        max_stream_data=MAX_STREAM_DATA,
-        server_name=pipe.server_name or pipe.hostname,
-    )
+    configuration = _configuration(is_client=True, server_name=pipe.server_name or pipe.hostname)
     if pipe.ca_file is not None:
         configuration.verify_mode = ssl.CERT_REQUIRED
         configuration.load_verify_locations(cafile=str(pipe.ca_file))
