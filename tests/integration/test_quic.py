@@ -258,3 +258,40 @@ def test_sp_verifies_the_sc_by_ca_file_or_says_it_does_not(
     sp = start_provider(processes, consumer, backend.port, token=None)
     assert expected_log in sp.log
     assert download(consumer.service_port, 100_000) == sha256(payload(100_000))
+
+
+def test_more_concurrent_streams_than_qh3_allows_by_default(
+    processes: Processes, backend: HashService, tmp_path: Path
+) -> None:
+    # qh3 fixes 100 concurrent streams per connection; a pipe must hold more
+    # long-lived connections than that (carriers/quic.py raises the limit).
+    listener_extra, pipe_extra = carrier_settings("udp", tmp_path)
+    listener, port = free_port(), free_port()
+    sc = processes.start(
+        "sc",
+        consumer_xml(
+            listener,
+            [{"uuid": SERVICE_UUID, "port": port, "max_connections": 400}],
+            listener_extra=listener_extra,
+        ),
+    )
+    sc.wait_log("accepting pipes")
+    processes.start(
+        "sp",
+        provider_xml([(listener, [(SERVICE_UUID, backend.port)], None)], pipe_extra=pipe_extra),
+    )
+    sc.wait_log("now serve it", timeout=30)
+    held = []
+    try:
+        for _ in range(250):
+            sock = connect(port, timeout=15)
+            sock.sendall(b"ECHO\n")
+            held.append(sock)
+        for i, sock in enumerate(held):
+            sock.sendall(f"ping {i}".encode())
+        answered = sum(1 for i, sock in enumerate(held) if sock.recv(100) == f"ping {i}".encode())
+    finally:
+        for sock in held:
+            sock.close()
+    assert answered == 250, f"only {answered} of 250 held connections answered"
+    assert download(port, 100_000) == sha256(payload(100_000))
