@@ -152,14 +152,17 @@ class MuxPipe(asyncio.Protocol):
             if self._handshake is not None:
                 frames = self._handshake_frames(frames)
             self._deliver(frames)
-        except VersionError as exc:
-            self.error = exc
-            self._fail(GoawayCode.VERSION_MISMATCH, str(exc))
-        except AuthError as exc:
-            self.error = exc
-            self._fail(GoawayCode.AUTH_FAILED, str(exc))
         except ProtocolError as exc:
-            self.error = exc
+            self.protocol_failure(exc)
+
+    def protocol_failure(self, exc: ProtocolError) -> None:
+        """Close the pipe for ``exc`` with the GOAWAY code that names it (any carrier)."""
+        self.error = exc
+        if isinstance(exc, VersionError):
+            self._fail(GoawayCode.VERSION_MISMATCH, str(exc))
+        elif isinstance(exc, AuthError):
+            self._fail(GoawayCode.AUTH_FAILED, str(exc))
+        else:
             prefix = "" if self.authenticated else "not an edgerq pipe, or a broken one: "
             self._fail(GoawayCode.PROTOCOL_ERROR, f"{prefix}{exc}")
 
@@ -228,10 +231,6 @@ class MuxPipe(asyncio.Protocol):
     @property
     def role_peer(self) -> str:
         return "SP" if self.role is Role.CONSUMER else "SC"
-
-    @staticmethod
-    def frame(frame_type: FrameType, stream_id: int, payload: bytes = b"") -> bytes:
-        return encode_frame(frame_type, stream_id, payload)
 
     def send_raw(self, data: bytes) -> None:
         if self.closing:

@@ -17,7 +17,7 @@ import asyncio
 import uuid as uuid_mod
 from typing import TYPE_CHECKING, Protocol
 
-from edgerq.protocol.frames import FrameType
+from edgerq.protocol.frames import FrameType, encode_frame
 from edgerq.protocol.messages import CodedReason, OpenFailure, ResetCode, encode_window
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ class Stream:
         if self.finished or self.eof_sent:
             return
         self.eof_sent = True
-        self.pipe.send_raw(self.pipe.frame(FrameType.FIN, self.id))
+        self.pipe.send_raw(encode_frame(FrameType.FIN, self.id))
         self._maybe_finish()
 
     def consumed(self, total: int) -> None:

@@ -42,7 +42,7 @@ from qh3.quic.configuration import QuicConfiguration
 from qh3.quic.connection import QuicConnection
 
 from edgerq.config.model import ListenerConfig, PipeConfig
-from edgerq.errors import AuthError, FrameError, ProtocolError, RemoteProtocolError
+from edgerq.errors import AuthError, ProtocolError, RemoteProtocolError
 from edgerq.pipe import MuxPipe
 from edgerq.protocol.frames import (
     HANDSHAKE_MAX_PAYLOAD,
@@ -206,15 +206,8 @@ class QuicPipe(MuxPipe):
     def _guarded(self, handler: Callable[..., None], *args: Any) -> None:
         try:
             handler(*args)
-        except (AuthError, FrameError, ProtocolError) as exc:
-            self.error = exc
-            code = (
-                GoawayCode.AUTH_FAILED
-                if isinstance(exc, AuthError)
-                else (GoawayCode.PROTOCOL_ERROR)
-            )
-            prefix = "" if self.authenticated else "not an edgerq pipe, or a broken one: "
-            self._fail(code, f"{prefix}{exc}")
+        except ProtocolError as exc:
+            self.protocol_failure(exc)
 
     # --- sending ------------------------------------------------------------------
 
