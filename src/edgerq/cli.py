@@ -14,6 +14,8 @@ from edgerq import __version__
 from edgerq.config import ConsumerConfig, ProviderConfig, load_any, load_consumer, load_provider
 from edgerq.errors import ConfigError
 from edgerq.logs import setup_logging
+from edgerq.sc import ServiceConsumer
+from edgerq.sp import ServiceProvider
 
 log = logging.getLogger("edgerq")
 
@@ -193,16 +195,19 @@ def _install_uvloop() -> str:
 
 
 async def _run_daemon(config: ConsumerConfig | ProviderConfig) -> int:
-    from edgerq.sc import ServiceConsumer
-    from edgerq.sp import ServiceProvider
-
-    daemon = (
+    daemon: ServiceConsumer | ServiceProvider = (
         ServiceConsumer(config) if isinstance(config, ConsumerConfig) else ServiceProvider(config)
     )
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
+    stop, now = asyncio.Event(), asyncio.Event()
+
+    def on_stop_signal() -> None:
+        if stop.is_set():
+            now.set()  # a second signal: no more waiting
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_stop_signal)
     try:
         await daemon.start()
     except OSError as exc:
@@ -211,11 +216,67 @@ async def _run_daemon(config: ConsumerConfig | ProviderConfig) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return 1
+    reloads = Reloader(daemon)
+    loop.add_signal_handler(signal.SIGHUP, reloads.request)
     await stop.wait()
+    loop.remove_signal_handler(signal.SIGHUP)
+    await reloads.finish()
+    grace = daemon.config.shutdown_grace
+    if grace > 0:
+        log.info("stopping: draining for up to %g s (signal again to stop at once)", grace)
+        drain = loop.create_task(daemon.drain(grace))
+        cut_short = loop.create_task(now.wait())
+        await asyncio.wait([drain, cut_short], return_when=asyncio.FIRST_COMPLETED)
+        if not drain.done():
+            log.warning("second signal: stopping now")
+        drain.cancel()
+        cut_short.cancel()
+        await asyncio.gather(drain, cut_short, return_exceptions=True)
     log.info("stopping: closing listeners, pipes and open streams")
     await daemon.stop()
     log.info("stopped")
     return 0
+
+
+class Reloader:
+    """SIGHUP: re-read the daemon's config file and apply it, one reload at a time.
+    An invalid file is refused with its error and the running config stays."""
+
+    def __init__(self, daemon: ServiceConsumer | ServiceProvider) -> None:
+        self.daemon = daemon
+        self._task: asyncio.Task[None] | None = None
+        self._again = False
+
+    def request(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._again = True  # apply the newest file once this reload is done
+            return
+        self._task = asyncio.get_running_loop().create_task(self._reload())
+
+    async def _reload(self) -> None:
+        while True:
+            self._again = False
+            path = self.daemon.config.path
+            log.info("SIGHUP: reloading %s", path)
+            try:
+                if isinstance(self.daemon, ServiceConsumer):
+                    await self.daemon.reload(load_consumer(path))
+                else:
+                    await self.daemon.reload(load_provider(path))
+            except ConfigError as exc:
+                log.error("reload refused, the running configuration stays: %s", exc)
+            except OSError as exc:
+                log.error(
+                    "reload refused, the running configuration stays: %s", exc.strerror or exc
+                )
+            except Exception:
+                log.exception("reload failed; the running configuration stays")
+            if not self._again:
+                return
+
+    async def finish(self) -> None:
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -38,6 +38,12 @@ class Metrics:
             buckets=OPEN_BUCKETS,
             registry=r,
         )
+        self.retries = Counter(
+            "edgerq_stream_retries",
+            "Connections opened again on another pipe before the service answered, by cause",
+            ["service", "cause"],
+            registry=r,
+        )
         self.auth_failures = Counter(
             "edgerq_auth_failures", "Pipes refused for a wrong or missing token proof", registry=r
         )

@@ -110,6 +110,8 @@ class MuxPipe(asyncio.Protocol):
         self.authenticated = False
         self.registered = False
         self.closing = False
+        self.draining = False
+        """No new streams on this pipe (either side said GOAWAY DRAINING)."""
         self.close_reason = ""
         self.error: ProtocolError | None = None
         self.closed: asyncio.Future[str] = self._loop.create_future()
@@ -207,7 +209,7 @@ class MuxPipe(asyncio.Protocol):
         self.closing = True
         self.close_reason = reason
         for stream in list(self.streams.values()):
-            stream.receive_reset(f"pipe closed: {reason}")
+            stream.receive_reset(f"pipe closed: {reason}", pipe_lost=True)
         self.streams.clear()
         self._out.clear()
         if not self.closed.done():
@@ -366,7 +368,18 @@ class MuxPipe(asyncio.Protocol):
             decode_ping(frame.payload)
         elif ftype is FrameType.GOAWAY:
             goaway = CodedReason.decode(ftype, 0, frame.payload)
-            self._shutdown(f"{self.role_peer} closed the pipe: {goaway.reason}")
+            if goaway.code == GoawayCode.DRAINING:
+                if not self.draining:
+                    self.draining = True
+                    log.info(
+                        "%s: %s is draining (%s): no new streams here, %d open may finish",
+                        self,
+                        self.role_peer,
+                        goaway.reason,
+                        len(self.streams),
+                    )
+            else:
+                self._shutdown(f"{self.role_peer} closed the pipe: {goaway.reason}")
         elif self.role is Role.PROVIDER:
             self._dispatch_provider(frame)
         else:
@@ -381,8 +394,7 @@ class MuxPipe(asyncio.Protocol):
                 raise RemoteProtocolError(f"OPEN asks for frames of {request.max_frame} bytes")
             self.owner.pipe_open(self, request)
         elif frame.type is FrameType.REGISTERED:
-            if self.registered:
-                raise RemoteProtocolError("second REGISTERED on one pipe")
+            # A second REGISTERED is an update: the SC's config was reloaded.
             self.registered = True
             self.owner.pipe_registered(self, Registered.decode(frame.payload).results)
         else:
@@ -440,6 +452,13 @@ class MuxPipe(asyncio.Protocol):
         if self._transport is not None:
             self._flush()
             self._transport.close()
+
+    def drain(self, reason: str) -> None:
+        """Tell the peer no new streams will be taken here; open ones go on."""
+        if self.closing or self.draining or self.closed.done():
+            return
+        self.draining = True
+        self.send_raw(CodedReason(FrameType.GOAWAY, 0, GoawayCode.DRAINING, reason).encode())
 
     def close(self, code: GoawayCode = GoawayCode.NORMAL, reason: str = "closing") -> None:
         """Say GOAWAY with ``reason`` and close once it is written (abort after 2 s)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid as uuid_mod
+from collections.abc import Collection
 
 from edgerq.pipe import MuxPipe
 
@@ -34,21 +35,32 @@ class ServiceRegistry:
                     del self._pipes[service]
         return gone
 
+    def remove_service(self, service: uuid_mod.UUID) -> None:
+        """The service is no longer offered here (a reload removed it)."""
+        self._pipes.pop(service, None)
+
     def pipes_for(self, service: uuid_mod.UUID) -> list[MuxPipe]:
         return list(self._pipes.get(service, ()))
 
-    def choose(self, service: uuid_mod.UUID) -> MuxPipe | None:
-        live = [p for p in self._pipes.get(service, ()) if not p.closing]
+    def choose(self, service: uuid_mod.UUID, exclude: Collection[MuxPipe] = ()) -> MuxPipe | None:
+        live = [
+            p
+            for p in self._pipes.get(service, ())
+            if not (p.closing or p.draining) and p not in exclude
+        ]
         if not live:
             return None
         return min(live, key=lambda p: len(p.streams))
 
-    async def wait_for(self, service: uuid_mod.UUID, timeout: float) -> MuxPipe | None:
-        """The least busy pipe for ``service``, waiting up to ``timeout`` s for one."""
+    async def wait_for(
+        self, service: uuid_mod.UUID, timeout: float, exclude: Collection[MuxPipe] = ()
+    ) -> MuxPipe | None:
+        """The least busy pipe for ``service`` (not in ``exclude``), waiting up to
+        ``timeout`` s for one."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            pipe = self.choose(service)
+            pipe = self.choose(service, exclude)
             if pipe is not None:
                 return pipe
             remaining = deadline - loop.time()
@@ -59,7 +71,7 @@ class ServiceRegistry:
             try:
                 await asyncio.wait_for(waiter, remaining)
             except TimeoutError:
-                return self.choose(service)
+                return self.choose(service, exclude)
             finally:
                 waiters = self._waiters.get(service)
                 if waiters is not None:

@@ -11,8 +11,10 @@ once both directions are done.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +32,9 @@ PAUSED_CREDIT = 1
 PAUSED_PIPE = 2
 PAUSED_NOT_READY = 4
 
+
+_LINGER_RESET = struct.pack("ii", 1, 0)
+"""SO_LINGER on, timeout 0: close() sends RST instead of FIN."""
 
 _buffers = threading.local()
 
@@ -77,8 +82,17 @@ class LocalConnection(asyncio.BufferedProtocol):
         self._limit_write_buffer()
         if stream.pipe.paused:
             self._paused |= PAUSED_PIPE
+        else:  # (re)bound to a pipe that is not paused, e.g. after a failover
+            self._paused &= ~PAUSED_PIPE
         self._paused &= ~PAUSED_NOT_READY
         self.on_credit()
+
+    def unbind(self) -> None:
+        """Detach from a stream that is gone; reads are kept until ``bind`` again."""
+        if self.stream is not None and self.stream.sink is self:
+            self.stream.sink = None
+        self.stream = None
+        self._set_paused(PAUSED_NOT_READY, True)
 
     # --- asyncio.BufferedProtocol --------------------------------------------------
 
@@ -254,10 +268,17 @@ class LocalConnection(asyncio.BufferedProtocol):
         self.transport.close()
 
     def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-        else:
+        """Cut the connection with a TCP reset, so the peer knows it was cut: a
+        plain close would look like the natural end of a (truncated) reply."""
+        transport = self.transport
+        if transport is None:
             self._finish()
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None and not transport.is_closing():
+            with contextlib.suppress(OSError):  # already gone
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        transport.abort()
 
     def _finish(self) -> None:
         if self.done:

@@ -15,16 +15,17 @@ from typing import Any
 from edgerq import __version__
 from edgerq.admin import AdminServer
 from edgerq.carriers import carrier
-from edgerq.config.model import ConsumerConfig, ConsumerService
+from edgerq.config.model import ConsumerConfig, ConsumerService, ListenerConfig
 from edgerq.errors import AuthError, ConfigError
 from edgerq.httperrors import error_response
 from edgerq.metrics import Metrics, outcome_label
 from edgerq.pipe import MuxPipe, Role
 from edgerq.protocol.handshake import ConsumerHandshake
-from edgerq.protocol.messages import GoawayCode, Open, RegisterStatus, ResetCode
+from edgerq.protocol.messages import GoawayCode, Open, Registered, RegisterStatus, ResetCode
 from edgerq.registry import ServiceRegistry
 from edgerq.relay import LocalConnection
-from edgerq.stream import OpenRefused
+from edgerq.stream import OpenRefused, PipeLost, Stream
+from edgerq.waiting import wait_until
 
 log = logging.getLogger("edgerq.sc")
 
@@ -38,6 +39,12 @@ class ClientConnection(LocalConnection):
         self.task: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.holds_slot = False
+        self.deadline = 0.0
+        """Loop time by which the service must have answered (request_ttl)."""
+        self.confirmed = False
+        """The SP has connected to the service (OPEN_OK); no failover after that."""
+        self.counted = False
+        self.tried: set[MuxPipe] = set()
 
     def fail(self, status: int, message: str) -> None:
         """The tunnel cannot serve this client: say why (http) or close it."""
@@ -49,8 +56,10 @@ class ClientConnection(LocalConnection):
 
     def on_reset(self, reason: str) -> None:
         stream = self.stream
-        if stream is not None and stream.opened is not None and not stream.opened.done():
-            return  # the opener reports it (502/504)
+        if stream is not None and not self.confirmed and stream.opened is not None:
+            opened = stream.opened
+            if not opened.done() or (not opened.cancelled() and opened.exception() is not None):
+                return  # the opener decides: another pipe, or 502/504
         if self.service.type == "http" and self.written == 0:
             self.fail(502, f"tunnel closed before the service answered ({reason})")
         else:
@@ -114,48 +123,27 @@ class ServiceConsumer:
         self.connections: set[ClientConnection] = set()
         self._slots = {s.uuid: ConnectionSlots(s.max_connections) for s in config.services}
         self._bytes = {s.uuid: [0, 0] for s in config.services}
-        self._servers: list[asyncio.Server] = []
-        self._listeners: list[Any] = []
+        self._servers: dict[uuid_mod.UUID, asyncio.Server] = {}
+        self._listeners: dict[str, Any] = {}
+        """Carrier name -> its pipe listener."""
+        self._offered: dict[MuxPipe, tuple[uuid_mod.UUID, ...]] = {}
+        """What each pipe offered, known or not: a reload may add a service."""
         self.listener_addresses: dict[str, tuple[str, int]] = {}
         self.service_addresses: dict[uuid_mod.UUID, tuple[str, int]] = {}
         self.started = time.monotonic()
         self.metrics = Metrics()
         self.admin: AdminServer | None = None
+        self.draining = False
 
     # --- start and stop --------------------------------------------------------------
 
     async def start(self) -> None:
-        if self.token is None:
-            log.warning(
-                "no auth_token configured: any SP that reaches the listener may "
-                "register services (set <auth_token> or EDGERQ_AUTH_TOKEN)"
-            )
-        else:
-            log.info("SP authentication required (token from %s)", self.config.token_source)
+        self._log_token()
         try:
             for listener in self.config.listeners:
-                pipe_listener = await carrier(listener.protocol).listen(listener, self._new_pipe)
-                self._listeners.append(pipe_listener)
-                self.listener_addresses[listener.protocol] = pipe_listener.address
-                log.info("accepting pipes (%s) on %s:%d", listener.protocol, *pipe_listener.address)
+                await self._listen(listener)
             for service in self.config.services:
-                server = await asyncio.get_running_loop().create_server(
-                    lambda s=service: self._new_client(s),  # type: ignore[misc]
-                    service.host,
-                    service.port,
-                    backlog=max(128, service.max_connections),
-                    reuse_address=True,
-                )
-                self._servers.append(server)
-                address = server.sockets[0].getsockname()[:2]
-                self.service_addresses[service.uuid] = address
-                log.info(
-                    "service '%s' (%s, %s) on %s:%d",
-                    service.name,
-                    service.uuid,
-                    service.type,
-                    *address,
-                )
+                self._servers[service.uuid] = await self._serve(service)
             if self.config.admin is not None:
                 self.admin = AdminServer(self.config.admin, self.metrics, self.ready, self.status)
                 await self.admin.start()
@@ -166,7 +154,222 @@ class ServiceConsumer:
             await self.stop()
             raise
 
+    def _log_token(self) -> None:
+        if self.token is None:
+            log.warning(
+                "no auth_token configured: any SP that reaches the listener may "
+                "register services (set <auth_token> or EDGERQ_AUTH_TOKEN)"
+            )
+        else:
+            log.info("SP authentication required (token from %s)", self.config.token_source)
+
+    async def _listen(self, listener: ListenerConfig) -> None:
+        pipe_listener = await carrier(listener.protocol).listen(listener, self._new_pipe)
+        self._listeners[listener.protocol] = pipe_listener
+        self.listener_addresses[listener.protocol] = pipe_listener.address
+        log.info("accepting pipes (%s) on %s:%d", listener.protocol, *pipe_listener.address)
+
+    async def _serve(self, service: ConsumerService) -> asyncio.Server:
+        """Listen on the service's port; clients get the service's current settings."""
+        key = service.uuid
+        server = await asyncio.get_running_loop().create_server(
+            lambda: self._new_client(self.services[key]),
+            service.host,
+            service.port,
+            backlog=max(128, service.max_connections),
+            reuse_address=True,
+        )
+        address = server.sockets[0].getsockname()[:2]
+        self.service_addresses[key] = address
+        log.info("service '%s' (%s, %s) on %s:%d", service.name, key, service.type, *address)
+        return server
+
+    # --- reload ----------------------------------------------------------------------
+
+    async def reload(self, new: ConsumerConfig) -> None:
+        """Apply a re-read config: services added, removed or moved, listeners
+        rebound; pipes and connections that are unaffected carry on. New ports
+        are bound before anything is closed: if one cannot be, nothing changes."""
+        old_services = self.services
+        new_services = {s.uuid: s for s in new.services}
+        ours = {s.port for s in old_services.values()}
+        moved = [
+            s
+            for u, s in new_services.items()
+            if u not in old_services
+            or (s.host, s.port) != (old_services[u].host, old_services[u].port)
+        ]
+        # Ports we hold now can only be bound once released; bind the others first.
+        fresh, later = (
+            [s for s in moved if s.port not in ours],
+            [s for s in moved if s.port in ours],
+        )
+        bound: dict[uuid_mod.UUID, asyncio.Server] = {}
+        addresses = dict(self.service_addresses)
+        try:
+            for service in fresh:
+                bound[service.uuid] = await self._serve(service)
+        except OSError as exc:
+            for server in bound.values():
+                server.close()
+            self.service_addresses = addresses
+            raise OSError(exc.errno, f"cannot listen: {exc.strerror or exc}") from exc
+
+        removed = [old_services[u] for u in old_services if u not in new_services]
+        added = [s for u, s in new_services.items() if u not in old_services]
+        for service in removed:
+            self._retire(service, new.shutdown_grace)
+        for service in moved:
+            if service.uuid in old_services and service.uuid in self._servers:
+                self._servers.pop(service.uuid).close()
+        self.services = new_services
+        for service in new.services:
+            self._slots.setdefault(service.uuid, ConnectionSlots(service.max_connections))
+            self._slots[service.uuid].limit = service.max_connections
+            self._bytes.setdefault(service.uuid, [0, 0])
+        self._servers.update(bound)
+        for service in later:
+            try:
+                self._servers[service.uuid] = await self._serve(service)
+            except OSError as exc:
+                log.error(
+                    "reload: service '%s' cannot listen on %s:%d: %s; it is unreachable",
+                    service.name,
+                    service.host,
+                    service.port,
+                    exc.strerror or exc,
+                )
+        for service in added:
+            self._adopt_offers(service)
+        self._announce_registrations(removed, added)
+
+        token = new.auth_token.reveal() if new.auth_token is not None else None
+        token_changed = token != self.token
+        self.token = token
+        old_config, self.config = self.config, new
+        if token_changed:
+            log.info("reload: new pipes authenticate with the new token; pipes up stay up")
+            self._log_token()
+        await self._reload_listeners(old_config, new)
+        if old_config.admin != new.admin:
+            if self.admin is not None:
+                await self.admin.stop()
+                self.admin = None
+            if new.admin is not None:
+                self.admin = AdminServer(new.admin, self.metrics, self.ready, self.status)
+                await self.admin.start()
+        changed = [
+            s.name for s in new.services if s.uuid in old_services and s != old_services[s.uuid]
+        ]
+        log.info(
+            "reloaded %s: %d service(s) added, %d removed, %d changed",
+            new.path,
+            len(added),
+            len(removed),
+            len(changed),
+        )
+
+    async def _reload_listeners(self, old: ConsumerConfig, new: ConsumerConfig) -> None:
+        before = {listener.protocol: listener for listener in old.listeners}
+        after = {listener.protocol: listener for listener in new.listeners}
+        for protocol, listener in before.items():
+            if after.get(protocol) != listener and protocol in self._listeners:
+                # Pipes already accepted stay up on tcp; udp pipes share the socket.
+                self._listeners.pop(protocol).close()
+                self.listener_addresses.pop(protocol, None)
+                log.info("reload: stopped accepting %s pipes on port %d", protocol, listener.port)
+        for protocol, listener in after.items():
+            if before.get(protocol) != listener:
+                try:
+                    await self._listen(listener)
+                except OSError as exc:
+                    log.error(
+                        "reload: cannot accept %s pipes on port %d: %s",
+                        protocol,
+                        listener.port,
+                        exc.strerror or exc,
+                    )
+
+    def _retire(self, service: ConsumerService, grace: float) -> None:
+        """A reload removed ``service``: no new clients; open ones get ``grace`` s."""
+        server = self._servers.pop(service.uuid, None)
+        if server is not None:
+            server.close()
+        self.service_addresses.pop(service.uuid, None)
+        self.registry.remove_service(service.uuid)
+        open_now = [c for c in self.connections if c.service.uuid == service.uuid]
+        log.info(
+            "reload: service '%s' removed; %d open connection(s) may finish within %g s",
+            service.name,
+            len(open_now),
+            grace,
+        )
+        if open_now:
+            asyncio.get_running_loop().call_later(grace, self._cut, service, open_now)
+
+    def _cut(self, service: ConsumerService, conns: list[ClientConnection]) -> None:
+        left = [c for c in conns if not c.done]
+        if left:
+            log.warning(
+                "service '%s' was removed %s: cutting %d connection(s) still open",
+                service.name,
+                "and its grace period is over",
+                len(left),
+            )
+        for conn in left:
+            conn.outcome = conn.outcome or "cut: service removed by a reload"
+            conn.abort()
+
+    def _adopt_offers(self, service: ConsumerService) -> None:
+        for pipe, offered in self._offered.items():
+            if service.uuid in offered and not pipe.closing:
+                self.registry.add(service.uuid, pipe)
+                log.info(
+                    "%s: registered service '%s' (%s) added by a reload, %d pipe(s) now serve it",
+                    pipe,
+                    service.name,
+                    service.uuid,
+                    len(self.registry.pipes_for(service.uuid)),
+                )
+
+    def _announce_registrations(
+        self, removed: Sequence[ConsumerService], added: Sequence[ConsumerService]
+    ) -> None:
+        """Tell each SP whose offers a reload changed what is now accepted."""
+        touched = {s.uuid for s in removed} | {s.uuid for s in added}
+        for pipe, offered in self._offered.items():
+            if touched.intersection(offered) and not pipe.closing:
+                pipe.send_raw(Registered(tuple(self._registration_results(offered))).encode())
+
+    def _registration_results(
+        self, offered: Sequence[uuid_mod.UUID]
+    ) -> list[tuple[uuid_mod.UUID, RegisterStatus]]:
+        return [
+            (u, RegisterStatus.ACCEPTED if u in self.services else RegisterStatus.UNKNOWN_SERVICE)
+            for u in offered
+        ]
+
+    async def drain(self, grace: float) -> None:
+        """Stop taking clients and pipes; let open connections finish, for up to
+        ``grace`` s. ``stop`` then closes what is left."""
+        self.draining = True
+        for server in self._servers.values():
+            server.close()
+        log.info(
+            "draining: service ports closed, %d open connection(s) may finish within %g s",
+            len(self.connections),
+            grace,
+        )
+        if await wait_until(lambda: not self.connections, grace):
+            log.info("drained: every connection finished")
+        else:
+            log.warning(
+                "grace period of %g s over: cutting %d connection(s)", grace, len(self.connections)
+            )
+
     def ready(self) -> tuple[bool, str]:
+        if self.draining:
+            return False, "draining: shutting down"
         bound = len(self._listeners) == len(self.config.listeners) and len(
             self.service_addresses
         ) == len(self.config.services)
@@ -207,17 +410,17 @@ class ServiceConsumer:
     async def stop(self) -> None:
         if self.admin is not None:
             await self.admin.stop()
-        for pipe_listener in self._listeners:
+        for pipe_listener in self._listeners.values():
             pipe_listener.close()
-        for server in self._servers:
+        for server in self._servers.values():
             server.close()
         for pipe in list(self.pipes):
             pipe.close(GoawayCode.SHUTDOWN, "SC shutting down")
         for conn in list(self.connections):
             conn.abort()
-        for server in self._servers:
+        for server in self._servers.values():
             await server.wait_closed()
-        for pipe_listener in self._listeners:
+        for pipe_listener in self._listeners.values():
             await pipe_listener.wait_closed()
         if self.pipes:
             await asyncio.wait([p.closed for p in self.pipes], timeout=3)
@@ -232,6 +435,8 @@ class ServiceConsumer:
         return pipe
 
     def pipe_authenticated(self, pipe: MuxPipe) -> None:
+        if self.draining:
+            pipe.close(GoawayCode.SHUTDOWN, "SC is shutting down")
         self.metrics.pipes.labels(pipe.carrier, pipe.name).inc()
         log.info(
             "%s: SP authenticated%s", pipe, "" if self.token is not None else " (no token required)"
@@ -240,6 +445,7 @@ class ServiceConsumer:
     def pipe_register(
         self, pipe: MuxPipe, uuids: Sequence[uuid_mod.UUID]
     ) -> list[tuple[uuid_mod.UUID, RegisterStatus]]:
+        self._offered[pipe] = tuple(uuids)
         results = []
         for service_uuid in uuids:
             service = self.services.get(service_uuid)
@@ -270,6 +476,7 @@ class ServiceConsumer:
 
     def pipe_closed(self, pipe: MuxPipe, reason: str) -> None:
         self.pipes.discard(pipe)
+        self._offered.pop(pipe, None)
         gone = self.registry.remove_pipe(pipe)
         if pipe.authenticated:
             self.metrics.pipes.labels(pipe.carrier, pipe.name).dec()
@@ -284,7 +491,7 @@ class ServiceConsumer:
                 time.monotonic() - pipe.opened_at,
                 pipe.streams_total,
                 reason,
-                ", ".join(self.services[u].name for u in gone) or "none",
+                ", ".join(self.services[u].name for u in gone if u in self.services) or "none",
             )
         else:
             log.warning("%s closed before authenticating: %s", pipe, reason)
@@ -301,20 +508,24 @@ class ServiceConsumer:
         assert isinstance(conn, ClientConnection)
         service = conn.service
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + service.request_ttl
+        conn.deadline = loop.time() + service.request_ttl
         slots = self._slots[service.uuid]
         if slots.try_take():
             conn.holds_slot = True
             pipe = self.registry.choose(service.uuid)
             if pipe is not None:  # the common case: no task, no waiting
-                self._open(conn, pipe, deadline)
+                self._open(conn, pipe)
                 return
-        conn.task = loop.create_task(self._serve_when_possible(conn, deadline))
+        conn.task = loop.create_task(self._serve_when_possible(conn))
 
-    async def _serve_when_possible(self, conn: ClientConnection, deadline: float) -> None:
-        """Wait (up to request_ttl in all) for a connection slot, then for a pipe."""
+    async def _serve_when_possible(
+        self, conn: ClientConnection, replay: bytes = b"", eof: bool = False
+    ) -> None:
+        """Wait (up to request_ttl in all) for a connection slot, then for a pipe;
+        on a failover, send the bytes the lost stream carried (``replay``) first."""
         service = conn.service
         loop = asyncio.get_running_loop()
+        deadline = conn.deadline
         if not conn.holds_slot:
             if not await self._slots[service.uuid].wait(deadline - loop.time()):
                 conn.fail(
@@ -324,13 +535,20 @@ class ServiceConsumer:
                 )
                 return
             conn.holds_slot = True
-        pipe = await self.registry.wait_for(service.uuid, max(0.0, deadline - loop.time()))
+        pipe = await self.registry.wait_for(
+            service.uuid, max(0.0, deadline - loop.time()), exclude=conn.tried
+        )
         if pipe is None:
-            conn.fail(502, f"no SP has registered service '{service.name}'")
+            if conn.tried:
+                conn.fail(502, f"no other SP could take service '{service.name}' in time")
+            else:
+                conn.fail(502, f"no SP has registered service '{service.name}'")
             return
-        self._open(conn, pipe, deadline)
+        self._open(conn, pipe, replay, eof)
 
-    def _open(self, conn: ClientConnection, pipe: MuxPipe, deadline: float) -> None:
+    def _open(
+        self, conn: ClientConnection, pipe: MuxPipe, replay: bytes = b"", eof: bool = False
+    ) -> None:
         service = conn.service
         stream = pipe.open_stream(
             service.uuid,
@@ -339,13 +557,24 @@ class ServiceConsumer:
             client=conn.peer,
             sink=conn,
         )
+        # Until OPEN_OK, keep what the client sent: should the pipe die first,
+        # the connection is opened again on another pipe and loses nothing.
+        stream.replay = bytearray()
+        if replay:
+            stream.send(replay)
+        if eof:
+            stream.send_eof()
         conn.bind(stream)
-        self.metrics.streams_open.labels(service.name).inc()
+        if not conn.counted:
+            conn.counted = True
+            self.metrics.streams_open.labels(service.name).inc()
         assert stream.opened is not None
-        conn.timer = asyncio.get_running_loop().call_at(deadline, self._open_expired, conn)
-        stream.opened.add_done_callback(lambda opened: self._opened(conn, opened))
+        conn.timer = asyncio.get_running_loop().call_at(conn.deadline, self._open_expired, conn)
+        stream.opened.add_done_callback(lambda opened: self._opened(conn, stream, opened))
 
-    def _opened(self, conn: ClientConnection, opened: asyncio.Future[None]) -> None:
+    def _opened(self, conn: ClientConnection, stream: Stream, opened: asyncio.Future[None]) -> None:
+        if conn.stream is not stream:
+            return
         if conn.timer is not None:
             conn.timer.cancel()
             conn.timer = None
@@ -353,12 +582,47 @@ class ServiceConsumer:
             return
         error = opened.exception()
         if error is None:
+            conn.confirmed = True
+            stream.replay = None
             self.metrics.open_seconds.labels(conn.service.name).observe(
                 time.monotonic() - conn.started
             )
-        else:
-            reason = error.reason if isinstance(error, OpenRefused) else str(error)
-            conn.fail(502, f"service '{conn.service.name}' unreachable: {reason}")
+            return
+        if conn.done or self._fail_over(conn, stream, error):
+            return
+        reason = error.reason if isinstance(error, OpenRefused) else str(error)
+        conn.fail(502, f"service '{conn.service.name}' unreachable: {reason}")
+
+    def _fail_over(self, conn: ClientConnection, stream: Stream, error: BaseException) -> bool:
+        """Open ``conn`` again on another pipe when its pipe died, or its SP could
+        not reach the service, before anything reached the client and within
+        request_ttl. True when a new pipe is being sought."""
+        if conn.written or stream.eof_received or stream.replay is None:
+            return False
+        loop = asyncio.get_running_loop()
+        if loop.time() >= conn.deadline:
+            return False
+        service = conn.service
+        conn.tried.add(stream.pipe)
+        lost = isinstance(error, PipeLost)
+        if not lost and self.registry.choose(service.uuid, exclude=conn.tried) is None:
+            return False  # a refusal, and no other SP to ask
+        replay, eof = bytes(stream.replay), stream.eof_sent
+        cause = "pipe_lost" if lost else "refused"
+        self.metrics.retries.labels(service.name, cause).inc()
+        log.info(
+            "%s stream %d: client %s service '%s': %s before the service answered; "
+            "opening it on another pipe (%d B to replay)",
+            stream.pipe,
+            stream.id,
+            conn.peer,
+            service.name,
+            "pipe lost" if lost else f"refused ({getattr(error, 'reason', error)})",
+            len(replay),
+        )
+        conn.unbind()
+        conn.task = loop.create_task(self._serve_when_possible(conn, replay, eof))
+        return True
 
     def _open_expired(self, conn: ClientConnection) -> None:
         conn.timer = None
@@ -388,8 +652,9 @@ class ServiceConsumer:
         name = conn.service.name
         outcome_text = conn.outcome or "closed"
         self.metrics.streams.labels(name, outcome_label(outcome_text)).inc()
-        if stream is not None:
+        if conn.counted:
             self.metrics.streams_open.labels(name).dec()
+        if stream is not None:
             self.metrics.bytes.labels(name, "up").inc(stream.bytes_out)
             self.metrics.bytes.labels(name, "down").inc(stream.bytes_in)
             totals = self._bytes[conn.service.uuid]

@@ -9,6 +9,7 @@ import logging
 import time
 import uuid as uuid_mod
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from edgerq import __version__
@@ -23,6 +24,7 @@ from edgerq.protocol.handshake import ProviderHandshake
 from edgerq.protocol.messages import Open, OpenFailure, Register, RegisterStatus
 from edgerq.relay import LocalConnection
 from edgerq.stream import OpenRefused, Stream
+from edgerq.waiting import wait_until
 
 log = logging.getLogger("edgerq.sp")
 
@@ -44,6 +46,7 @@ class ProviderPipe:
         self.ready = asyncio.Event()
         self._failure: Exception | None = None
         self.backoff = Backoff()
+        self.draining = False
 
     @property
     def label(self) -> str:
@@ -109,6 +112,8 @@ class ProviderPipe:
                 continue
             self.ready.clear()
             self.pipe = None
+            if self.draining:
+                return
             if pipe.registered:
                 self.backoff.reset()
                 attempt = 0
@@ -118,6 +123,29 @@ class ProviderPipe:
             else:
                 log.warning("%s: pipe closed (%s); redial in %.1f s", self.label, reason, delay)
             await asyncio.sleep(delay)
+
+    def retarget(self, config: PipeConfig) -> None:
+        """Same pipe, same services, new addresses behind it: used by new streams."""
+        for service in config.services:
+            before = self.services.get(service.uuid)
+            if before is not None and before != service:
+                log.info(
+                    "%s: service '%s' now at %s:%d (was %s:%d)",
+                    self.label,
+                    service.name,
+                    service.hostname,
+                    service.port,
+                    before.hostname,
+                    before.port,
+                )
+        self.config = config
+        self.services = {s.uuid: s for s in config.services}
+
+    def drain(self) -> None:
+        """Take no new streams (the SC sends them to other pipes); open ones go on."""
+        self.draining = True
+        if self.pipe is not None:
+            self.pipe.drain("SP shutting down")
 
     def close(self) -> None:
         if self.pipe is not None:
@@ -154,15 +182,19 @@ class ProviderPipe:
     def pipe_registered(
         self, pipe: MuxPipe, results: Sequence[tuple[uuid_mod.UUID, RegisterStatus]]
     ) -> None:
+        update = self.ready.is_set()  # a second answer: the SC reloaded its config
+        before = self.accepted
         self.accepted = set()
         for service_uuid, status in results:
             service = self.services.get(service_uuid)
             name = service.name if service is not None else "?"
-            self.metrics.registrations.labels(
-                "accepted" if status is RegisterStatus.ACCEPTED else "unknown"
-            ).inc()
-            if status is RegisterStatus.ACCEPTED:
+            accepted = status is RegisterStatus.ACCEPTED
+            if accepted:
                 self.accepted.add(service_uuid)
+            if update and accepted == (service_uuid in before):
+                continue  # unchanged
+            self.metrics.registrations.labels("accepted" if accepted else "unknown").inc()
+            if accepted:
                 log.info("%s: service '%s' (%s) registered", self.label, name, service_uuid)
             else:
                 log.warning(
@@ -188,6 +220,10 @@ class ProviderPipe:
             )
             stream = pipe.accept_stream(request)
             pipe.answer_open(stream, refusal)
+            return
+        if self.draining:
+            stream = pipe.accept_stream(request)
+            pipe.answer_open(stream, OpenRefused(OpenFailure.DRAINING, "the SP is shutting down"))
             return
         stream = pipe.accept_stream(request)
         conn = LocalConnection(request.max_frame, on_done=self._connection_done)
@@ -271,6 +307,14 @@ class ProviderPipe:
         )
 
 
+def same_but_targets(old: PipeConfig, new: PipeConfig) -> bool:
+    """True when only where services point (or their names) changed: the pipe and
+    its registration can stay."""
+    return replace(old, services=()) == replace(new, services=()) and [
+        s.uuid for s in old.services
+    ] == [s.uuid for s in new.services]
+
+
 class ServiceProvider:
     """The SP daemon: one ``ProviderPipe`` per configured pipe."""
 
@@ -281,6 +325,8 @@ class ServiceProvider:
         self._tasks: list[asyncio.Task[None]] = []
         self.admin: AdminServer | None = None
         self.started = time.monotonic()
+        self.draining = False
+        self._retiring: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -290,7 +336,104 @@ class ServiceProvider:
         for pipe in self.pipes:
             self._tasks.append(loop.create_task(pipe.run(), name=pipe.label))
 
+    async def drain(self, grace: float) -> None:
+        """Take no new streams; let open ones finish, for up to ``grace`` s.
+        ``stop`` then closes what is left."""
+        self.draining = True
+        for pipe, task in zip(self.pipes, self._tasks, strict=True):
+            pipe.drain()
+            if pipe.pipe is None:
+                task.cancel()  # not connected: nothing to finish
+        log.info(
+            "draining: no new streams, %d open may finish within %g s", self.open_streams(), grace
+        )
+        if await wait_until(lambda: self.open_streams() == 0, grace):
+            log.info("drained: every stream finished")
+        else:
+            log.warning(
+                "grace period of %g s over: cutting %d stream(s)", grace, self.open_streams()
+            )
+
+    async def reload(self, new: ProviderConfig) -> None:
+        """Apply a re-read config. Pipes whose settings are unchanged stay up; a pipe
+        whose services only point elsewhere is updated in place (new streams go to
+        the new address); other changed, and removed, pipes drain for up to
+        ``shutdown_grace`` s while their replacements dial."""
+        current = {
+            p.config.name: (p, task) for p, task in zip(self.pipes, self._tasks, strict=True)
+        }
+        pipes: list[ProviderPipe] = []
+        tasks: list[asyncio.Task[None]] = []
+        started = updated = 0
+        loop = asyncio.get_running_loop()
+        for config in new.pipes:
+            old = current.pop(config.name, None)
+            if old is not None and old[0].config == config:
+                pipes.append(old[0])
+                tasks.append(old[1])
+                continue
+            if old is not None and same_but_targets(old[0].config, config):
+                old[0].retarget(config)
+                pipes.append(old[0])
+                tasks.append(old[1])
+                updated += 1
+                continue
+            if old is not None:
+                self._retire(*old, new.shutdown_grace)
+            pipe = ProviderPipe(config, self.metrics)
+            pipes.append(pipe)
+            tasks.append(loop.create_task(pipe.run(), name=pipe.label))
+            started += 1
+        for pipe, task in current.values():
+            self._retire(pipe, task, new.shutdown_grace)
+        self.pipes, self._tasks, self.config = pipes, tasks, new
+        if self.admin is not None and self.admin.config != new.admin:
+            await self.admin.stop()
+            self.admin = None
+        if self.admin is None and new.admin is not None:
+            self.admin = AdminServer(new.admin, self.metrics, self.ready, self.status)
+            await self.admin.start()
+        log.info(
+            "reloaded %s: %d pipe(s) (re)started, %d retargeted, %d removed, %d unchanged",
+            new.path,
+            started,
+            updated,
+            len(current),
+            len(pipes) - started - updated,
+        )
+
+    def _retire(self, pipe: ProviderPipe, task: asyncio.Task[None], grace: float) -> None:
+        """A reload removed or replaced ``pipe``: drain it, then close it."""
+        log.info(
+            "%s: removed or changed by a reload; %d open stream(s) may finish within %g s",
+            pipe.label,
+            len(pipe.connections),
+            grace,
+        )
+        pipe.drain()
+        if pipe.pipe is None:
+            task.cancel()
+            return
+
+        async def finish() -> None:
+            if not await wait_until(lambda: not pipe.connections, grace):
+                log.warning(
+                    "%s: grace period over, cutting %d stream(s)",
+                    pipe.label,
+                    len(pipe.connections),
+                )
+            task.cancel()
+            pipe.close()
+
+        self._retiring.add(asyncio.get_running_loop().create_task(finish()))
+        self._retiring = {t for t in self._retiring if not t.done()}
+
+    def open_streams(self) -> int:
+        return sum(len(p.connections) for p in self.pipes)
+
     def ready(self) -> tuple[bool, str]:
+        if self.draining:
+            return False, "draining: shutting down"
         registered = [p.config.name for p in self.pipes if p.ready.is_set()]
         if registered:
             return True, "registered on: " + ", ".join(registered)

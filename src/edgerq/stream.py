@@ -43,6 +43,10 @@ class OpenRefused(Exception):
         self.reason = reason
 
 
+class PipeLost(OpenRefused):
+    """The pipe died before the SP answered the OPEN: another pipe may serve it."""
+
+
 class Stream:
     __slots__ = (
         "bytes_in",
@@ -56,6 +60,7 @@ class Stream:
         "pipe",
         "recv_credited",
         "recv_received",
+        "replay",
         "send_credit",
         "service",
         "sink",
@@ -86,18 +91,25 @@ class Stream:
         self.bytes_in = 0
         self.bytes_out = 0
         self.opened: asyncio.Future[None] | None = None
+        self.replay: bytearray | None = None
+        """While not None, a copy of every byte sent (the SC keeps it until OPEN_OK,
+        so a stream whose pipe dies first can be replayed on another pipe)."""
 
     # --- called by the local end -------------------------------------------------
 
     def send(self, data: bytes | bytearray | memoryview) -> None:
         """Queue ``data`` (at most ``send_credit`` bytes) as DATA frames."""
         if self.finished or self.eof_sent:
+            if self.replay is not None and not self.eof_sent:
+                self.replay += data  # the SC may yet open the connection on another pipe
             return
         n = len(data)
         if n > self.send_credit:
             raise ValueError(f"stream {self.id}: {n} bytes exceed the credit {self.send_credit}")
         self.send_credit -= n
         self.bytes_out += n
+        if self.replay is not None:
+            self.replay += data
         self.pipe.send_data(self.id, data, self.max_frame)
 
     def send_eof(self) -> None:
@@ -161,12 +173,13 @@ class Stream:
             self.sink.on_eof()
         self._maybe_finish()
 
-    def receive_reset(self, reason: str) -> None:
+    def receive_reset(self, reason: str, pipe_lost: bool = False) -> None:
         if self.finished:
             return
         self._finish()
         if self.opened is not None and not self.opened.done():
-            self.opened.set_exception(OpenRefused(OpenFailure.CONNECT_ERROR, reason))
+            failure = PipeLost if pipe_lost else OpenRefused
+            self.opened.set_exception(failure(OpenFailure.CONNECT_ERROR, reason))
         if self.sink is not None:
             self.sink.on_reset(reason)
 

@@ -123,6 +123,7 @@ def provider_xml(
     pipes: list[tuple[int, list[tuple[uuid.UUID, int]], str | None]],
     pipe_extra: str = "",
     sc_host: str = "127.0.0.1",
+    extra: str = "",
 ) -> str:
     out = []
     for index, (port, services, token) in enumerate(pipes, 1):
@@ -136,7 +137,7 @@ def provider_xml(
             f"<pipe><name>pipe{index}</name><hostname>{sc_host}</hostname><port>{port}</port>"
             f"{token_xml}{pipe_extra}<services>{svc}</services></pipe>"
         )
-    return f"<service_provider><pipes>{''.join(out)}</pipes></service_provider>"
+    return f"<service_provider>{extra}<pipes>{''.join(out)}</pipes></service_provider>"
 
 
 @dataclass

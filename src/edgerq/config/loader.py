@@ -24,6 +24,7 @@ from edgerq.config.model import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_REQUEST_BUFFER,
     DEFAULT_REQUEST_TTL,
+    DEFAULT_SHUTDOWN_GRACE,
     DEFAULT_STREAM_WINDOW,
     AdminConfig,
     Carrier,
@@ -54,6 +55,7 @@ SINGLE_ROOT_CHILDREN = (
     "request_buffer",
     "request_ttl",
     "stream_window",
+    "shutdown_grace",
     "auth_token",
     "services",
 )
@@ -309,7 +311,13 @@ def load_consumer(path: Path, env: Mapping[str, str] | None = None) -> ConsumerC
         )
     token, source = _env_token(path, _text(root, "auth_token"), env)
     return ConsumerConfig(
-        path, tuple(listeners), tuple(services), token, source, _admin(path, root, used_ports)
+        path,
+        tuple(listeners),
+        tuple(services),
+        token,
+        source,
+        _admin(path, root, used_ports),
+        _shutdown_grace(root),
     )
 
 
@@ -389,7 +397,11 @@ def load_provider(path: Path, env: Mapping[str, str] | None = None) -> ProviderC
                 insecure=insecure,
             )
         )
-    return ProviderConfig(path, tuple(pipes), _admin(path, root, {}))
+    return ProviderConfig(path, tuple(pipes), _admin(path, root, {}), _shutdown_grace(root))
+
+
+def _shutdown_grace(root: etree._Element) -> float:
+    return float(Decimal(_text(root, "shutdown_grace") or DEFAULT_SHUTDOWN_GRACE))
 
 
 def load_any(path: Path, env: Mapping[str, str] | None = None) -> ConsumerConfig | ProviderConfig:

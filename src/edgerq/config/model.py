@@ -14,6 +14,7 @@ DEFAULT_MAX_CONNECTIONS = 50
 DEFAULT_REQUEST_BUFFER = 4096
 DEFAULT_REQUEST_TTL = 3.0
 DEFAULT_STREAM_WINDOW = 1024 * 1024
+DEFAULT_SHUTDOWN_GRACE = 5.0
 
 
 class Secret:
@@ -104,6 +105,9 @@ class ConsumerConfig:
     token_source: str = "none"
     """Where the token came from: config, EDGERQ_AUTH_TOKEN, EDGERQ_AUTH_TOKEN_FILE or none."""
     admin: AdminConfig | None = None
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
+    """Seconds open streams may take to finish on SIGTERM (or when a reload removes
+    their service) before they are cut."""
 
     @property
     def listener(self) -> ListenerConfig:
@@ -147,3 +151,6 @@ class ProviderConfig:
     path: Path
     pipes: tuple[PipeConfig, ...] = field(default_factory=tuple)
     admin: AdminConfig | None = None
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
+    """Seconds open streams may take to finish on SIGTERM (or when a reload removes
+    their pipe) before they are cut."""

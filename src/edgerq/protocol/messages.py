@@ -31,6 +31,8 @@ class OpenFailure(IntEnum):
     CONNECT_REFUSED = 2
     CONNECT_TIMEOUT = 3
     CONNECT_ERROR = 4
+    DRAINING = 5
+    """The SP is shutting down and takes no new streams (the SC tries another pipe)."""
 
 
 class ResetCode(IntEnum):
@@ -47,6 +49,8 @@ class GoawayCode(IntEnum):
     AUTH_FAILED = 3
     HEARTBEAT_TIMEOUT = 4
     SHUTDOWN = 5
+    DRAINING = 6
+    """Not a close: no new streams on this pipe; open ones finish, then it closes."""
 
 
 def _utf8_prefix(text: str, limit: int) -> bytes:

@@ -1,0 +1,87 @@
+"""What the SC keeps of a stream until OPEN_OK, so it can open it on another pipe."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any, cast
+
+import pytest
+
+from edgerq.pipe import MuxPipe
+from edgerq.registry import ServiceRegistry
+from edgerq.stream import OpenRefused, PipeLost, Stream
+
+SERVICE = uuid.UUID(int=7)
+
+
+class RecordingPipe:
+    """Just what a Stream calls on its pipe."""
+
+    def __init__(self, streams: int = 0) -> None:
+        self.data: list[bytes] = []
+        self.raw: list[bytes] = []
+        self.closing = False
+        self.draining = False
+        self.streams = dict.fromkeys(range(streams))
+
+    def send_data(
+        self, stream_id: int, data: bytes | bytearray | memoryview, max_frame: int
+    ) -> None:
+        self.data.append(bytes(data))
+
+    def send_raw(self, data: bytes) -> None:
+        self.raw.append(data)
+
+    def forget_stream(self, stream: Stream) -> None:
+        pass
+
+
+def new_stream(pipe: RecordingPipe) -> Stream:
+    return Stream(cast(MuxPipe, pipe), 1, SERVICE, window=1 << 20, max_frame=4096)
+
+
+def test_replay_keeps_every_byte_sent_even_after_the_pipe_died() -> None:
+    pipe = RecordingPipe()
+    stream = new_stream(pipe)
+    stream.replay = bytearray()
+    stream.send(b"GET / HTTP/1.1\r\n")
+    stream.send(memoryview(b"Host: x\r\n"))
+    stream.receive_reset("pipe closed: gone", pipe_lost=True)
+    # Read from the client before the SC heard of the loss: kept, not dropped.
+    stream.send(b"\r\n")
+    assert bytes(stream.replay) == b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    assert b"".join(pipe.data) == b"GET / HTTP/1.1\r\nHost: x\r\n"
+
+
+def test_no_replay_kept_unless_asked() -> None:
+    stream = new_stream(RecordingPipe())
+    stream.send(b"abc")
+    stream.receive_reset("reset by SP")
+    stream.send(b"def")
+    assert stream.replay is None
+
+
+@pytest.mark.parametrize(("pipe_lost", "kind"), [(True, PipeLost), (False, OpenRefused)])
+def test_a_lost_pipe_is_told_apart_from_a_refusal(pipe_lost: bool, kind: type[Exception]) -> None:
+    async def scenario() -> BaseException | None:
+        stream = new_stream(RecordingPipe())
+        stream.opened = asyncio.get_running_loop().create_future()
+        stream.receive_reset("why", pipe_lost=pipe_lost)
+        return stream.opened.exception()
+
+    error = asyncio.run(scenario())
+    assert type(error) is kind
+
+
+def test_registry_choice_skips_excluded_closing_and_draining_pipes() -> None:
+    registry = ServiceRegistry()
+    busy, idle, closing = RecordingPipe(streams=5), RecordingPipe(streams=1), RecordingPipe()
+    draining = RecordingPipe()
+    closing.closing = True
+    draining.draining = True
+    for p in (busy, idle, closing, draining):
+        registry.add(SERVICE, cast(MuxPipe, p))
+    assert registry.choose(SERVICE) is cast(Any, idle)
+    assert registry.choose(SERVICE, exclude={cast(MuxPipe, idle)}) is cast(Any, busy)
+    assert registry.choose(SERVICE, exclude={cast(MuxPipe, idle), cast(MuxPipe, busy)}) is None
