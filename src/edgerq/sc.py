@@ -337,6 +337,7 @@ class ServiceConsumer:
             window=service.stream_window,
             max_frame=service.request_buffer,
             client=conn.peer,
+            destination=conn.local,
             sink=conn,
         )
         conn.bind(stream)
