@@ -1,13 +1,19 @@
-"""A LocalConnection's preamble (the SP's PROXY header) goes out before any stream data."""
+"""The SP's PROXY header: built from OPEN, written before any stream data."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import uuid
 from typing import Any, cast
 
 import pytest
 
+from edgerq.config.model import PipeConfig, ProviderService
+from edgerq.pipe import MuxPipe
+from edgerq.protocol.messages import Open
 from edgerq.relay import LocalConnection
+from edgerq.sp import ProviderPipe
 from edgerq.stream import Stream
 
 
@@ -74,3 +80,39 @@ def test_data_that_arrived_while_connecting_follows_the_preamble(preamble: bytes
     # Credit is granted for stream bytes only: the preamble is not the peer's data.
     assert stream.consumed_totals[-1] == len(b"onetwothree")
     assert (conn.peer, conn.local) == ("203.0.113.9:443", "192.0.2.1:51000")
+
+
+SERVICE = uuid.UUID("11111111-2222-3333-4444-555555555555")
+
+
+def provider_pipe(version: int) -> ProviderPipe:
+    service = ProviderService(SERVICE, "web", "127.0.0.1", 8080, proxy_protocol=version)
+    return ProviderPipe(PipeConfig("pipe1", "127.0.0.1", 2080, (service,)))
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_sp_builds_the_header_from_open(version: int, caplog: pytest.LogCaptureFixture) -> None:
+    request = Open(9, SERVICE, 65536, 4096, "203.0.113.9:51000", "198.51.100.1:443")
+    with caplog.at_level(logging.WARNING, logger="edgerq.sp"):
+        header = provider_pipe(version)._proxy_header(cast(MuxPipe, "pipe"), request, version)
+    if version == 1:
+        assert header == b"PROXY TCP4 203.0.113.9 198.51.100.1 51000 443\r\n"
+    else:
+        assert header.endswith(bytes([203, 0, 113, 9, 198, 51, 100, 1, 0xC7, 0x38, 0x01, 0xBB]))
+    assert not caplog.records
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_sp_warns_when_the_client_address_is_unusable(
+    version: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    request = Open(9, SERVICE, 65536, 4096, "?", "198.51.100.1:443")
+    with caplog.at_level(logging.WARNING, logger="edgerq.sp"):
+        header = provider_pipe(version)._proxy_header(cast(MuxPipe, "pipe"), request, version)
+    assert header in (b"PROXY UNKNOWN\r\n", b"\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00")
+    assert header.startswith(b"PROXY") == (version == 1)
+    [record] = caplog.records
+    message = record.getMessage()
+    assert record.levelno == logging.WARNING
+    assert "pipe stream 9" in message and "'?'" in message
+    assert ("PROXY UNKNOWN" if version == 1 else "LOCAL") in message
