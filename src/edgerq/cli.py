@@ -113,7 +113,8 @@ def describe(config: ConsumerConfig | ProviderConfig) -> str:
                 else:
                     lines.append("    SC certificate NOT verified (insecure)")
             for ps in p.services:
-                lines.append(f"    service '{ps.name}' {ps.uuid} -> {ps.hostname}:{ps.port}")
+                proxy = f" (PROXY protocol v{ps.proxy_protocol})" if ps.proxy_protocol else ""
+                lines.append(f"    service '{ps.name}' {ps.uuid} -> {ps.hostname}:{ps.port}{proxy}")
     return "\n".join(lines)
 
 

@@ -281,14 +281,18 @@ class MuxPipe(asyncio.Protocol):
         max_frame: int,
         client: str,
         sink: StreamSink,
+        destination: str = "",
     ) -> Stream:
-        """SC side: open a stream to ``service``; ``stream.opened`` resolves on OPEN_OK."""
+        """SC side: open a stream to ``service``; ``stream.opened`` resolves on OPEN_OK.
+
+        ``client`` and ``destination`` are the client's and the SC's ``host:port``.
+        """
         stream_id = self._allocate_stream_id()
         stream = Stream(self, stream_id, service, window, max_frame, sink)
         stream.opened = self._loop.create_future()
         self.streams[stream_id] = stream
         self.streams_total += 1
-        self.send_raw(Open(stream_id, service, window, max_frame, client).encode())
+        self.send_raw(Open(stream_id, service, window, max_frame, client, destination).encode())
         return stream
 
     def _allocate_stream_id(self) -> int:

@@ -55,10 +55,13 @@ class LocalConnection(asyncio.BufferedProtocol):
         request_buffer: int,
         on_done: Callable[[LocalConnection], None] | None = None,
         on_connected: Callable[[LocalConnection], None] | None = None,
+        preamble: bytes = b"",
     ) -> None:
         self.stream: Stream | None = None
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
+        self.local = "?"
+        self._preamble = preamble
         self._read_size = max(READ_SIZE, request_buffer)
         self._view = _shared_view(self._read_size)
         self._paused = PAUSED_NOT_READY
@@ -102,12 +105,20 @@ class LocalConnection(asyncio.BufferedProtocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.peer = f"{peer[0]}:{peer[1]}"
+        local = transport.get_extra_info("sockname")
+        if isinstance(local, tuple):
+            self.local = f"{local[0]}:{local[1]}"
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._limit_write_buffer()
         if self._paused:
             transport.pause_reading()  # uvloop may still deliver one read: kept in _backlog
+        if self._preamble:
+            # Ahead of everything the stream delivered while connecting; not stream
+            # bytes, so not counted in ``written`` (credit is granted for those only).
+            transport.write(self._preamble)
+            self._preamble = b""
         if self._pending:
             for data in self._pending:
                 self._write(data)

@@ -555,6 +555,7 @@ class ServiceConsumer:
             window=service.stream_window,
             max_frame=service.request_buffer,
             client=conn.peer,
+            destination=conn.local,
             sink=conn,
         )
         # Until OPEN_OK, keep what the client sent: should the pipe die first,

@@ -20,6 +20,7 @@ from edgerq.config.model import PipeConfig, ProviderConfig, ProviderService
 from edgerq.errors import AuthError, VersionError
 from edgerq.metrics import Metrics, outcome_label
 from edgerq.pipe import MuxPipe, Role, open_failure_from_os_error
+from edgerq.protocol import proxy_header
 from edgerq.protocol.handshake import ProviderHandshake
 from edgerq.protocol.messages import Open, OpenFailure, Register, RegisterStatus
 from edgerq.relay import LocalConnection
@@ -78,6 +79,14 @@ class ProviderPipe:
                     "%s: <insecure>yes</insecure>: the SC's certificate is NOT "
                     "verified; anyone on the path can impersonate it",
                     self.label,
+                )
+        for service in self.config.services:
+            if service.proxy_protocol is not None:
+                log.info(
+                    "%s: service '%s' gets a PROXY protocol v%d header with the client's address",
+                    self.label,
+                    service.name,
+                    service.proxy_protocol,
                 )
         attempt = 0
         while True:
@@ -226,7 +235,10 @@ class ProviderPipe:
             pipe.answer_open(stream, OpenRefused(OpenFailure.DRAINING, "the SP is shutting down"))
             return
         stream = pipe.accept_stream(request)
-        conn = LocalConnection(request.max_frame, on_done=self._connection_done)
+        preamble = b""
+        if service.proxy_protocol is not None:
+            preamble = self._proxy_header(pipe, request, service.proxy_protocol)
+        conn = LocalConnection(request.max_frame, on_done=self._connection_done, preamble=preamble)
         conn.bind(stream)
         self.connections.add(conn)
         self.metrics.streams_open.labels(service.name).inc()
@@ -250,6 +262,13 @@ class ProviderPipe:
             )
 
     # --- streams ---------------------------------------------------------------------
+
+    def _proxy_header(self, pipe: MuxPipe, request: Open, version: int) -> bytes:
+        """The PROXY protocol header for the client the SC reported in ``request``."""
+        header, problem = proxy_header.header(version, request.client, request.destination)
+        if problem is not None:
+            log.warning("%s stream %d: PROXY header: %s", pipe, request.stream_id, problem)
+        return header
 
     async def _connect(
         self, pipe: MuxPipe, stream: Stream, conn: LocalConnection, service: ProviderService

@@ -101,8 +101,16 @@ def test_registered_round_trips() -> None:
     assert all(isinstance(status, RegisterStatus) for _, status in decoded.results)
 
 
-def test_open_round_trips() -> None:
-    message = Open(7, U1, 1024 * 1024, 4096, "203.0.113.9:51000")
+@pytest.mark.parametrize(
+    ("client", "destination"),
+    [
+        ("203.0.113.9:51000", ""),
+        ("203.0.113.9:51000", "198.51.100.1:443"),
+        ("2001:db8::9:51000", "2001:db8::1:443"),
+    ],
+)
+def test_open_round_trips(client: str, destination: str) -> None:
+    message = Open(7, U1, 1024 * 1024, 4096, client, destination)
     frame = one_frame(message.encode())
     assert (frame.type, frame.stream_id) == (FrameType.OPEN, 7)
     assert Open.decode(frame.stream_id, frame.payload) == message
@@ -161,12 +169,63 @@ def test_coded_reason_with_any_text_decodes(reason: str) -> None:
 
 
 @FUZZ
-@given(client=long_texts)
+@given(client=long_texts.map(lambda text: text.replace(" ", "_")))
 @example(client="a" + "é" * 200)
 def test_open_with_any_client_text_decodes(client: str) -> None:
     wire = Open(1, U1, 65536, 4096, client).encode()
     decoded = Open.decode(1, one_frame(wire).payload)
     assert client.startswith(decoded.client)
+    assert decoded.destination == ""
+
+
+def host_port(ip: object, port: int) -> str:
+    return f"{ip}:{port}"  # how the SC writes a socket address
+
+
+socket_addresses = st.builds(
+    host_port, st.ip_addresses(), st.integers(min_value=0, max_value=65535)
+)
+
+
+@FUZZ
+@given(client=socket_addresses, destination=socket_addresses)
+def test_open_with_client_and_destination_round_trips(client: str, destination: str) -> None:
+    message = Open(3, U2, 65536, 4096, client, destination)
+    decoded = Open.decode(3, one_frame(message.encode()).payload)
+    assert decoded == message
+
+
+@FUZZ
+@given(client=socket_addresses, destination=socket_addresses)
+def test_open_with_destination_reads_as_one_text_to_an_older_sp(
+    client: str, destination: str
+) -> None:
+    """An older SP took the whole text after the fixed part as the client: still UTF-8."""
+    payload = one_frame(Open(3, U2, 65536, 4096, client, destination).encode()).payload
+    assert payload[24:].decode("utf-8") == f"{client} {destination}"
+
+
+def test_open_from_an_older_sc_has_no_destination() -> None:
+    fixed = U1.bytes + (65536).to_bytes(4, "big") + (4096).to_bytes(4, "big")
+    decoded = Open.decode(5, fixed + b"203.0.113.9:51000")
+    assert (decoded.client, decoded.destination) == ("203.0.113.9:51000", "")
+
+
+@given(client=long_texts, destination=long_texts)
+@FUZZ
+def test_open_never_sends_a_cut_destination(client: str, destination: str) -> None:
+    """When both do not fit in 255 bytes the destination is left out, not cut."""
+    client = client.replace(" ", "_")
+    decoded = Open.decode(
+        1, one_frame(Open(1, U1, 65536, 4096, client, destination).encode()).payload
+    )
+    assert client.startswith(decoded.client)
+    assert decoded.destination in ("", destination)
+
+
+def test_open_refuses_a_client_with_a_space() -> None:
+    with pytest.raises(ValueError, match="space"):
+        Open(1, U1, 65536, 4096, "203.0.113.9 51000")
 
 
 @FUZZ

@@ -158,6 +158,11 @@ def _yes(value: str | None) -> bool:
     return value in ("yes", "true", "1")
 
 
+def _proxy_protocol(value: str | None) -> int | None:
+    """``v1``/``v2`` (the XSD allows nothing else) as the version number."""
+    return None if value is None else int(value.removeprefix("v"))
+
+
 def _env_token(
     path: Path, configured: str | None, env: Mapping[str, str]
 ) -> tuple[Secret | None, str]:
@@ -360,6 +365,7 @@ def load_provider(path: Path, env: Mapping[str, str] | None = None) -> ProviderC
                     name=_text(elem, "name") or str(service_uuid),
                     hostname=cast(str, _text(elem, "hostname")),
                     port=int(cast(str, _text(elem, "port"))),
+                    proxy_protocol=_proxy_protocol(_text(elem, "proxy_protocol")),
                 )
             )
         token, source = _env_token(path, _text(pipe_elem, "auth_token"), env)

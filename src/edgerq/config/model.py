@@ -123,6 +123,8 @@ class ProviderService:
     name: str
     hostname: str
     port: int
+    proxy_protocol: int | None = None
+    """1 or 2: start every connection with a PROXY protocol header of that version."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -184,19 +184,36 @@ class Registered:
 
 @dataclass(frozen=True, slots=True)
 class Open:
-    """SC -> SP: open stream ``stream_id`` to the service ``uuid``."""
+    """SC -> SP: open stream ``stream_id`` to the service ``uuid``.
+
+    The text after the fixed part is ``client`` (the client's ``host:port``)
+    and, after one space, ``destination`` (the SC's address the client
+    connected to). Older SCs send the client alone, and older SPs read the
+    whole text as the client, so either side may be older.
+    """
 
     stream_id: int
     uuid: uuid_mod.UUID
     window: int
     max_frame: int
     client: str
+    destination: str = ""
 
     _FIXED = struct.Struct(">16sII")
+    _TEXT_LIMIT = 255
+
+    def __post_init__(self) -> None:
+        if " " in self.client:
+            raise ValueError(f"client address {self.client!r} contains a space")
 
     def encode(self) -> bytes:
         body = self._FIXED.pack(self.uuid.bytes, self.window, self.max_frame)
-        return encode_frame(FrameType.OPEN, self.stream_id, body + _utf8_prefix(self.client, 255))
+        text = f"{self.client} {self.destination}" if self.destination else self.client
+        if len(text.encode("utf-8")) > self._TEXT_LIMIT:
+            text = self.client  # never a cut destination: the SP would read a wrong one
+        return encode_frame(
+            FrameType.OPEN, self.stream_id, body + _utf8_prefix(text, self._TEXT_LIMIT)
+        )
 
     @classmethod
     def decode(cls, stream_id: int, payload: bytes) -> Open:
@@ -205,8 +222,8 @@ class Open:
         raw, window, max_frame = cls._FIXED.unpack_from(payload)
         if window == 0 or max_frame == 0:
             raise FrameError("open with a zero window or frame size")
-        client = _text(payload[cls._FIXED.size :], "client address")
-        return cls(stream_id, uuid_mod.UUID(bytes=raw), window, max_frame, client)
+        client, _, destination = _text(payload[cls._FIXED.size :], "client address").partition(" ")
+        return cls(stream_id, uuid_mod.UUID(bytes=raw), window, max_frame, client, destination)
 
 
 @dataclass(frozen=True, slots=True)
