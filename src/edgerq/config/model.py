@@ -14,6 +14,8 @@ DEFAULT_MAX_CONNECTIONS = 50
 DEFAULT_REQUEST_BUFFER = 4096
 DEFAULT_REQUEST_TTL = 3.0
 DEFAULT_STREAM_WINDOW = 1024 * 1024
+DEFAULT_CONTROL_BACKLOG = 4 * 1024 * 1024
+DEFAULT_STREAMS_PER_PIPE = 16384
 
 
 class Secret:
@@ -89,10 +91,34 @@ class ConsumerService:
     """Flow-control window of one stream, in bytes."""
     type: ServiceType = "tcp"
     """``http`` answers 502/503/504 when the tunnel cannot serve."""
+    idle_timeout: float | None = None
+    """Seconds without a byte either way after which a connection is closed (None: never)."""
 
     @property
     def host(self) -> str:
         return bind_host(self.inaddr_any)
+
+
+@dataclass(frozen=True, slots=True)
+class PipeLimits:
+    """Limits against abuse on the pipes a daemon accepts or dials (``<limits>``)."""
+
+    auth_failures: int = 5
+    """Failed authentications from one source address within ``auth_window`` that block it."""
+    auth_window: float = 60.0
+    auth_block: float = 300.0
+    """Seconds a blocked source's pipes are refused before the handshake."""
+    tracked_sources: int = 10000
+    """Most source addresses remembered at once (the oldest are forgotten first)."""
+    unauthenticated_pipes: int = 64
+    """Most pipes at once that have not completed the handshake; further ones are refused."""
+    handshake_timeout: float = 10.0
+    """Seconds a pipe may take to authenticate."""
+    control_backlog: int = DEFAULT_CONTROL_BACKLOG
+    """Most bytes of control frames (PONG, WINDOW, OPEN_OK, ...) queued towards a peer
+    that does not read; past it the pipe is closed. DATA is bounded by stream windows."""
+    streams_per_pipe: int = DEFAULT_STREAMS_PER_PIPE
+    """Most concurrent streams the peer may open on one pipe (SP side)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +130,7 @@ class ConsumerConfig:
     token_source: str = "none"
     """Where the token came from: config, EDGERQ_AUTH_TOKEN, EDGERQ_AUTH_TOKEN_FILE or none."""
     admin: AdminConfig | None = None
+    limits: PipeLimits = PipeLimits()
 
     @property
     def listener(self) -> ListenerConfig:
@@ -119,6 +146,8 @@ class ProviderService:
     name: str
     hostname: str
     port: int
+    idle_timeout: float | None = None
+    """Seconds without a byte either way after which a connection is closed (None: never)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,3 +176,4 @@ class ProviderConfig:
     path: Path
     pipes: tuple[PipeConfig, ...] = field(default_factory=tuple)
     admin: AdminConfig | None = None
+    limits: PipeLimits = PipeLimits()

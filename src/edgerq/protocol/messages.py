@@ -47,6 +47,7 @@ class GoawayCode(IntEnum):
     AUTH_FAILED = 3
     HEARTBEAT_TIMEOUT = 4
     SHUTDOWN = 5
+    LIMIT_EXCEEDED = 6
 
 
 def _utf8_prefix(text: str, limit: int) -> bytes:
