@@ -457,3 +457,15 @@ def test_bad_limits_name_the_line_and_element(tmp_path: Path, xml: str, words: l
     assert f"{path}:2:" in message
     for word in words:
         assert word in message
+
+
+@in_loop
+async def test_an_sp_opening_quic_streams_at_the_sc_loses_its_pipe() -> None:
+    from edgerq.carriers.quic import QuicPipe
+
+    pipe = QuicPipe(Role.CONSUMER, ConsumerHandshake(None), Owner())
+    pipe.authenticated = True
+    pipe.quic_stream_data(4, encode_frame(FrameType.DATA, 4, b"x" * 100)[:50], False)
+    assert pipe.error is not None
+    assert "the SP opened QUIC stream 4; only the SC opens streams" in str(pipe.error)
+    assert 4 not in pipe._decoders  # nothing kept for it

@@ -43,7 +43,7 @@ from qh3.quic.connection import QuicConnection
 
 from edgerq.config.model import ListenerConfig, PipeConfig
 from edgerq.errors import AuthError, ProtocolError, RemoteProtocolError
-from edgerq.pipe import MuxPipe, Refusal
+from edgerq.pipe import MuxPipe, Refusal, Role
 from edgerq.protocol.frames import (
     HANDSHAKE_MAX_PAYLOAD,
     MAX_PAYLOAD,
@@ -166,6 +166,15 @@ class QuicPipe(MuxPipe):
             if quic_stream in self._ended and not self.streams.get(quic_stream):
                 # Late data for a stream we already closed: ignore, count.
                 self.unknown_stream_frames += 1
+                return
+            if self.role is Role.CONSUMER and quic_stream % 4 == 0 and quic_stream > 0:
+                # Only the SC opens data streams: each one the SP opens would cost a decoder
+                # holding up to a whole frame, thousands of them at once.
+                self.protocol_failure(
+                    RemoteProtocolError(
+                        f"the SP opened QUIC stream {quic_stream}; only the SC opens streams"
+                    )
+                )
                 return
             limit = MAX_PAYLOAD if self.authenticated else HANDSHAKE_MAX_PAYLOAD
             decoder = self._decoders[quic_stream] = FrameDecoder(limit)
