@@ -233,15 +233,15 @@ def closed_by_peer(sock: socket.socket, timeout: float) -> bytes:
         return b""
 
 
-@pytest.mark.parametrize("carrier", ["tcp", "udp"])
+@pytest.mark.parametrize(("carrier", "kind"), [("tcp", "http"), ("udp", "http"), ("tcp", "tcp")])
 def test_slowloris_holds_no_more_than_max_connections_and_idle_timeout_frees_them(
-    processes: Processes, backend: HashService, tmp_path: Path, carrier: str
+    processes: Processes, backend: HashService, tmp_path: Path, carrier: str, kind: str
 ) -> None:
     sc, listener, port, admin, pipe_extra = start_sc(
         processes,
         carrier,
         tmp_path,
-        service={"type": "http", "max_connections": 2, "request_ttl": 1, "idle_timeout": 3},
+        service={"type": kind, "max_connections": 2, "request_ttl": 1, "idle_timeout": 3},
     )
     processes.start(
         "sp",
@@ -251,10 +251,13 @@ def test_slowloris_holds_no_more_than_max_connections_and_idle_timeout_frees_the
     holders = [connect(port, timeout=15) for _ in range(2)]
     wait_for(lambda: backend.accepted >= 2, 10, "both slots held up to the service")
     extras = [connect(port, timeout=15) for _ in range(3)]
-    for sock in extras:  # over max_connections: 503 once request_ttl runs out
+    for sock in extras:  # over max_connections: 503 (http) or closed once request_ttl runs out
         with sock:
             answer = closed_by_peer(sock, 15)
-        assert answer.startswith(b"HTTP/1.1 503") and b"max_connections (2)" in answer, answer
+        if kind == "http":
+            assert answer.startswith(b"HTTP/1.1 503") and b"max_connections (2)" in answer
+        else:
+            assert answer == b""
     for sock in holders:  # silent: closed at idle_timeout, nothing written to them
         with sock:
             assert closed_by_peer(sock, 15) == b""
