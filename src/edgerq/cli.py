@@ -99,7 +99,14 @@ def describe(config: ConsumerConfig | ProviderConfig) -> str:
                 f"max_connections {s.max_connections}, request_buffer "
                 f"{s.request_buffer}, request_ttl {s.request_ttl:g} s, "
                 f"stream_window {s.stream_window}"
+                + (f", idle_timeout {s.idle_timeout:g} s" if s.idle_timeout else "")
             )
+        lim = config.limits
+        lines.append(
+            f"  limits: {lim.auth_failures} failed authentications in {lim.auth_window:g} s "
+            f"block a source for {lim.auth_block:g} s; at most {lim.unauthenticated_pipes} "
+            f"pipes authenticating, each for {lim.handshake_timeout:g} s"
+        )
     else:
         lines.append(f"{config.path}: service provider (SP)")
         for p in config.pipes:
@@ -114,7 +121,10 @@ def describe(config: ConsumerConfig | ProviderConfig) -> str:
                     lines.append("    SC certificate NOT verified (insecure)")
             for ps in p.services:
                 proxy = f" (PROXY protocol v{ps.proxy_protocol})" if ps.proxy_protocol else ""
-                lines.append(f"    service '{ps.name}' {ps.uuid} -> {ps.hostname}:{ps.port}{proxy}")
+                idle = f", idle_timeout {ps.idle_timeout:g} s" if ps.idle_timeout else ""
+                lines.append(
+                    f"    service '{ps.name}' {ps.uuid} -> {ps.hostname}:{ps.port}{proxy}{idle}"
+                )
     return "\n".join(lines)
 
 

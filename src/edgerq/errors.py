@@ -7,7 +7,8 @@
         └── RemoteProtocolError    the peer sent something we must refuse
             ├── FrameError             malformed, truncated or oversized frame
             ├── VersionError           no protocol version in common
-            └── AuthError              wrong or missing token proof
+            ├── AuthError              wrong or missing token proof
+            └── LimitExceeded          the peer went past a limit against abuse
 
 Lower layers' exceptions (OSError, lxml's errors) are converted at the
 boundary into these, so callers catch one tree.
@@ -46,3 +47,12 @@ class VersionError(RemoteProtocolError):
 
 class AuthError(RemoteProtocolError):
     """The token proof is wrong or missing."""
+
+
+class LimitExceeded(RemoteProtocolError):
+    """The peer went past a limit that bounds what it can make us hold (see limits.py)."""
+
+    def __init__(self, message: str, limit: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+        """The limit's name, a metrics label: ``pings``, ``control_backlog``, ..."""

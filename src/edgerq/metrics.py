@@ -53,6 +53,20 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.auth_blocks = Counter(
+            "edgerq_auth_blocks",
+            "Source addresses blocked for too many failed authentications",
+            registry=r,
+        )
+        self.auth_blocked_sources = Gauge(
+            "edgerq_auth_blocked_sources", "Source addresses now blocked", registry=r
+        )
+        self.limit_hits = Counter(
+            "edgerq_limit_hits",
+            "Pipes, streams or frames refused by a limit against abuse, by limit",
+            ["limit"],
+            registry=r,
+        )
 
 
 def outcome_label(outcome: str) -> str:
@@ -62,6 +76,8 @@ def outcome_label(outcome: str) -> str:
     for code in ("502", "503", "504"):
         if outcome.startswith(code):
             return code
+    if outcome.startswith("idle timeout"):
+        return "idle_timeout"
     if "pipe closed" in outcome:
         return "pipe_closed"
     if "reset" in outcome:

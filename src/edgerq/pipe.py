@@ -16,11 +16,18 @@ import logging
 import socket
 import time
 import uuid as uuid_mod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import Enum
-from typing import Protocol, cast
+from typing import NamedTuple, Protocol, cast
 
-from edgerq.errors import AuthError, ProtocolError, RemoteProtocolError, VersionError
+from edgerq.config.model import DEFAULT_CONTROL_BACKLOG, DEFAULT_STREAMS_PER_PIPE
+from edgerq.errors import (
+    AuthError,
+    LimitExceeded,
+    ProtocolError,
+    RemoteProtocolError,
+    VersionError,
+)
 from edgerq.protocol.frames import (
     HEADER,
     MAX_PAYLOAD,
@@ -52,6 +59,8 @@ HEARTBEAT_TIMEOUT = 8.0
 HANDSHAKE_TIMEOUT = 10.0
 WRITE_HIGH_WATER = 256 * 1024
 WRITE_LOW_WATER = 64 * 1024
+MAX_PINGS_PER_INTERVAL = 32
+"""PINGs a peer may send per heartbeat interval (it needs one): each costs us a PONG."""
 
 _pipe_ids = itertools.count(1)
 _DATA = int(FrameType.DATA)
@@ -60,6 +69,20 @@ _DATA = int(FrameType.DATA)
 class Role(Enum):
     CONSUMER = "sc"
     PROVIDER = "sp"
+
+
+class Refusal(NamedTuple):
+    """Why a new pipe is turned away before its handshake (see limits.PipeGate)."""
+
+    code: GoawayCode
+    reason: str
+
+
+Admit = Callable[["MuxPipe"], Refusal | None]
+
+
+def _no_limit_hit(limit: str) -> None:
+    pass
 
 
 class PipeOwner(Protocol):
@@ -91,6 +114,9 @@ class MuxPipe(asyncio.Protocol):
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
         heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        admit: Admit | None = None,
+        max_streams: int = DEFAULT_STREAMS_PER_PIPE,
+        control_backlog: int = DEFAULT_CONTROL_BACKLOG,
     ) -> None:
         self.id = next(_pipe_ids)
         self.role = role
@@ -123,6 +149,16 @@ class MuxPipe(asyncio.Protocol):
         self.opened_at = time.monotonic()
         self.streams_total = 0
         self.unknown_stream_frames = 0
+        self._admit = admit
+        self.refused = False
+        self.limit_hit: Callable[[str], None] = _no_limit_hit
+        """Told the name of every limit this pipe enforces (the daemon counts them)."""
+        self._max_streams = max_streams
+        self._streams_refused = 0
+        self._control_backlog = control_backlog
+        self._paused_control = 0
+        """Bytes of control frames queued since the transport paused (the peer is not reading)."""
+        self._pings = 0
 
     def __str__(self) -> str:
         who = f" '{self.name}'" if self.name else ""
@@ -143,6 +179,11 @@ class MuxPipe(asyncio.Protocol):
         self._start_handshake()
 
     def _start_handshake(self) -> None:
+        if self._admit is not None:
+            refusal = self._admit(self)
+            if refusal is not None:
+                self.refuse(refusal)
+                return
         if isinstance(self._handshake, ProviderHandshake):
             self.send_raw(self._handshake.start())
         self._timer = self._loop.call_later(self._handshake_timeout, self._handshake_expired)
@@ -164,6 +205,9 @@ class MuxPipe(asyncio.Protocol):
             self._fail(GoawayCode.VERSION_MISMATCH, str(exc))
         elif isinstance(exc, AuthError):
             self._fail(GoawayCode.AUTH_FAILED, str(exc))
+        elif isinstance(exc, LimitExceeded):
+            self.limit_hit(exc.limit)
+            self._fail(GoawayCode.LIMIT_EXCEEDED, str(exc))
         else:
             prefix = "" if self.authenticated else "not an edgerq pipe, or a broken one: "
             self._fail(GoawayCode.PROTOCOL_ERROR, f"{prefix}{exc}")
@@ -224,6 +268,7 @@ class MuxPipe(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.paused = False
+        self._paused_control = 0
         for stream in list(self.streams.values()):
             if stream.sink is not None:
                 stream.sink.on_pipe_paused(False)
@@ -237,6 +282,11 @@ class MuxPipe(asyncio.Protocol):
     def send_raw(self, data: bytes) -> None:
         if self.closing:
             return
+        if self.paused:
+            self._paused_control += len(data)
+            if self._paused_control > self._control_backlog:
+                self._control_backlog_exceeded(self._paused_control)
+                return
         self._out += data
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -367,6 +417,13 @@ class MuxPipe(asyncio.Protocol):
             if stream is not None:
                 stream.receive_reset(f"reset by {self.role_peer}: {reset.reason}")
         elif ftype is FrameType.PING:
+            self._pings += 1
+            if self._pings > MAX_PINGS_PER_INTERVAL:
+                raise LimitExceeded(
+                    f"{self.role_peer} sent more than {MAX_PINGS_PER_INTERVAL} PINGs within "
+                    f"{self._heartbeat_interval:g} s",
+                    "pings",
+                )
             self.send_raw(encode_ping(FrameType.PONG, decode_ping(frame.payload)))
         elif ftype is FrameType.PONG:
             decode_ping(frame.payload)
@@ -396,6 +453,9 @@ class MuxPipe(asyncio.Protocol):
                 raise RemoteProtocolError(f"OPEN reuses stream id {request.stream_id}")
             if request.max_frame > MAX_PAYLOAD:
                 raise RemoteProtocolError(f"OPEN asks for frames of {request.max_frame} bytes")
+            if len(self.streams) >= self._max_streams:
+                self._refuse_stream(request)
+                return
             self.owner.pipe_open(self, request)
         elif frame.type is FrameType.REGISTERED:
             # A second REGISTERED is an update: the SC's config was reloaded.
@@ -424,6 +484,16 @@ class MuxPipe(asyncio.Protocol):
         else:
             raise RemoteProtocolError(f"unexpected {frame.type.name} from the SP")
 
+    def _refuse_stream(self, request: Open) -> None:
+        """OPEN beyond ``streams_per_pipe``: refuse that stream (the SC answers its client)."""
+        self._streams_refused += 1
+        self.limit_hit("streams_per_pipe")
+        reason = f"the SP's pipe carries its limit of {self._max_streams} concurrent streams"
+        if self._streams_refused == 1:
+            log.warning("%s: %s: refusing new streams (only counted from now on)", self, reason)
+        stream = self.accept_stream(request)
+        self.answer_open(stream, OpenRefused(OpenFailure.CONNECT_ERROR, reason))
+
     def _unknown_stream(self, stream_id: int, what: str) -> None:
         # A stream closed here may still receive frames the peer sent before it
         # learnt of the close: count them, never let them touch another stream.
@@ -439,12 +509,36 @@ class MuxPipe(asyncio.Protocol):
             self.close_reason = f"heartbeat timeout ({idle:.1f} s without a frame)"
             self.abort()
             return
+        self._pings = 0
         self.send_raw(encode_ping(FrameType.PING, int(time.monotonic() * 1000)))
         self._timer = self._loop.call_later(self._heartbeat_interval, self._heartbeat)
 
     def _handshake_expired(self) -> None:
         if not self.authenticated:
             self._fail(GoawayCode.PROTOCOL_ERROR, "handshake not completed in time")
+
+    def _control_backlog_exceeded(self, queued: int) -> None:
+        """The peer makes us answer but does not read: stop holding its frames."""
+        message = (
+            f"{self.role_peer} does not read: {queued} bytes of control frames queued "
+            f"(limit {self._control_backlog})"
+        )
+        log.warning("%s: %s, closing", self, message)
+        self.error = LimitExceeded(message, "control_backlog")
+        self.close_reason = message
+        self.limit_hit("control_backlog")
+        self.abort()
+
+    def refuse(self, refusal: Refusal) -> None:
+        """Turn the pipe away before its handshake: one small GOAWAY, then close (no timer)."""
+        self.refused = True
+        self.closing = True
+        self.close_reason = refusal.reason
+        if self._transport is not None:
+            self._transport.write(
+                CodedReason(FrameType.GOAWAY, 0, refusal.code, refusal.reason).encode()
+            )
+            self._transport.close()
 
     def _fail(self, code: GoawayCode, reason: str) -> None:
         log.warning("%s: %s", self, reason)

@@ -56,6 +56,7 @@ class LocalConnection(asyncio.BufferedProtocol):
         on_done: Callable[[LocalConnection], None] | None = None,
         on_connected: Callable[[LocalConnection], None] | None = None,
         preamble: bytes = b"",
+        idle_timeout: float | None = None,
     ) -> None:
         self.stream: Stream | None = None
         self.transport: asyncio.Transport | None = None
@@ -75,6 +76,10 @@ class LocalConnection(asyncio.BufferedProtocol):
         self.started = time.monotonic()
         self._on_done = on_done
         self._on_connected = on_connected
+        self.idle_timeout = idle_timeout
+        self.last_active = self.started
+        """When a byte last moved either way (read from or written to the socket)."""
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     # --- binding -----------------------------------------------------------------
 
@@ -112,6 +117,11 @@ class LocalConnection(asyncio.BufferedProtocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._limit_write_buffer()
+        if self.idle_timeout is not None:
+            self.last_active = time.monotonic()
+            self._idle_timer = asyncio.get_running_loop().call_later(
+                self.idle_timeout, self._idle_check
+            )
         if self._paused:
             transport.pause_reading()  # uvloop may still deliver one read: kept in _backlog
         if self._preamble:
@@ -137,6 +147,7 @@ class LocalConnection(asyncio.BufferedProtocol):
         return self._view[: min(credit, self._read_size)]
 
     def buffer_updated(self, nbytes: int) -> None:
+        self.last_active = time.monotonic()
         stream = self.stream
         if stream is None:
             self._backlog += self._view[:nbytes]
@@ -237,6 +248,7 @@ class LocalConnection(asyncio.BufferedProtocol):
             return
         transport.write(data)
         self.written += len(data)
+        self.last_active = time.monotonic()
         if self.stream is not None:
             self.stream.consumed(self.written - transport.get_write_buffer_size())
 
@@ -291,9 +303,26 @@ class LocalConnection(asyncio.BufferedProtocol):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
         transport.abort()
 
+    def _idle_check(self) -> None:
+        """The idle timer: re-armed for the time left until it finds no byte moved for long."""
+        timeout = self.idle_timeout
+        assert timeout is not None
+        self._idle_timer = None
+        if self.done or self.transport is None or self.transport.is_closing():
+            return
+        left = self.last_active + timeout - time.monotonic()
+        if left > 0:
+            self._idle_timer = asyncio.get_running_loop().call_later(left, self._idle_check)
+            return
+        self.outcome = self.outcome or f"idle timeout ({timeout:g} s without a byte either way)"
+        self.abort()
+
     def _finish(self) -> None:
         if self.done:
             return
         self.done = True
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         if self._on_done is not None:
             self._on_done(self)

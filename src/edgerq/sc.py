@@ -18,6 +18,7 @@ from edgerq.carriers import carrier
 from edgerq.config.model import ConsumerConfig, ConsumerService, ListenerConfig
 from edgerq.errors import AuthError, ConfigError
 from edgerq.httperrors import error_response
+from edgerq.limits import PipeGate
 from edgerq.metrics import Metrics, outcome_label
 from edgerq.pipe import MuxPipe, Role
 from edgerq.protocol.handshake import ConsumerHandshake
@@ -34,7 +35,11 @@ class ClientConnection(LocalConnection):
     """A client of one service port. ``http`` services answer tunnel failures with 5xx."""
 
     def __init__(self, consumer: ServiceConsumer, service: ConsumerService) -> None:
-        super().__init__(service.request_buffer, on_done=consumer.connection_done)
+        super().__init__(
+            service.request_buffer,
+            on_done=consumer.connection_done,
+            idle_timeout=service.idle_timeout,
+        )
         self.service = service
         self.task: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
@@ -132,6 +137,7 @@ class ServiceConsumer:
         self.service_addresses: dict[uuid_mod.UUID, tuple[str, int]] = {}
         self.started = time.monotonic()
         self.metrics = Metrics()
+        self.gate = PipeGate(config.limits, self.metrics)
         self.admin: AdminServer | None = None
         self.draining = False
 
@@ -250,6 +256,9 @@ class ServiceConsumer:
         if token_changed:
             log.info("reload: new pipes authenticate with the new token; pipes up stay up")
             self._log_token()
+        if new.limits != old_config.limits:
+            self.gate.reconfigure(new.limits)
+            log.info("reload: new limits apply to pipes that connect from now on")
         await self._reload_listeners(old_config, new)
         if old_config.admin != new.admin:
             if self.admin is not None:
@@ -430,11 +439,20 @@ class ServiceConsumer:
     # --- pipes -----------------------------------------------------------------------
 
     def _new_pipe(self, pipe_class: type[MuxPipe]) -> MuxPipe:
-        pipe = pipe_class(Role.CONSUMER, ConsumerHandshake(self.token), self)
+        limits = self.config.limits
+        pipe = pipe_class(
+            Role.CONSUMER,
+            ConsumerHandshake(self.token),
+            self,
+            handshake_timeout=limits.handshake_timeout,
+            admit=self.gate.admit,
+            control_backlog=limits.control_backlog,
+        )
         self.pipes.add(pipe)
         return pipe
 
     def pipe_authenticated(self, pipe: MuxPipe) -> None:
+        self.gate.authenticated(pipe)
         if self.draining:
             pipe.close(GoawayCode.SHUTDOWN, "SC is shutting down")
         self.metrics.pipes.labels(pipe.carrier, pipe.name).inc()
@@ -477,6 +495,8 @@ class ServiceConsumer:
     def pipe_closed(self, pipe: MuxPipe, reason: str) -> None:
         self.pipes.discard(pipe)
         self._offered.pop(pipe, None)
+        if self.gate.closed(pipe):
+            return  # refused before its handshake: counted by the gate, not logged per pipe
         gone = self.registry.remove_pipe(pipe)
         if pipe.authenticated:
             self.metrics.pipes.labels(pipe.carrier, pipe.name).dec()

@@ -16,7 +16,7 @@ from edgerq import __version__
 from edgerq.admin import AdminServer
 from edgerq.backoff import Backoff
 from edgerq.carriers import carrier
-from edgerq.config.model import PipeConfig, ProviderConfig, ProviderService
+from edgerq.config.model import PipeConfig, PipeLimits, ProviderConfig, ProviderService
 from edgerq.errors import AuthError, VersionError
 from edgerq.metrics import Metrics, outcome_label
 from edgerq.pipe import MuxPipe, Role, open_failure_from_os_error
@@ -36,9 +36,12 @@ DIAL_TIMEOUT = 10.0
 class ProviderPipe:
     """One configured pipe: dials it, keeps it up, and serves the streams on it."""
 
-    def __init__(self, config: PipeConfig, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, config: PipeConfig, metrics: Metrics | None = None, limits: PipeLimits | None = None
+    ) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
+        self.limits = limits or PipeLimits()
         self.token = config.auth_token.reveal() if config.auth_token is not None else None
         self.services = {s.uuid: s for s in config.services}
         self.pipe: MuxPipe | None = None
@@ -165,12 +168,20 @@ class ProviderPipe:
     # --- PipeOwner -------------------------------------------------------------------
 
     def _new_pipe(self, pipe_class: type[MuxPipe]) -> MuxPipe:
-        return pipe_class(
+        pipe = pipe_class(
             Role.PROVIDER,
             ProviderHandshake(self.token, self.config.name),
             self,
             name=self.config.name,
+            max_streams=self.limits.streams_per_pipe,
+            control_backlog=self.limits.control_backlog,
+            handshake_timeout=self.limits.handshake_timeout,
         )
+        pipe.limit_hit = self._limit_hit
+        return pipe
+
+    def _limit_hit(self, limit: str) -> None:
+        self.metrics.limit_hits.labels(limit).inc()
 
     def pipe_authenticated(self, pipe: MuxPipe) -> None:
         self.pipe = pipe
@@ -238,7 +249,12 @@ class ProviderPipe:
         preamble = b""
         if service.proxy_protocol is not None:
             preamble = self._proxy_header(pipe, request, service.proxy_protocol)
-        conn = LocalConnection(request.max_frame, on_done=self._connection_done, preamble=preamble)
+        conn = LocalConnection(
+            request.max_frame,
+            on_done=self._connection_done,
+            preamble=preamble,
+            idle_timeout=service.idle_timeout,
+        )
         conn.bind(stream)
         self.connections.add(conn)
         self.metrics.streams_open.labels(service.name).inc()
@@ -340,7 +356,7 @@ class ServiceProvider:
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.pipes = [ProviderPipe(p, self.metrics) for p in config.pipes]
+        self.pipes = [ProviderPipe(p, self.metrics, config.limits) for p in config.pipes]
         self._tasks: list[asyncio.Task[None]] = []
         self.admin: AdminServer | None = None
         self.started = time.monotonic()

@@ -11,8 +11,11 @@ from edgerq.protocol.messages import Register, Registered
 
 
 class FakeProvider:
-    def __init__(self, port: int, token: bytes | None = None) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    def __init__(self, port: int, token: bytes | None = None, source: str | None = None) -> None:
+        """``source``: the loopback address to connect from (127.x.y.z), to play another host."""
+        self.sock = socket.create_connection(
+            ("127.0.0.1", port), timeout=10, source_address=(source, 0) if source else None
+        )
         self.decoder = FrameDecoder(max_payload=MAX_PAYLOAD)
         self.handshake = ProviderHandshake(token, "fake")
         self.pending: list[Frame] = []

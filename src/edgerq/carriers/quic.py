@@ -43,7 +43,7 @@ from qh3.quic.connection import QuicConnection
 
 from edgerq.config.model import ListenerConfig, PipeConfig
 from edgerq.errors import AuthError, ProtocolError, RemoteProtocolError
-from edgerq.pipe import MuxPipe
+from edgerq.pipe import MuxPipe, Refusal, Role
 from edgerq.protocol.frames import (
     HANDSHAKE_MAX_PAYLOAD,
     MAX_PAYLOAD,
@@ -150,6 +150,13 @@ class QuicPipe(MuxPipe):
                 host = str(address[0]).removeprefix("::ffff:")
                 self.peer = f"{host}:{address[1]}"
 
+    def refuse(self, refusal: Refusal) -> None:
+        """Turned away before the QUIC handshake: nothing is sent, the datagram is dropped."""
+        self.refused = True
+        self.closing = True
+        self.close_reason = refusal.reason
+        self.connection_lost(None)
+
     def quic_stream_data(self, quic_stream: int, data: bytes, end_stream: bool) -> None:
         self._last_rx = time.monotonic()
         if self.peer == "?":
@@ -159,6 +166,15 @@ class QuicPipe(MuxPipe):
             if quic_stream in self._ended and not self.streams.get(quic_stream):
                 # Late data for a stream we already closed: ignore, count.
                 self.unknown_stream_frames += 1
+                return
+            if self.role is Role.CONSUMER and quic_stream % 4 == 0 and quic_stream > 0:
+                # Only the SC opens data streams: each one the SP opens would cost a decoder
+                # holding up to a whole frame, thousands of them at once.
+                self.protocol_failure(
+                    RemoteProtocolError(
+                        f"the SP opened QUIC stream {quic_stream}; only the SC opens streams"
+                    )
+                )
                 return
             limit = MAX_PAYLOAD if self.authenticated else HANDSHAKE_MAX_PAYLOAD
             decoder = self._decoders[quic_stream] = FrameDecoder(limit)
@@ -259,6 +275,7 @@ class QuicPipe(MuxPipe):
             self._to_end.clear()
             return
         quic = protocol._quic
+        control = CONTROL_STREAM in self._queues
         for quic_stream, chunks in self._queues.items():
             end = quic_stream in self._to_end
             self._send(quic, quic_stream, b"".join(chunks), end)
@@ -268,6 +285,17 @@ class QuicPipe(MuxPipe):
         self._queues.clear()
         self._to_end.clear()
         protocol.transmit()
+        if control:
+            self._check_control_backlog(quic)
+
+    def _check_control_backlog(self, quic: QuicConnection) -> None:
+        """Control frames the peer lets pile up (it grants no flow-control credit)."""
+        try:
+            queued = quic.get_send_buffer_size(CONTROL_STREAM)
+        except Exception:  # closed meanwhile
+            return
+        if queued > self._control_backlog:
+            self._control_backlog_exceeded(queued)
 
     def _send(self, quic: QuicConnection, quic_stream: int, data: bytes, end: bool) -> None:
         if end:
@@ -351,8 +379,23 @@ class PipeProtocol(QuicConnectionProtocol):
         self._pin = pin
         self.pipe = cast(QuicPipe, make_pipe(QuicPipe))
         self.pipe.attach(self)
-        if not is_client:
-            self.pipe.quic_ready()
+        self._admitted = is_client
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        if not self._admitted and not self._admit(addr):
+            return
+        super().datagram_received(data, addr)
+
+    def _admit(self, addr: Any) -> bool:
+        """SC: the first datagram names the source; a refused one costs no TLS handshake."""
+        self._admitted = True
+        pipe = self.pipe
+        pipe.peer = f"{str(addr[0]).removeprefix('::ffff:')}:{addr[1]}"
+        pipe.quic_ready()
+        if pipe.refused:
+            self._connection_terminated_handler()  # the server forgets this connection
+            return False
+        return True
 
     def quic_event_received(self, event: events.QuicEvent) -> None:
         pipe = self.pipe

@@ -32,6 +32,7 @@ from edgerq.config.model import (
     ConsumerService,
     ListenerConfig,
     PipeConfig,
+    PipeLimits,
     ProviderConfig,
     ProviderService,
     Secret,
@@ -57,6 +58,8 @@ SINGLE_ROOT_CHILDREN = (
     "stream_window",
     "shutdown_grace",
     "auth_token",
+    "idle_timeout",
+    "limits",
     "services",
 )
 ROOTS = {"service_consumer": "consumer", "service_provider": "provider"}
@@ -240,6 +243,32 @@ def _admin(path: Path, root: etree._Element, used_ports: dict[int, int]) -> Admi
     return AdminConfig(port=port, inaddr_any=_yes(_text(elem, "inaddr_any")))
 
 
+def _seconds(value: str | None) -> float | None:
+    return float(Decimal(value)) if value else None
+
+
+def _limits(root: etree._Element) -> PipeLimits:
+    """``<limits>``: every child optional, each absent one keeps its default."""
+    elem = root.find("limits")
+    if elem is None:
+        return PipeLimits()
+    values: dict[str, float | int] = {}
+    for name, kind in (
+        ("auth_failures", int),
+        ("auth_window", float),
+        ("auth_block", float),
+        ("tracked_sources", int),
+        ("unauthenticated_pipes", int),
+        ("handshake_timeout", float),
+        ("control_backlog", int),
+        ("streams_per_pipe", int),
+    ):
+        text = _text(elem, name)
+        if text:
+            values[name] = float(Decimal(text)) if kind is float else int(text)
+    return PipeLimits(**values)  # type: ignore[arg-type]
+
+
 def _listener(path: Path, elem: etree._Element) -> ListenerConfig:
     protocol = _check_carrier(path, elem)
     certificate = _path(path, _text(elem, "certificate"))
@@ -273,6 +302,7 @@ def load_consumer(path: Path, env: Mapping[str, str] | None = None) -> ConsumerC
     default_buffer = int(_text(root, "request_buffer") or DEFAULT_REQUEST_BUFFER)
     default_ttl = float(Decimal(_text(root, "request_ttl") or DEFAULT_REQUEST_TTL))
     default_window = int(_text(root, "stream_window") or DEFAULT_STREAM_WINDOW)
+    default_idle = _seconds(_text(root, "idle_timeout"))
 
     _check_root_cardinality(path, root)
     listeners = []
@@ -312,6 +342,7 @@ def load_consumer(path: Path, env: Mapping[str, str] | None = None) -> ConsumerC
                 request_ttl=float(Decimal(ttl)) if ttl else default_ttl,
                 stream_window=int(_text(elem, "stream_window") or default_window),
                 type=cast(ServiceType, _text(elem, "type") or "tcp"),
+                idle_timeout=_seconds(_text(elem, "idle_timeout")) or default_idle,
             )
         )
     token, source = _env_token(path, _text(root, "auth_token"), env)
@@ -322,7 +353,8 @@ def load_consumer(path: Path, env: Mapping[str, str] | None = None) -> ConsumerC
         token,
         source,
         _admin(path, root, used_ports),
-        _shutdown_grace(root),
+        shutdown_grace=_shutdown_grace(root),
+        limits=_limits(root),
     )
 
 
@@ -366,6 +398,7 @@ def load_provider(path: Path, env: Mapping[str, str] | None = None) -> ProviderC
                     hostname=cast(str, _text(elem, "hostname")),
                     port=int(cast(str, _text(elem, "port"))),
                     proxy_protocol=_proxy_protocol(_text(elem, "proxy_protocol")),
+                    idle_timeout=_seconds(_text(elem, "idle_timeout")),
                 )
             )
         token, source = _env_token(path, _text(pipe_elem, "auth_token"), env)
@@ -403,7 +436,13 @@ def load_provider(path: Path, env: Mapping[str, str] | None = None) -> ProviderC
                 insecure=insecure,
             )
         )
-    return ProviderConfig(path, tuple(pipes), _admin(path, root, {}), _shutdown_grace(root))
+    return ProviderConfig(
+        path,
+        tuple(pipes),
+        _admin(path, root, {}),
+        shutdown_grace=_shutdown_grace(root),
+        limits=_limits(root),
+    )
 
 
 def _shutdown_grace(root: etree._Element) -> float:

@@ -15,6 +15,8 @@ DEFAULT_REQUEST_BUFFER = 4096
 DEFAULT_REQUEST_TTL = 3.0
 DEFAULT_STREAM_WINDOW = 1024 * 1024
 DEFAULT_SHUTDOWN_GRACE = 5.0
+DEFAULT_CONTROL_BACKLOG = 4 * 1024 * 1024
+DEFAULT_STREAMS_PER_PIPE = 16384
 
 
 class Secret:
@@ -90,10 +92,34 @@ class ConsumerService:
     """Flow-control window of one stream, in bytes."""
     type: ServiceType = "tcp"
     """``http`` answers 502/503/504 when the tunnel cannot serve."""
+    idle_timeout: float | None = None
+    """Seconds without a byte either way after which a connection is closed (None: never)."""
 
     @property
     def host(self) -> str:
         return bind_host(self.inaddr_any)
+
+
+@dataclass(frozen=True, slots=True)
+class PipeLimits:
+    """Limits against abuse on the pipes a daemon accepts or dials (``<limits>``)."""
+
+    auth_failures: int = 5
+    """Failed authentications from one source address within ``auth_window`` that block it."""
+    auth_window: float = 60.0
+    auth_block: float = 300.0
+    """Seconds a blocked source's pipes are refused before the handshake."""
+    tracked_sources: int = 10000
+    """Most source addresses remembered at once (the oldest are forgotten first)."""
+    unauthenticated_pipes: int = 64
+    """Most pipes at once that have not completed the handshake; further ones are refused."""
+    handshake_timeout: float = 10.0
+    """Seconds a pipe may take to authenticate."""
+    control_backlog: int = DEFAULT_CONTROL_BACKLOG
+    """Most bytes of control frames (PONG, WINDOW, OPEN_OK, ...) queued towards a peer
+    that does not read; past it the pipe is closed. DATA is bounded by stream windows."""
+    streams_per_pipe: int = DEFAULT_STREAMS_PER_PIPE
+    """Most concurrent streams the peer may open on one pipe (SP side)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +134,7 @@ class ConsumerConfig:
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
     """Seconds open streams may take to finish on SIGTERM (or when a reload removes
     their service) before they are cut."""
+    limits: PipeLimits = PipeLimits()
 
     @property
     def listener(self) -> ListenerConfig:
@@ -125,6 +152,8 @@ class ProviderService:
     port: int
     proxy_protocol: int | None = None
     """1 or 2: start every connection with a PROXY protocol header of that version."""
+    idle_timeout: float | None = None
+    """Seconds without a byte either way after which a connection is closed (None: never)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,3 +185,4 @@ class ProviderConfig:
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
     """Seconds open streams may take to finish on SIGTERM (or when a reload removes
     their pipe) before they are cut."""
+    limits: PipeLimits = PipeLimits()

@@ -51,6 +51,7 @@ class GoawayCode(IntEnum):
     SHUTDOWN = 5
     DRAINING = 6
     """Not a close: no new streams on this pipe; open ones finish, then it closes."""
+    LIMIT_EXCEEDED = 7
 
 
 def _utf8_prefix(text: str, limit: int) -> bytes:
