@@ -1,0 +1,26 @@
+"""The fault suite: ``make fault-test`` (``pytest tests/fault -m fault``).
+
+It is not part of ``make test``: ``testpaths`` leaves tests/fault out and the
+``fault`` marker is deselected by default. Fixtures of the integration suite
+are reused from there.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fault import report
+from tests.integration.conftest import processes
+
+__all__ = ["processes"]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    lines = report.lines()
+    if not lines:
+        return
+    terminalreporter.section("fault suite figures")
+    for line in lines:
+        terminalreporter.write_line(line)
+    path = report.write()
+    terminalreporter.write_line(f"written to {path}")
