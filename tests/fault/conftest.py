@@ -11,8 +11,9 @@ import pytest
 
 from tests.fault import report
 from tests.integration.conftest import processes
+from tests.integration.test_loss import link
 
-__all__ = ["processes"]
+__all__ = ["link", "processes"]
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -103,7 +103,7 @@ _segment = st.one_of(
             st.sampled_from([lim + d for lim in LIMITS for d in (-1, 0, 1) if lim + d >= 0]),
             st.integers(0, 2**32 - 1),
         ),
-        st.integers(0, 255),
+        st.one_of(st.sampled_from([int(t) for t in FrameType]), st.integers(0, 255)),
         st.integers(0, 2**32 - 1),
         st.binary(max_size=80),
     ),
@@ -118,12 +118,12 @@ limits = st.sampled_from(LIMITS)
 
 
 def check_decoder(data: bytes, max_payload: int, cuts: list[int], modes: list[bool]) -> None:
-    """Feed ``data`` cut at ``cuts``; ``modes[i]`` picks ``receive`` (True) or
+    """Feed ``data`` cut at ``cuts`` (modulo its length); ``modes[i]`` picks ``receive`` (True) or
     ``feed``+``raw_frames`` for chunk ``i``. Compare with the reference parse."""
     ref = reference_parse(data, max_payload)
     decoder = FrameDecoder(max_payload)
     got: list[Frame] = []
-    bounds = [0, *sorted(c for c in cuts if 0 <= c <= len(data)), len(data)]
+    bounds = [0, *sorted(c % (len(data) + 1) for c in cuts), len(data)]
     raised = False
     for index, (start, stop) in enumerate(itertools.pairwise(bounds)):
         chunk = data[start:stop]
