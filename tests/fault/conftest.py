@@ -3,6 +3,11 @@
 It is not part of ``make test``: ``testpaths`` leaves tests/fault out and the
 ``fault`` marker is deselected by default. Fixtures of the integration suite
 are reused from there.
+
+Knobs (environment): ``EDGERQ_FAULT_ROUNDS`` (kill rounds per process, 3),
+``EDGERQ_SOAK_SECONDS`` (300), ``EDGERQ_SOAK_CARRIER`` (tcp),
+``EDGERQ_FUZZ_SECONDS`` (120, in total), ``EDGERQ_FAULT_RESULTS`` (where the
+figures are written; bench/results/faults.json).
 """
 
 from __future__ import annotations

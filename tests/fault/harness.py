@@ -45,6 +45,9 @@ class BackendProcess:
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            # Resets from clients cut off by a fault are expected; their
+            # tracebacks from socketserver would only be noise.
+            stderr=subprocess.DEVNULL,
             text=True,
         )
         assert self.proc.stdout is not None

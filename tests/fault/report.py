@@ -43,11 +43,14 @@ def lines() -> list[str]:
     out: list[str] = []
     for carrier, faults in sorted(RESULTS.get("kill9", {}).items()):
         out.append(f"kill -9 under load, {carrier} carrier (seconds to the first good request):")
-        out.append(f"  {'target':8} {'round':>5} {'from kill':>10} {'from restart':>13}")
+        out.append(
+            f"  {'target':8} {'round':>5} {'from kill':>10} {'from restart':>13} "
+            f"{'load resumed':>13}"
+        )
         for f in faults["recoveries"]:
             out.append(
                 f"  {f['target']:8} {f['round']:>5} {f['from_kill_s']:>10.2f} "
-                f"{f['from_restart_s']:>13.2f}"
+                f"{f['from_restart_s']:>13.2f} {f['load_resumed_s']:>13.2f}"
             )
         out.append(
             f"  requests ok {faults['ok']} (10 MiB: {faults['ok_big']}), "
