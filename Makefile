@@ -1,4 +1,4 @@
-# edgerq developer commands. CI (.ci/run) runs `make test` and `make compose-test`.
+# edgerq developer commands. CI (.ci/run) runs `make test`, `make fault-test` and `make compose-test`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,10 +8,11 @@ USERS ?= 50
 TARGET ?= tunnel
 LINT_PATHS := src tests $(wildcard bench)
 
-.PHONY: help test lint typecheck unit integration compose-test loadtest bench bench-scale clean
+.PHONY: help test lint typecheck unit integration fault-test compose-test loadtest bench bench-scale clean
 
 help:
 	@echo "make test          ruff, mypy and pytest (unit + integration); creates $(VENV)"
+	@echo "make fault-test    kill -9 under load, pipe partition, soak, long fuzzing (about 11 min)"
 	@echo "make compose-test  the Docker Compose suite end to end (bootstraps Docker as root)"
 	@echo "make loadtest      headless Locust on the Compose suite (DURATION=60s USERS=50 TARGET=tunnel|direct)"
 	@echo "make bench         edgerq vs direct, socat, ssh -R (about 14 min; BENCH_ARGS=--quick)"
@@ -38,6 +39,9 @@ integration: $(STAMP)
 
 test: lint typecheck
 	$(BIN)/pytest
+
+fault-test: $(STAMP)
+	$(BIN)/pytest tests/fault -m fault
 
 compose-test: $(STAMP)
 	PYTHON=$(BIN)/python scripts/compose-e2e

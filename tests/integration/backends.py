@@ -65,15 +65,15 @@ class _Server(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     request_queue_size = 512
 
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
         self.lock = threading.Lock()
         self.accepted = 0
 
 
 class HashService:
-    def __init__(self) -> None:
-        self._server = _Server()
+    def __init__(self, port: int = 0) -> None:
+        self._server = _Server(port)
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -91,14 +91,15 @@ class HashService:
 
 
 def main() -> None:
-    """Run a HashService in the foreground: ``python -m tests.integration.backends``.
+    """Run a HashService in the foreground: ``python -m tests.integration.backends [PORT]``.
 
-    Prints the port on the first line (for tests that run it in a namespace).
+    Prints the port on the first line (for tests that run it in a namespace, or
+    kill and restart it on the same port). Runs until stdin closes.
     """
     import sys
     import time
 
-    with HashService() as service:
+    with HashService(int(sys.argv[1]) if len(sys.argv) > 1 else 0) as service:
         print(service.port, flush=True)
         try:
             while sys.stdin.read(1):
