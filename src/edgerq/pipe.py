@@ -160,6 +160,11 @@ class MuxPipe(asyncio.Protocol):
         """Bytes of control frames queued since the transport paused (the peer is not reading)."""
         self._pings = 0
 
+    @property
+    def last_heard(self) -> float:
+        """``time.monotonic()`` when a frame last arrived (heartbeats included)."""
+        return self._last_rx
+
     def __str__(self) -> str:
         who = f" '{self.name}'" if self.name else ""
         return f"pipe {self.id}{who} ({self.peer})"

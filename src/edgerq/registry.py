@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid as uuid_mod
 from collections.abc import Collection
 
-from edgerq.pipe import MuxPipe
+from edgerq.pipe import HEARTBEAT_INTERVAL, MuxPipe
+
+SUSPECT_AFTER = 1.5 * HEARTBEAT_INTERVAL
+"""Seconds without a frame after which a pipe is chosen only if no other will do."""
 
 
 class ServiceRegistry:
@@ -50,6 +54,14 @@ class ServiceRegistry:
         ]
         if not live:
             return None
+        if len(live) > 1:
+            # A live pipe hears a heartbeat every 2 s: one silent for longer has
+            # probably lost its peer (a killed SP on udp says nothing), so the
+            # others go first until the heartbeat timeout settles it.
+            now = time.monotonic()
+            heard = [p for p in live if now - p.last_heard < SUSPECT_AFTER]
+            if heard:
+                live = heard
         return min(live, key=lambda p: len(p.streams))
 
     async def wait_for(

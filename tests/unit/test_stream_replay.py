@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any, cast
 
@@ -23,6 +24,7 @@ class RecordingPipe:
         self.raw: list[bytes] = []
         self.closing = False
         self.draining = False
+        self.last_heard = time.monotonic()
         self.streams = dict.fromkeys(range(streams))
 
     def send_data(
@@ -85,3 +87,14 @@ def test_registry_choice_skips_excluded_closing_and_draining_pipes() -> None:
     assert registry.choose(SERVICE) is cast(Any, idle)
     assert registry.choose(SERVICE, exclude={cast(MuxPipe, idle)}) is cast(Any, busy)
     assert registry.choose(SERVICE, exclude={cast(MuxPipe, idle), cast(MuxPipe, busy)}) is None
+
+
+def test_registry_prefers_pipes_heard_from_lately() -> None:
+    registry = ServiceRegistry()
+    silent, talking = RecordingPipe(streams=0), RecordingPipe(streams=9)
+    silent.last_heard -= 60  # its SP was killed and said nothing (udp)
+    for p in (silent, talking):
+        registry.add(SERVICE, cast(MuxPipe, p))
+    assert registry.choose(SERVICE) is cast(Any, talking)
+    # With no other choice the silent one is still used: it may be just slow.
+    assert registry.choose(SERVICE, exclude={cast(MuxPipe, talking)}) is cast(Any, silent)
