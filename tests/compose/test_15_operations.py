@@ -36,10 +36,13 @@ def test_status_shows_the_pipe_and_the_service(http: requests.Session, proxy_url
     assert (service["name"], service["pipes"]) == ("sample_webserver", 1)
 
 
-def test_metrics_are_prometheus_text() -> None:
+def test_metrics_are_prometheus_text(http: requests.Session, proxy_url: str) -> None:
+    assert http.get(proxy_url + "/", timeout=15).status_code == 200
     text = admin("sc", "/metrics")
     assert "edgerq_pipes_connected{" in text
-    assert "edgerq_streams_total{" in text
+    # The proxy keeps its connections to the SC open: counted as open, and timed.
+    assert 'edgerq_streams_open{service="sample_webserver"}' in text
+    assert 'edgerq_stream_open_seconds_count{service="sample_webserver"}' in text
     assert "edgerq_pipes_connected{" in admin("sp", "/metrics")
 
 
