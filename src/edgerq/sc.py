@@ -179,7 +179,7 @@ class ServiceConsumer:
         """Listen on the service's port; clients get the service's current settings."""
         key = service.uuid
         server = await asyncio.get_running_loop().create_server(
-            lambda: self._new_client(self.services[key]),
+            lambda: self._new_client(self.services.get(key, service)),
             service.host,
             service.port,
             backlog=max(128, service.max_connections),

@@ -186,7 +186,7 @@ VALID_PAYLOADS: list[bytes] = [
         Proof(FrameType.AUTH, b"m" * MAC_SIZE).encode(),
         Register((U1, uuid.UUID(int=7))).encode(),
         Registered(((U1, RegisterStatus.ACCEPTED),)).encode(),
-        Open(1, U1, 65536, 16384, "127.0.0.1:5555 é").encode(),
+        Open(1, U1, 65536, 16384, "127.0.0.1:5555", "é.example:443").encode(),
         CodedReason(FrameType.GOAWAY, 0, 1, "bye €").encode(),
         encode_window(1, 4096),
         encode_ping(FrameType.PING, 42),
