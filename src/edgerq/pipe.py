@@ -54,7 +54,7 @@ from edgerq.stream import OpenRefused, Stream, StreamSink
 
 log = logging.getLogger("edgerq.pipe")
 
-HEARTBEAT_INTERVAL = 2.0
+HEARTBEAT_INTERVAL = 1.0
 HEARTBEAT_TIMEOUT = 8.0
 HANDSHAKE_TIMEOUT = 10.0
 WRITE_HIGH_WATER = 256 * 1024

@@ -55,7 +55,7 @@ class ServiceRegistry:
         if not live:
             return None
         if len(live) > 1:
-            # A live pipe hears a heartbeat every 2 s: one silent for longer has
+            # A live pipe hears a heartbeat every second: one silent for longer has
             # probably lost its peer (a killed SP on udp says nothing), so the
             # others go first until the heartbeat timeout settles it.
             now = time.monotonic()

@@ -22,13 +22,23 @@ from edgerq.limits import PipeGate
 from edgerq.metrics import Metrics, outcome_label
 from edgerq.pipe import MuxPipe, Role
 from edgerq.protocol.handshake import ConsumerHandshake
-from edgerq.protocol.messages import GoawayCode, Open, Registered, RegisterStatus, ResetCode
-from edgerq.registry import ServiceRegistry
+from edgerq.protocol.messages import (
+    GoawayCode,
+    Open,
+    OpenFailure,
+    Registered,
+    RegisterStatus,
+    ResetCode,
+)
+from edgerq.registry import SUSPECT_AFTER, ServiceRegistry
 from edgerq.relay import LocalConnection
 from edgerq.stream import OpenRefused, PipeLost, Stream
 from edgerq.waiting import wait_until
 
 log = logging.getLogger("edgerq.sc")
+
+PROBE_INTERVAL = 0.5
+"""While a new connection waits for OPEN_OK, how often its pipe is checked for silence."""
 
 
 class ClientConnection(LocalConnection):
@@ -590,8 +600,39 @@ class ServiceConsumer:
             conn.counted = True
             self.metrics.streams_open.labels(service.name).inc()
         assert stream.opened is not None
-        conn.timer = asyncio.get_running_loop().call_at(conn.deadline, self._open_expired, conn)
+        self._watch_open(conn, stream)
         stream.opened.add_done_callback(lambda opened: self._opened(conn, stream, opened))
+
+    def _watch_open(self, conn: ClientConnection, stream: Stream) -> None:
+        """One timer while the SP has not answered: the next probe, or the deadline."""
+        loop = asyncio.get_running_loop()
+        when = min(conn.deadline, loop.time() + PROBE_INTERVAL)
+        conn.timer = loop.call_at(when, self._check_open, conn, stream)
+
+    def _check_open(self, conn: ClientConnection, stream: Stream) -> None:
+        """Still no OPEN_OK. Past request_ttl: 504. Else, if the pipe has gone silent
+        (a killed udp SP says nothing, and the heartbeat timeout takes 8 s) while
+        another pipe is heard from, open the connection there instead."""
+        conn.timer = None
+        if conn.stream is not stream or stream.opened is None or stream.opened.done():
+            return
+        if asyncio.get_running_loop().time() >= conn.deadline:
+            self._open_expired(conn)
+            return
+        pipe = stream.pipe
+        silent = time.monotonic() - pipe.last_heard
+        if (
+            silent > SUSPECT_AFTER
+            and not conn.written
+            and self.registry.choose(conn.service.uuid, exclude=conn.tried | {pipe}) is not None
+        ):
+            stream.reset(ResetCode.CANCELLED, f"pipe silent for {silent:.1f} s")
+            stream.opened.cancel()
+            lost = PipeLost(OpenFailure.CONNECT_ERROR, f"pipe silent for {silent:.1f} s")
+            if not self._fail_over(conn, stream, lost):
+                conn.fail(502, f"service '{conn.service.name}' unreachable: {lost.reason}")
+            return
+        self._watch_open(conn, stream)
 
     def _opened(self, conn: ClientConnection, stream: Stream, opened: asyncio.Future[None]) -> None:
         if conn.stream is not stream:
@@ -646,7 +687,6 @@ class ServiceConsumer:
         return True
 
     def _open_expired(self, conn: ClientConnection) -> None:
-        conn.timer = None
         stream = conn.stream
         if stream is None or stream.opened is None or stream.opened.done():
             return

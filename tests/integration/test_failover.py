@@ -23,8 +23,6 @@ from tests.integration.conftest import (
     wait_for,
 )
 
-REQUEST_TTL = 20  # over the 8 s heartbeat timeout: a udp SC notices a killed SP only then
-
 
 @dataclass
 class Attempt:
@@ -81,7 +79,7 @@ def three_sps(
         "sc",
         consumer_xml(
             listener,
-            [{"uuid": SERVICE_UUID, "name": "hash", "port": port, "request_ttl": REQUEST_TTL}],
+            [{"uuid": SERVICE_UUID, "name": "hash", "port": port}],
             listener_extra=listener_extra,
         ),
     )
