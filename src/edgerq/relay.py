@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -88,9 +87,8 @@ class LocalConnection(asyncio.BufferedProtocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.peer = f"{peer[0]}:{peer[1]}"
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # TCP_NODELAY is already set: uvloop and asyncio set it on every TCP
+        # transport (asking for the socket here cost a socket object per connection).
         self._limit_write_buffer()
         if self._paused:
             transport.pause_reading()  # uvloop may still deliver one read: kept in _backlog
