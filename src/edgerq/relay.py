@@ -56,7 +56,7 @@ class LocalConnection(asyncio.BufferedProtocol):
         self._read_size = max(READ_SIZE, request_buffer)
         self._view = _shared_view(self._read_size)
         self._paused = PAUSED_NOT_READY
-        self._pending: list[bytes | memoryview] = []
+        self._pending: list[bytes] = []
         self._backlog = b""
         self.written = 0
         self.local_eof = False
@@ -161,7 +161,7 @@ class LocalConnection(asyncio.BufferedProtocol):
 
     def on_data(self, data: bytes | memoryview) -> None:
         if self.transport is None:
-            self._pending.append(data)
+            self._pending.append(bytes(data))  # a view would pin the whole pipe read
             return
         self._write(data)
 
@@ -208,6 +208,11 @@ class LocalConnection(asyncio.BufferedProtocol):
         assert transport is not None
         if transport.is_closing():
             return
+        if isinstance(data, memoryview) and transport.get_write_buffer_size():
+            # Queued behind unsent bytes, a view of a pipe read would keep that
+            # whole read (up to 256 KiB for a 4 KiB frame) alive: queue a copy,
+            # so what a slow reader holds stays its window, not reads it shared.
+            data = bytes(data)
         transport.write(data)
         self.written += len(data)
         if self.stream is not None:
