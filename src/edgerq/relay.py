@@ -22,7 +22,7 @@ from edgerq.stream import Stream
 
 log = logging.getLogger("edgerq.relay")
 
-READ_SIZE = 64 * 1024
+READ_SIZE = 256 * 1024
 """Most bytes read from a socket at once; they leave as frames of at most request_buffer."""
 
 PAUSED_CREDIT = 1
