@@ -2,9 +2,47 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client import Counter as _Counter
+from prometheus_client import Gauge as _Gauge
+from prometheus_client import Histogram as _Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 OPEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class _MemoLabels(MetricWrapperBase):
+    """``labels()`` keeping each child by its label values: one dict hit per call.
+
+    prometheus_client checks, converts and locks on every ``labels()`` (~1.9 us
+    against ~0.8 us here), and the daemons call it several times per tunneled
+    connection. Children are never removed from these metrics.
+    """
+
+    def labels(self, *labelvalues: Any, **labelkwargs: Any) -> Any:
+        if labelkwargs:
+            return super().labels(*labelvalues, **labelkwargs)
+        memo: dict[tuple[Any, ...], Any] | None = self.__dict__.get("_edgerq_children")
+        if memo is None:
+            memo = self.__dict__["_edgerq_children"] = {}
+        child = memo.get(labelvalues)
+        if child is None:
+            child = memo[labelvalues] = super().labels(*labelvalues)
+        return child
+
+
+class Counter(_MemoLabels, _Counter):
+    pass
+
+
+class Gauge(_MemoLabels, _Gauge):
+    pass
+
+
+class Histogram(_MemoLabels, _Histogram):
+    pass
 
 
 class Metrics:

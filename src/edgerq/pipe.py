@@ -308,11 +308,16 @@ class MuxPipe(asyncio.Protocol):
             out += HEADER.pack(n, _DATA, stream_id)
             out += data
         else:
+            # Every frame but the last is full: one header serves them all.
             view = memoryview(data)
-            for start in range(0, n, max_frame):
-                chunk = view[start : start + max_frame]
-                out += HEADER.pack(len(chunk), _DATA, stream_id)
-                out += chunk
+            whole = n - n % max_frame
+            header = HEADER.pack(max_frame, _DATA, stream_id)
+            for start in range(0, whole, max_frame):
+                out += header
+                out += view[start : start + max_frame]
+            if whole < n:
+                out += HEADER.pack(n - whole, _DATA, stream_id)
+                out += view[whole:]
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)

@@ -25,7 +25,7 @@ from edgerq.stream import Stream
 
 log = logging.getLogger("edgerq.relay")
 
-READ_SIZE = 64 * 1024
+READ_SIZE = 256 * 1024
 """Most bytes read from a socket at once; they leave as frames of at most request_buffer."""
 
 PAUSED_CREDIT = 1
@@ -66,7 +66,7 @@ class LocalConnection(asyncio.BufferedProtocol):
         self._read_size = max(READ_SIZE, request_buffer)
         self._view = _shared_view(self._read_size)
         self._paused = PAUSED_NOT_READY
-        self._pending: list[bytes | memoryview] = []
+        self._pending: list[bytes] = []
         self._backlog = b""
         self.written = 0
         self.local_eof = False
@@ -113,9 +113,8 @@ class LocalConnection(asyncio.BufferedProtocol):
         local = transport.get_extra_info("sockname")
         if isinstance(local, tuple):
             self.local = f"{local[0]}:{local[1]}"
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # TCP_NODELAY is already set: uvloop and asyncio set it on every TCP
+        # transport (asking for the socket here cost a socket object per connection).
         self._limit_write_buffer()
         if self.idle_timeout is not None:
             self.last_active = time.monotonic()
@@ -199,7 +198,7 @@ class LocalConnection(asyncio.BufferedProtocol):
 
     def on_data(self, data: bytes | memoryview) -> None:
         if self.transport is None:
-            self._pending.append(data)
+            self._pending.append(bytes(data))  # a view would pin the whole pipe read
             return
         self._write(data)
 
@@ -246,6 +245,11 @@ class LocalConnection(asyncio.BufferedProtocol):
         assert transport is not None
         if transport.is_closing():
             return
+        if isinstance(data, memoryview) and transport.get_write_buffer_size():
+            # Queued behind unsent bytes, a view of a pipe read would keep that
+            # whole read (up to 256 KiB for a 4 KiB frame) alive: queue a copy,
+            # so what a slow reader holds stays its window, not reads it shared.
+            data = bytes(data)
         transport.write(data)
         self.written += len(data)
         self.last_active = time.monotonic()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -267,3 +269,36 @@ def test_valid_frames_split_anywhere_decode_to_the_same_frames(
         start = cut
     assert decoded == frames
     assert decoder.buffered == 0
+
+
+@FUZZ
+@given(
+    frames=st.lists(frame_strategy, max_size=12),
+    cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=12),
+)
+def test_receive_returns_the_frames_whatever_the_read_boundaries(
+    frames: list[Frame], cuts: list[int]
+) -> None:
+    # The pipe's fast path slices frames out of each read and stages only a
+    # frame split across reads: every split must give back the same frames.
+    wire = b"".join(f.encode() for f in frames)
+    bounds = sorted({0, len(wire), *(c for c in cuts if c < len(wire))})
+    decoder = FrameDecoder(MAX_PAYLOAD)
+    received: list[Frame] = []
+    for start, stop in itertools.pairwise(bounds):
+        for ftype, stream_id, payload in decoder.receive(wire[start:stop]):
+            received.append(Frame(FrameType(ftype), stream_id, bytes(payload)))
+    assert received == frames
+    assert decoder.buffered == 0
+
+
+@pytest.mark.parametrize("cut", range(1, 2 * HEADER_SIZE + 8))
+def test_receive_rejects_an_oversized_frame_as_soon_as_its_header_is_whole(cut: int) -> None:
+    # ``cut`` splits the reads anywhere before the oversized header is whole.
+    ping = encode_frame(FrameType.PING, 0, b"p" * 8)
+    wire = ping + HEADER.pack(5000, FrameType.DATA, 3)
+    decoder = FrameDecoder(4096)
+    first = decoder.receive(wire[:cut])
+    assert len(first) == (1 if cut >= len(ping) else 0)
+    with pytest.raises(FrameError, match="exceeds the limit"):
+        decoder.receive(wire[cut:])

@@ -34,9 +34,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
+from qh3.asyncio._transport import create_optimized_datagram_transport
 from qh3.asyncio.client import connect
 from qh3.asyncio.protocol import QuicConnectionProtocol
-from qh3.asyncio.server import QuicServer, serve
+from qh3.asyncio.server import QuicServer
 from qh3.quic import events
 from qh3.quic.configuration import QuicConfiguration
 from qh3.quic.connection import QuicConnection
@@ -132,6 +133,9 @@ class QuicPipe(MuxPipe):
         self._to_end: set[int] = set()
         self._ended: set[int] = set()
         self._next_quic_stream = 1  # server-initiated bidirectional: 1, 5, 9, …
+        self._batching = False
+        self._rx_pending: dict[int, list[bytes]] = {}
+        """Stream data of one batch of datagrams, delivered as one write per stream."""
 
     # --- wiring to the QUIC connection ----------------------------------------------
 
@@ -157,7 +161,39 @@ class QuicPipe(MuxPipe):
         self.close_reason = refusal.reason
         self.connection_lost(None)
 
+    def begin_batch(self) -> None:
+        self._batching = True
+
+    def end_batch(self) -> None:
+        self._batching = False
+        self.deliver_pending()
+
+    def deliver_pending(self) -> None:
+        """Hand over the data stream events held back in this batch (in order, per stream)."""
+        if not self._rx_pending:
+            return
+        pending = self._rx_pending
+        self._rx_pending = {}
+        for quic_stream, chunks in pending.items():
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            self._stream_data(quic_stream, data, False)
+
     def quic_stream_data(self, quic_stream: int, data: bytes, end_stream: bool) -> None:
+        # Within a batch of datagrams the data of a tunneled stream is gathered
+        # and delivered once (one write to its socket instead of one per
+        # datagram); anything else first delivers what was gathered, so the
+        # order of events as seen by each stream and by the pipe is unchanged.
+        if self._batching and not end_stream and quic_stream != CONTROL_STREAM:
+            chunks = self._rx_pending.get(quic_stream)
+            if chunks is None:
+                self._rx_pending[quic_stream] = [data]
+            else:
+                chunks.append(data)
+            return
+        self.deliver_pending()
+        self._stream_data(quic_stream, data, end_stream)
+
+    def _stream_data(self, quic_stream: int, data: bytes, end_stream: bool) -> None:
         self._last_rx = time.monotonic()
         if self.peer == "?":
             self._learn_peer()
@@ -189,6 +225,7 @@ class QuicPipe(MuxPipe):
                 stream.receive_reset("QUIC stream ended without FIN")
 
     def quic_stream_reset(self, quic_stream: int) -> None:
+        self.deliver_pending()
         self._decoders.pop(quic_stream, None)
         stream = self.streams.get(quic_stream)
         if stream is not None:
@@ -197,6 +234,7 @@ class QuicPipe(MuxPipe):
             self._end_quic_stream(quic_stream)
 
     def quic_terminated(self, reason: str) -> None:
+        self.deliver_pending()
         if not self.close_reason:
             self.close_reason = reason
         self.connection_lost(None)
@@ -360,6 +398,7 @@ class QuicPipe(MuxPipe):
         self._decoders.clear()
         self._queues.clear()
         self._to_end.clear()
+        self._rx_pending.clear()
 
 
 class PipeProtocol(QuicConnectionProtocol):
@@ -382,9 +421,11 @@ class PipeProtocol(QuicConnectionProtocol):
         self._admitted = is_client
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        # The first datagram of a connection always comes this way (batches only
+        # go to connections already established), so it is where a source is admitted.
         if not self._admitted and not self._admit(addr):
             return
-        super().datagram_received(data, addr)
+        self.datagrams_received([cast(bytes, data)], addr)
 
     def _admit(self, addr: Any) -> bool:
         """SC: the first datagram names the source; a refused one costs no TLS handshake."""
@@ -396,6 +437,18 @@ class PipeProtocol(QuicConnectionProtocol):
             self._connection_terminated_handler()  # the server forgets this connection
             return False
         return True
+
+    def datagrams_received(self, data: list[bytes], addr: Any) -> None:
+        # qh3's own version, with the stream data of the whole batch delivered
+        # before the acknowledgements (and our WINDOW frames) are transmitted.
+        pipe = self.pipe
+        pipe.begin_batch()
+        try:
+            self._quic.receive_many_datagrams(data, addr, now=self._loop.time())
+            self._process_events()
+        finally:
+            pipe.end_batch()
+        self.transmit()
 
     def quic_event_received(self, event: events.QuicEvent) -> None:
         pipe = self.pipe
@@ -467,6 +520,36 @@ def client_configuration(pipe: PipeConfig) -> QuicConfiguration:
     return configuration
 
 
+class BatchingServer(QuicServer):
+    """qh3's server fed whole batches of datagrams (recvmmsg/GRO) by qh3's fast transport.
+
+    qh3's ``serve`` handles one datagram at a time: a Python header parse,
+    the connection's receive, its events and a transmit for every ~1200 bytes.
+    Here datagrams of an established connection (short header, a connection
+    id this server issued) go to their connection as one batch; anything else
+    (handshakes, retries, unknown ids) takes qh3's per-datagram path.
+    """
+
+    def datagrams_received(self, datagrams: list[bytes], addr: Any) -> None:
+        cid_end = 1 + self._configuration.connection_id_length
+        protocols = self._protocols
+        batch: list[bytes] = []
+        owner: QuicConnectionProtocol | None = None
+        for data in datagrams:
+            protocol = protocols.get(data[1:cid_end]) if data and not data[0] & 0x80 else None
+            if protocol is not owner and batch:
+                assert owner is not None
+                owner.datagrams_received(batch, addr)
+                batch = []
+            owner = protocol
+            if protocol is None:
+                self.datagram_received(data, addr)
+            else:
+                batch.append(data)
+        if batch and owner is not None:
+            owner.datagrams_received(batch, addr)
+
+
 class QuicListener:
     """An SC's UDP port accepting QUIC pipes."""
 
@@ -485,13 +568,26 @@ class QuicListener:
 
 async def listen(listener: ListenerConfig, make_pipe: MakePipe) -> QuicListener:
     configuration = server_configuration(listener)
-    server = await serve(
-        listener.host,
-        listener.port,
-        configuration=configuration,
-        create_protocol=functools.partial(PipeProtocol, make_pipe=make_pipe),
-        retry=True,
+    loop = asyncio.get_running_loop()
+    family, kind, proto, _, address = (
+        await loop.getaddrinfo(listener.host, listener.port, type=socket.SOCK_DGRAM)
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    _, server = await create_optimized_datagram_transport(
+        loop,
+        lambda: BatchingServer(
+            configuration=configuration,
+            create_protocol=functools.partial(PipeProtocol, make_pipe=make_pipe),
+            retry=True,
+        ),
+        sock=sock,
     )
+    server = cast(BatchingServer, server)
     _enlarge_buffers(server._transport)
     return QuicListener(server)
 

@@ -105,15 +105,39 @@ class FrameDecoder:
     def receive(self, data: bytes) -> list[RawFrame]:
         """Feed ``data`` and return the complete frames as ``(type, stream_id, payload)``.
 
-        The fast path of the pipe: when nothing is left over from earlier
-        reads, frames are sliced straight out of ``data`` with no staging copy.
+        The fast path of the pipe: frames are sliced straight out of ``data``
+        as zero-copy views. Only a frame split across reads is staged: what
+        was left over is completed from the head of ``data``, and the rest of
+        ``data`` is parsed in place.
         """
-        if self._buffer:
-            self._buffer += data
-            return self.raw_frames()
-        out, pos = self._parse(memoryview(data))
-        if pos < len(data):
-            self._buffer += data[pos:]
+        view = memoryview(data)
+        buffer = self._buffer
+        if not buffer:
+            out, pos = self._parse(view)
+            if pos < len(view):
+                buffer += view[pos:]
+            return out
+        have = len(buffer)
+        if have < HEADER_SIZE:
+            take = min(HEADER_SIZE - have, len(view))
+            buffer += view[:take]
+            view = view[take:]
+            if len(buffer) < HEADER_SIZE:
+                return []
+        # Validates the header (raising as soon as it is whole), and returns
+        # the frame once its payload is complete.
+        missing = HEADER_SIZE + HEADER.unpack_from(buffer)[0] - len(buffer)
+        if missing > len(view):
+            self._parse(buffer)
+            buffer += view
+            return []
+        buffer += view[:missing]
+        out, _ = self._parse(buffer)
+        buffer.clear()
+        more, pos = self._parse(view[missing:])
+        out += more
+        if missing + pos < len(view):
+            buffer += view[missing + pos :]
         return out
 
     def raw_frames(self) -> list[RawFrame]:
