@@ -161,19 +161,14 @@ def run_sp(stack, *args: str) -> str:
     return out
 
 
+WITHOUT_ADMIN = "sed '/<admin>/,/<\\/admin>/d' /etc/edgerq/provider.udp.xml"
+"""The running SP's config minus its admin endpoint, whose port that SP holds."""
+
+
 @pytest.mark.variant("udp")
 def test_quic_port_refuses_an_sp_without_the_token(stack) -> None:
-    out = run_sp(
-        stack,
-        "-e",
-        "EDGERQ_AUTH_TOKEN=not-the-pipe-token",
-        "sp",
-        "timeout",
-        "5",
-        "edgerq",
-        "sp",
-        "/etc/edgerq/provider.udp.xml",
-    )
+    script = f"{WITHOUT_ADMIN} >/tmp/no-token.xml && timeout 5 edgerq sp /tmp/no-token.xml"
+    out = run_sp(stack, "-e", "EDGERQ_AUTH_TOKEN=not-the-pipe-token", "sp", "sh", "-c", script)
     assert "token proof is wrong" in out, out[-2000:]
     assert "connected and authenticated" not in out, out[-2000:]
 
@@ -182,9 +177,8 @@ def test_quic_port_refuses_an_sp_without_the_token(stack) -> None:
 def test_sp_verifies_the_name_in_the_sc_certificate(stack) -> None:
     """The SC's certificate names "sc": an SP expecting another name refuses it."""
     script = (
-        "sed 's|</ca_file>|</ca_file><server_name>not-sc</server_name>|' "
-        "/etc/edgerq/provider.udp.xml >/tmp/wrong-name.xml && "
-        "timeout 5 edgerq sp /tmp/wrong-name.xml"
+        f"{WITHOUT_ADMIN} | sed 's|</ca_file>|</ca_file><server_name>not-sc</server_name>|' "
+        ">/tmp/wrong-name.xml && timeout 5 edgerq sp /tmp/wrong-name.xml"
     )
     out = run_sp(stack, "sp", "sh", "-c", script)
     assert "cannot connect" in out, out[-2000:]
