@@ -146,7 +146,8 @@ class LocalConnection(asyncio.BufferedProtocol):
         return self._view[: min(credit, self._read_size)]
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.last_active = time.monotonic()
+        if self.idle_timeout is not None:
+            self.last_active = time.monotonic()
         stream = self.stream
         if stream is None:
             self._backlog += self._view[:nbytes]
@@ -252,7 +253,8 @@ class LocalConnection(asyncio.BufferedProtocol):
             data = bytes(data)
         transport.write(data)
         self.written += len(data)
-        self.last_active = time.monotonic()
+        if self.idle_timeout is not None:
+            self.last_active = time.monotonic()
         if self.stream is not None:
             self.stream.consumed(self.written - transport.get_write_buffer_size())
 

@@ -59,7 +59,8 @@ class ClientConnection(LocalConnection):
         self.confirmed = False
         """The SP has connected to the service (OPEN_OK); no failover after that."""
         self.counted = False
-        self.tried: set[MuxPipe] = set()
+        self.tried: frozenset[MuxPipe] = frozenset()
+        """Pipes this connection was opened on and lost; only failovers add to it."""
 
     def fail(self, status: int, message: str) -> None:
         """The tunnel cannot serve this client: say why (http) or close it."""
@@ -665,7 +666,7 @@ class ServiceConsumer:
         if loop.time() >= conn.deadline:
             return False
         service = conn.service
-        conn.tried.add(stream.pipe)
+        conn.tried = conn.tried | {stream.pipe}
         lost = isinstance(error, PipeLost)
         if not lost and self.registry.choose(service.uuid, exclude=conn.tried) is None:
             return False  # a refusal, and no other SP to ask

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -185,11 +185,40 @@ class Processes:
         return codes
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Keep each phase's report on the test, so fixtures can tell a failure."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
+def daemon_log_tails(daemons: list[Daemon], lines: int = 60) -> str:
+    """The last warnings and errors of each daemon's log, for a failed test's report."""
+    out = []
+    for daemon in daemons:
+        try:
+            text = daemon.log_path.read_text(errors="replace").splitlines()
+        except OSError as exc:
+            out.append(f"--- {daemon.log_path.name}: unreadable ({exc})")
+            continue
+        notable = [line for line in text if " WARNING " in line or " ERROR " in line]
+        out.append(f"--- {daemon.log_path} ({len(text)} lines; last warnings and errors)")
+        out.extend(notable[-lines:])
+    return "\n".join(out)
+
+
 @pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
+def processes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Processes]:
     procs = Processes(tmp_path)
     yield procs
     procs.stop_all()
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed and procs.daemons:
+        # Shown in the failure's report: what the daemons saw when it failed.
+        report.sections.append(("daemon logs", daemon_log_tails(procs.daemons)))
 
 
 @pytest.fixture
