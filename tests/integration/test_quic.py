@@ -171,6 +171,59 @@ def test_sc_restart_over_udp(processes: Processes, backend: HashService, tmp_pat
     assert download(tunnel.service_port, 1 << 20) == sha256(payload(1 << 20))
 
 
+def test_sp_redials_at_once_when_the_restarted_sc_does_not_know_its_pipe(
+    processes: Processes, backend: HashService, tmp_path: Path
+) -> None:
+    """An SC restarted on the same port tells the SP its QUIC connection is gone,
+    so the SP redials without waiting out its 8 s heartbeat timeout."""
+    tunnel = udp_tunnel(processes, backend, tmp_path)
+    assert download(tunnel.service_port, 1000) == sha256(payload(1000))
+    tunnel.sc.kill()
+    killed = time.monotonic()
+    sc2 = processes.start("sc", tunnel.sc.config.read_text())
+    sc2.wait_log("accepting pipes (udp)", timeout=60)
+    tunnel.sp.wait_log("registered", count=2, timeout=60)
+    healed = time.monotonic() - killed
+    sp_log, sc_log = tunnel.sp.log, sc2.log
+    assert "the SC does not know this connection (restarted?)" in sp_log
+    assert "heartbeat timeout" not in sp_log, "the SP waited for its heartbeat timeout"
+    assert "for a connection this SC does not know" in sc_log
+    assert download(tunnel.service_port, 1 << 20) == sha256(payload(1 << 20))
+    print(f"\nudp SC restart: pipe registered again {healed:.1f} s after the kill")
+
+
+def test_notices_naming_another_connection_do_not_close_a_quiet_pipe(
+    processes: Processes, backend: HashService, tmp_path: Path
+) -> None:
+    """Forged notices, from anyone who cannot see the pipe's connection id, change
+    nothing even while the pipe is quiet (its SC stopped for 3 s, not restarted)."""
+    import re
+    import signal
+
+    from edgerq.carriers import gone_notice
+
+    tunnel = udp_tunnel(processes, backend, tmp_path)
+    sp_ports = {
+        int(port) for port in re.findall(r"\(127\.0\.0\.1:(\d+)\): SP authenticated", tunnel.sc.log)
+    }
+    assert sp_ports, tunnel.sc.log
+    assert tunnel.sc.proc is not None
+    tunnel.sc.proc.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(2.0)  # quieter than the SP's threshold for believing a notice
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as forger:
+            for _ in range(50):
+                for port in sp_ports:
+                    forged = gone_notice.MAGIC + random.randbytes(gone_notice.CONNECTION_ID_LENGTH)
+                    forger.sendto(forged, ("127.0.0.1", port))
+        time.sleep(1.0)
+    finally:
+        tunnel.sc.proc.send_signal(signal.SIGCONT)
+    assert download(tunnel.service_port, 1 << 20) == sha256(payload(1 << 20))
+    assert "does not know this connection" not in tunnel.sp.log
+    assert tunnel.sp.log.count("registered") == 1, tunnel.sp.log
+
+
 def test_initial_flood_gets_no_amplified_answers(
     processes: Processes, backend: HashService, tmp_path: Path
 ) -> None:

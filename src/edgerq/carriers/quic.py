@@ -42,6 +42,7 @@ from qh3.quic import events
 from qh3.quic.configuration import QuicConfiguration
 from qh3.quic.connection import QuicConnection
 
+from edgerq.carriers import gone_notice
 from edgerq.config.model import ListenerConfig, PipeConfig
 from edgerq.errors import AuthError, ProtocolError, RemoteProtocolError
 from edgerq.pipe import MuxPipe, Refusal, Role
@@ -63,6 +64,9 @@ IDLE_TIMEOUT = 10.0
 MAX_DATA = 64 * 1024 * 1024
 MAX_STREAM_DATA = 4 * 1024 * 1024
 CONTROL_STREAM = 0
+
+FORGOTTEN_AFTER = 1.5
+"""Seconds of silence after which an SC's notice of an unknown connection closes the pipe."""
 
 MAX_STREAMS = 16384
 """Concurrent streams a pipe's peer may open (qh3 fixes 100 in its Rust core)."""
@@ -232,6 +236,23 @@ class QuicPipe(MuxPipe):
             stream.receive_reset(f"stream reset by {self.role_peer}")
         elif quic_stream not in self._ended:
             self._end_quic_stream(quic_stream)
+
+    def peer_forgot(self) -> None:
+        """SP: the SC answered that it has no such connection. Believed once the
+        pipe is also quiet (the SC restarted); a notice that raced a connection
+        id's retirement changes nothing while the SC is still heard from."""
+        if self.closing:
+            return
+        silent = time.monotonic() - self._last_rx
+        if silent < FORGOTTEN_AFTER:
+            log.debug("%s: SC notice of an unknown connection while heard from; ignored", self)
+            return
+        reason = (
+            f"the SC does not know this connection (restarted?); nothing heard for {silent:.1f} s"
+        )
+        log.warning("%s: %s, closing", self, reason)
+        self.close_reason = reason
+        self.abort()
 
     def quic_terminated(self, reason: str) -> None:
         self.deliver_pending()
@@ -419,6 +440,22 @@ class PipeProtocol(QuicConnectionProtocol):
         self.pipe = cast(QuicPipe, make_pipe(QuicPipe))
         self.pipe.attach(self)
         self._admitted = is_client
+        self._sent_to = b""
+        """SP: the connection id its latest packet was addressed to (see gone_notice)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        send_many = self._sendto_many
+        if self.is_client and send_many is not None:
+
+            def send_and_note_id(datagrams: list[bytes], addr: Any) -> None:
+                # One look per batch: a connection's packets share its current id.
+                last = datagrams[-1]
+                if gone_notice.is_short_header(last):
+                    self._sent_to = gone_notice.destination_id(last)
+                send_many(datagrams, addr)
+
+            self._sendto_many = send_and_note_id
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         # The first datagram of a connection always comes this way (batches only
@@ -426,6 +463,17 @@ class PipeProtocol(QuicConnectionProtocol):
         if not self._admitted and not self._admit(addr):
             return
         self.datagrams_received([cast(bytes, data)], addr)
+
+    def _gone_notices(self, data: list[bytes]) -> list[bytes]:
+        """SP: act on the SC's notices in ``data``; the rest is QUIC's."""
+        rest = []
+        for datagram in data:
+            named = gone_notice.parse_notice(datagram)
+            if named is None:
+                rest.append(datagram)
+            elif self._sent_to and named == self._sent_to:
+                self.pipe.peer_forgot()
+        return rest
 
     def _admit(self, addr: Any) -> bool:
         """SC: the first datagram names the source; a refused one costs no TLS handshake."""
@@ -442,6 +490,10 @@ class PipeProtocol(QuicConnectionProtocol):
         # qh3's own version, with the stream data of the whole batch delivered
         # before the acknowledgements (and our WINDOW frames) are transmitted.
         pipe = self.pipe
+        if self.is_client and any(len(d) == gone_notice.NOTICE_LENGTH for d in data):
+            data = self._gone_notices(data)
+            if not data:
+                return
         pipe.begin_batch()
         try:
             self._quic.receive_many_datagrams(data, addr, now=self._loop.time())
@@ -496,6 +548,7 @@ def _configuration(is_client: bool, **settings: Any) -> QuicConfiguration:
         is_client=is_client,
         alpn_protocols=[ALPN],
         idle_timeout=IDLE_TIMEOUT,
+        connection_id_length=gone_notice.CONNECTION_ID_LENGTH,
         max_data=MAX_DATA,
         max_stream_data=MAX_STREAM_DATA,
         **settings,
@@ -529,6 +582,39 @@ class BatchingServer(QuicServer):
     id this server issued) go to their connection as one batch; anything else
     (handshakes, retries, unknown ids) takes qh3's per-datagram path.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._notices = gone_notice.NoticeLimiter()
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        data = cast(bytes, data)
+        if gone_notice.is_short_header(data) and (
+            gone_notice.destination_id(data) not in self._protocols
+        ):
+            self._unknown_connection(data, addr)
+            return
+        super().datagram_received(data, addr)
+
+    def _unknown_connection(self, data: bytes, addr: Any) -> None:
+        """A packet of a connection this SC does not have (qh3 would drop it in
+        silence): most likely an SP's pipe to the process before a restart. Say so,
+        so the SP redials now instead of after its heartbeat timeout."""
+        notice = gone_notice.notice_for(data)
+        transport = self._transport
+        if notice is None or transport is None:
+            return
+        send, first = self._notices.allow(addr, time.monotonic())
+        if not send:
+            return
+        if first:
+            log.info(
+                "QUIC packets from %s:%s for a connection this SC does not know "
+                "(a pipe to it before a restart?): telling the SP to redial",
+                str(addr[0]).removeprefix("::ffff:"),
+                addr[1],
+            )
+        transport.sendto(notice, addr)
 
     def datagrams_received(self, datagrams: list[bytes], addr: Any) -> None:
         cid_end = 1 + self._configuration.connection_id_length
