@@ -12,6 +12,9 @@ from edgerq.pipe import HEARTBEAT_INTERVAL, MuxPipe
 SUSPECT_AFTER = 1.5 * HEARTBEAT_INTERVAL
 """Seconds without a frame after which a pipe is chosen only if no other will do."""
 
+REFUSED_FOR = 5.0
+"""Seconds a pipe whose SP could not reach the service goes last for that service."""
+
 
 class ServiceRegistry:
     """UUID -> the pipes that registered it. New streams go to the least busy pipe."""
@@ -19,6 +22,8 @@ class ServiceRegistry:
     def __init__(self) -> None:
         self._pipes: dict[uuid_mod.UUID, list[MuxPipe]] = {}
         self._waiters: dict[uuid_mod.UUID, set[asyncio.Future[None]]] = {}
+        self._refused: dict[tuple[uuid_mod.UUID, MuxPipe], float] = {}
+        """(service, pipe) -> when that pipe's SP last could not reach the service."""
 
     def add(self, service: uuid_mod.UUID, pipe: MuxPipe) -> None:
         pipes = self._pipes.setdefault(service, [])
@@ -37,11 +42,25 @@ class ServiceRegistry:
                 gone.append(service)
                 if not pipes:
                     del self._pipes[service]
+        for service in gone:
+            self._refused.pop((service, pipe), None)
         return gone
+
+    def note_refused(self, service: uuid_mod.UUID, pipe: MuxPipe) -> None:
+        """``pipe``'s SP could not reach ``service``: other pipes go first for a while,
+        so one broken SP does not cost every new connection a round trip."""
+        self._refused[(service, pipe)] = time.monotonic()
+
+    def note_opened(self, service: uuid_mod.UUID, pipe: MuxPipe) -> None:
+        """``pipe``'s SP reached ``service`` again."""
+        if self._refused:
+            self._refused.pop((service, pipe), None)
 
     def remove_service(self, service: uuid_mod.UUID) -> None:
         """The service is no longer offered here (a reload removed it)."""
         self._pipes.pop(service, None)
+        for key in [key for key in self._refused if key[0] == service]:
+            del self._refused[key]
 
     def pipes_for(self, service: uuid_mod.UUID) -> list[MuxPipe]:
         return list(self._pipes.get(service, ()))
@@ -62,6 +81,15 @@ class ServiceRegistry:
             heard = [p for p in live if now - p.last_heard < SUSPECT_AFTER]
             if heard:
                 live = heard
+            if self._refused and len(live) > 1:
+                refused = self._refused
+                reaching = [
+                    p
+                    for p in live
+                    if (service, p) not in refused or now - refused[(service, p)] >= REFUSED_FOR
+                ]
+                if reaching:
+                    live = reaching
         return min(live, key=lambda p: len(p.streams))
 
     async def wait_for(

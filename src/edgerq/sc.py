@@ -647,10 +647,13 @@ class ServiceConsumer:
         if error is None:
             conn.confirmed = True
             stream.replay = None
+            self.registry.note_opened(conn.service.uuid, stream.pipe)
             self.metrics.open_seconds.labels(conn.service.name).observe(
                 time.monotonic() - conn.started
             )
             return
+        if isinstance(error, OpenRefused) and not isinstance(error, PipeLost):
+            self.registry.note_refused(conn.service.uuid, stream.pipe)
         if conn.done or self._fail_over(conn, stream, error):
             return
         reason = error.reason if isinstance(error, OpenRefused) else str(error)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from edgerq.registry import REFUSED_FOR
 from tests.integration.backends import HashService, payload, sha256
 from tests.integration.clients import download, upload
 from tests.integration.conftest import (
@@ -148,12 +149,20 @@ def test_an_sp_that_cannot_reach_the_service_hands_over_to_one_that_can(
     sc.wait_log("1 pipe(s) now serve it", timeout=30)
     processes.start("sp", provider_xml([(listener, [(SERVICE_UUID, backend.port)], None)]))
     sc.wait_log("2 pipe(s) now serve it", timeout=30)
+    started = time.monotonic()
     for i in range(20):
         data = payload(50_000, i)
         assert upload(port, data) == sha256(data)
-    # The least-busy choice sends some of these to the broken SP first.
-    assert "refused (connection refused" in sc.log
+    elapsed = time.monotonic() - started
+    # One at a time, every one of these ties on open streams, and the broken SP
+    # registered first: it is tried, refuses, and then goes last for REFUSED_FOR s.
+    refusals = sc.log.count("refused (connection refused")
+    assert refusals >= 1
     assert "opening it on another pipe" in sc.log
+    assert refusals <= 1 + int(elapsed // REFUSED_FOR), (
+        f"{refusals} of 20 connections went to the SP that cannot reach the service "
+        f"in {elapsed:.1f} s"
+    )
 
 
 def test_clients_waiting_for_a_pipe_get_the_next_one(

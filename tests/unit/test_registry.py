@@ -1,0 +1,99 @@
+"""Which pipe a new connection goes to: least busy, heard from, and reaching the service."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+
+from edgerq import registry as registry_mod
+from edgerq.pipe import MuxPipe
+from edgerq.registry import REFUSED_FOR, SUSPECT_AFTER, ServiceRegistry
+
+SERVICE = uuid.UUID(int=1)
+OTHER = uuid.UUID(int=2)
+
+
+@dataclass(eq=False)
+class FakePipe:
+    name: str
+    streams: dict[int, Any] = field(default_factory=dict)
+    closing: bool = False
+    draining: bool = False
+    last_heard: float = field(default_factory=time.monotonic)
+
+
+def pipes(*names: str) -> list[MuxPipe]:
+    return [cast(MuxPipe, FakePipe(name)) for name in names]
+
+
+def test_least_busy_pipe_first() -> None:
+    reg = ServiceRegistry()
+    a, b = pipes("a", "b")
+    reg.add(SERVICE, a)
+    reg.add(SERVICE, b)
+    cast(FakePipe, a).streams = {1: None, 5: None}
+    assert reg.choose(SERVICE) is b
+    assert reg.choose(SERVICE, exclude={b}) is a
+    assert reg.choose(OTHER) is None
+
+
+def test_a_silent_pipe_goes_last_but_still_serves_alone() -> None:
+    reg = ServiceRegistry()
+    a, b = pipes("a", "b")
+    reg.add(SERVICE, a)
+    reg.add(SERVICE, b)
+    cast(FakePipe, a).last_heard = time.monotonic() - SUSPECT_AFTER - 1
+    assert reg.choose(SERVICE) is b
+    assert reg.choose(SERVICE, exclude={b}) is a
+
+
+def test_a_pipe_that_refused_goes_last_for_that_service_for_a_while(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(registry_mod, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    reg = ServiceRegistry()
+    broken, good = pipes("broken", "good")
+    for p in (broken, good):
+        cast(FakePipe, p).last_heard = now[0]
+        reg.add(SERVICE, p)
+        reg.add(OTHER, p)
+    assert reg.choose(SERVICE) is broken  # a tie: the first registered
+    reg.note_refused(SERVICE, broken)
+    cast(FakePipe, good).streams = {1: None, 5: None, 9: None}  # busier, still preferred
+    assert reg.choose(SERVICE) is good
+    assert reg.choose(OTHER) is broken  # a refusal is per service
+    assert reg.choose(SERVICE, exclude={good}) is broken  # and never a refusal to serve
+    now[0] += REFUSED_FOR
+    for p in (broken, good):
+        cast(FakePipe, p).last_heard = now[0]
+    assert reg.choose(SERVICE) is broken  # tried again after REFUSED_FOR
+
+
+def test_a_pipe_that_reaches_the_service_again_is_forgiven() -> None:
+    reg = ServiceRegistry()
+    broken, good = pipes("broken", "good")
+    reg.add(SERVICE, broken)
+    reg.add(SERVICE, good)
+    reg.note_refused(SERVICE, broken)
+    assert reg.choose(SERVICE) is good
+    reg.note_opened(SERVICE, broken)
+    assert reg.choose(SERVICE) is broken
+
+
+def test_forgetting_a_pipe_or_a_service_forgets_its_refusals() -> None:
+    reg = ServiceRegistry()
+    broken, good = pipes("broken", "good")
+    reg.add(SERVICE, broken)
+    reg.add(SERVICE, good)
+    reg.note_refused(SERVICE, broken)
+    reg.remove_pipe(broken)
+    assert reg._refused == {}
+    reg.note_refused(SERVICE, good)
+    reg.remove_service(SERVICE)
+    assert reg._refused == {}
