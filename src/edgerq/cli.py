@@ -190,8 +190,10 @@ def show_status(url: str) -> int:
                 f"{p['streams_open']} open, {p['streams_total']} total"
             )
             for s in p["services"]:
+                proxy = s.get("proxy_protocol")  # absent from older daemons
                 print(
                     f"    service '{s['name']}' -> {s['target']}"
+                    f"{f' (PROXY protocol {proxy})' if proxy else ''}"
                     f"{'' if s['accepted'] else ' (not accepted by the SC)'}"
                 )
     return 0

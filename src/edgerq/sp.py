@@ -495,6 +495,9 @@ class ServiceProvider:
                             "uuid": str(s.uuid),
                             "target": f"{s.hostname}:{s.port}",
                             "accepted": s.uuid in p.accepted,
+                            "proxy_protocol": (
+                                f"v{s.proxy_protocol}" if s.proxy_protocol is not None else None
+                            ),
                         }
                         for s in p.config.services
                     ],

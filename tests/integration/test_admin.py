@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -89,6 +90,28 @@ def test_sp_not_ready_without_an_sc(processes: Processes, backend: HashService) 
     status, body = get(f"http://127.0.0.1:{admin}/readyz")
     assert status == 503 and "no pipe registered" in body
     assert get(f"http://127.0.0.1:{admin}/healthz")[0] == 200
+
+
+def test_status_shows_which_services_get_a_proxy_protocol_header(
+    processes: Processes, backend: HashService
+) -> None:
+    admin = free_port()
+    sp_xml = (
+        provider_xml([(free_port(), [(SERVICE_UUID, backend.port)], None)])
+        .replace("<pipes>", f"<admin><port>{admin}</port></admin><pipes>")
+        .replace("</port></service>", "</port><proxy_protocol>v2</proxy_protocol></service>")
+    )
+    sp = processes.start("sp", sp_xml)
+    sp.wait_log("admin endpoint")
+    _, body = get(f"http://127.0.0.1:{admin}/status")
+    assert json.loads(body)["pipes"][0]["services"][0]["proxy_protocol"] == "v2"
+    out = subprocess.run(
+        [sys.executable, "-m", "edgerq", "status", f"http://127.0.0.1:{admin}"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert f"service 'svc0' -> 127.0.0.1:{backend.port} (PROXY protocol v2)" in out.stdout
 
 
 def test_auth_failures_are_counted(processes: Processes, backend: HashService) -> None:
