@@ -551,7 +551,9 @@ class MuxPipe(asyncio.Protocol):
             self._transport.close()
 
     def _fail(self, code: GoawayCode, reason: str) -> None:
-        log.warning("%s: %s", self, reason)
+        # Before authentication the owner logs the close with this reason (SC:
+        # "closed before authenticating", SP: "pipe closed ...; redial"): once is enough.
+        log.log(logging.WARNING if self.authenticated else logging.DEBUG, "%s: %s", self, reason)
         self.close(code, reason)
 
     def _shutdown(self, reason: str) -> None:
