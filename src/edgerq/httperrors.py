@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-REASONS = {502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
+REASONS = {
+    408: "Request Timeout",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
 
 
 def error_response(status: int, message: str) -> bytes:

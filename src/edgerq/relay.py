@@ -321,7 +321,17 @@ class LocalConnection(asyncio.BufferedProtocol):
             self._idle_timer = asyncio.get_running_loop().call_later(left, self._idle_check)
             return
         self.outcome = self.outcome or f"idle timeout ({timeout:g} s without a byte either way)"
+        self.idle_expired(timeout)
+
+    def idle_expired(self, timeout: float) -> None:
+        """No byte either way for ``timeout`` s: cut the connection (a reset)."""
         self.abort()
+
+    @property
+    def bytes_received(self) -> int:
+        """Bytes read from this connection's socket so far (sent on, or held back)."""
+        sent = self.stream.bytes_out if self.stream is not None else 0
+        return sent + len(self._backlog)
 
     def _finish(self) -> None:
         if self.done:

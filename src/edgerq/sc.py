@@ -70,6 +70,18 @@ class ClientConnection(LocalConnection):
         else:
             self.abort()
 
+    def idle_expired(self, timeout: float) -> None:
+        """An ``http`` client that got no answer yet is told why: 408 when it never
+        sent a byte, 504 when the service never answered; anything else is cut."""
+        if self.service.type != "http" or self.written != 0:
+            super().idle_expired(timeout)
+            return
+        if self.bytes_received == 0:
+            status, message = 408, f"no request within idle_timeout ({timeout:g} s)"
+        else:
+            status, message = 504, f"no answer within idle_timeout ({timeout:g} s)"
+        self.send_and_close(error_response(status, message))
+
     def on_reset(self, reason: str) -> None:
         stream = self.stream
         if stream is not None and not self.confirmed and stream.opened is not None:

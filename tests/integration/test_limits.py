@@ -258,13 +258,34 @@ def test_slowloris_holds_no_more_than_max_connections_and_idle_timeout_frees_the
             assert answer.startswith(b"HTTP/1.1 503") and b"max_connections (2)" in answer
         else:
             assert answer == b""
-    for sock in holders:  # silent: closed at idle_timeout, nothing written to them
+    for sock in holders:  # silent: at idle_timeout, http says 408 (no request came), tcp is cut
         with sock:
-            assert closed_by_peer(sock, 15) == b""
+            answer = closed_by_peer(sock, 15)
+        if kind == "http":
+            assert answer.startswith(b"HTTP/1.1 408 Request Timeout"), answer
+            assert b"no request within idle_timeout (3 s)" in answer
+        else:
+            assert answer == b""
     sc.wait_log("idle timeout (3 s without a byte either way)", count=2)
     assert download(port, 100_000) == sha256(payload(100_000))  # the slots are free again
     assert metric(admin, "edgerq_streams_total", '{outcome="idle_timeout",service="hash"}') == 2
     assert metric(admin, "edgerq_streams_total", '{outcome="503",service="hash"}') == 3
+
+
+def test_an_http_request_the_service_never_answers_gets_504_at_idle_timeout(
+    processes: Processes, backend: HashService, tmp_path: Path
+) -> None:
+    sc, listener, port, _, _ = start_sc(
+        processes, "tcp", tmp_path, service={"type": "http", "idle_timeout": 1}
+    )
+    processes.start("sp", provider_xml([(listener, [(SERVICE_UUID, backend.port)], "s3cret")]))
+    sc.wait_log("now serve it", timeout=30)
+    with connect(port, timeout=15) as sock:
+        sock.sendall(b"HOLD\n")  # the service reads it and never answers
+        answer = closed_by_peer(sock, 15)
+    assert answer.startswith(b"HTTP/1.1 504 Gateway Timeout"), answer
+    assert b"no answer within idle_timeout (1 s)" in answer
+    sc.wait_log("idle timeout (1 s without a byte either way)")
 
 
 def test_a_connection_that_keeps_talking_outlives_idle_timeout(
