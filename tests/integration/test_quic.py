@@ -268,6 +268,24 @@ def test_initial_flood_gets_no_amplified_answers(
     assert grown < 32 * 1024, f"SC grew by {grown} KiB after 300 Initial packets"
 
 
+def test_plain_text_and_unknown_short_headers_get_no_answer(
+    processes: Processes, backend: HashService, tmp_path: Path
+) -> None:
+    """Only connection ids this SC's key tagged get a notice: text, scans and
+    random ids (which look like QUIC short headers) are met with silence."""
+    tunnel = udp_tunnel(processes, backend, tmp_path)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(1.5)
+        s.sendto(b"GET / HTTP/1.0\r\n\r\n" * 80, ("127.0.0.1", tunnel.listener_port))
+        for _ in range(200):
+            data = bytes([0x40 | random.randint(0, 63)]) + os.urandom(random.randint(40, 1200))
+            s.sendto(data, ("127.0.0.1", tunnel.listener_port))
+        with pytest.raises(TimeoutError):
+            answer = s.recv(2048)
+            pytest.fail(f"the SC answered: {answer[:40]!r}")
+    assert "does not know" not in tunnel.sc.log
+
+
 @settings(
     max_examples=150,
     deadline=None,

@@ -11,8 +11,11 @@ from edgerq.carriers.gone_notice import (
     MAGIC,
     NOTICE_LENGTH,
     NoticeLimiter,
+    is_tagged,
     notice_for,
     parse_notice,
+    tag_secret,
+    tagged_id,
 )
 
 CID = bytes(range(1, 1 + CONNECTION_ID_LENGTH))
@@ -70,3 +73,19 @@ def test_a_flood_of_sources_keeps_memory_bounded() -> None:
     assert len(limiter._last) <= 100
     assert limiter.allow(("10.0.0.1", 5000), 2.0) == (True, True)  # old ones forgotten
     assert len(limiter._last) == 1
+
+
+def test_ids_tagged_with_one_key_are_recognised_only_with_that_key() -> None:
+    secret, other = tag_secret(b"key one"), tag_secret(b"key two")
+    ids = {tagged_id(secret) for _ in range(100)}
+    assert len(ids) == 100  # random, so pipes never share one
+    assert all(len(i) == CONNECTION_ID_LENGTH and is_tagged(i, secret) for i in ids)
+    assert not any(is_tagged(i, other) for i in ids)
+    assert tag_secret(b"key one") == secret  # the same key after a restart: the same secret
+
+
+@given(st.binary(min_size=CONNECTION_ID_LENGTH, max_size=CONNECTION_ID_LENGTH))
+def test_random_ids_are_not_taken_for_tagged_ones(connection_id: bytes) -> None:
+    # A 32-bit tag: Hypothesis would need ~4 billion tries to find one by chance.
+    assert not is_tagged(connection_id, tag_secret(b"key"))
+    assert not is_tagged(connection_id[:-1], tag_secret(b"key"))

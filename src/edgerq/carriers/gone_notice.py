@@ -10,6 +10,10 @@ So the SC answers such a datagram with a small notice that echoes the
 connection id the SP used, and the SP redials at once when the notice names
 the connection id it is using and its pipe has also gone quiet:
 
+- only connection ids an SC with the same private key issued are answered:
+  the SC's own id for each pipe carries a tag (an HMAC keyed by a secret
+  derived from the key), so a restarted SC recognises its predecessor's
+  pipes, and any other datagram (plain text, scans) still gets no answer;
 - a notice is never a QUIC packet: its first byte has QUIC's fixed bit clear;
 - it is never larger than the datagram it answers (no amplification), and an
   SC sends at most one per source address every ``NOTICE_INTERVAL`` seconds;
@@ -20,6 +24,9 @@ the connection id it is using and its pipe has also gone quiet:
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
 from collections.abc import Hashable
 
 MAGIC = b"\x00edgerq-gone:"
@@ -39,6 +46,34 @@ def is_short_header(datagram: bytes) -> bool:
 def destination_id(datagram: bytes) -> bytes:
     """The connection id a short-header packet is addressed to."""
     return datagram[1 : 1 + CONNECTION_ID_LENGTH]
+
+
+TAG_LENGTH = 4
+"""Bytes of a tagged connection id that are its HMAC; the rest is random."""
+
+
+def tag_secret(key_material: bytes) -> bytes:
+    """The secret that tags connection ids, derived from the SC's private key
+    (so it outlives a restart and is never sent anywhere)."""
+    return hashlib.sha256(b"edgerq connection id tag\0" + key_material).digest()
+
+
+def _tag(secret: bytes, nonce: bytes) -> bytes:
+    return hmac.new(secret, nonce, hashlib.sha256).digest()[:TAG_LENGTH]
+
+
+def tagged_id(secret: bytes) -> bytes:
+    """A fresh connection id that ``is_tagged`` recognises under ``secret``."""
+    nonce = os.urandom(CONNECTION_ID_LENGTH - TAG_LENGTH)
+    return nonce + _tag(secret, nonce)
+
+
+def is_tagged(connection_id: bytes, secret: bytes) -> bool:
+    """Whether an SC holding ``secret`` issued ``connection_id`` (by chance: 2**-32)."""
+    if len(connection_id) != CONNECTION_ID_LENGTH:
+        return False
+    split = CONNECTION_ID_LENGTH - TAG_LENGTH
+    return hmac.compare_digest(connection_id[split:], _tag(secret, connection_id[:split]))
 
 
 def notice_for(datagram: bytes) -> bytes | None:

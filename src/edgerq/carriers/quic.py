@@ -433,8 +433,13 @@ class PipeProtocol(QuicConnectionProtocol):
         make_pipe: MakePipe,
         pin: str | None = None,
         is_client: bool = False,
+        id_secret: bytes | None = None,
     ) -> None:
         super().__init__(quic, stream_handler)
+        if id_secret is not None:
+            # SC: the id the SP will address this pipe's packets to, tagged so a
+            # restarted SC knows them for its predecessor's (see gone_notice).
+            quic.host_cid = gone_notice.tagged_id(id_secret)
         self.is_client = is_client
         self._pin = pin
         self.pipe = cast(QuicPipe, make_pipe(QuicPipe))
@@ -583,8 +588,9 @@ class BatchingServer(QuicServer):
     (handshakes, retries, unknown ids) takes qh3's per-datagram path.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, id_secret: bytes, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._id_secret = id_secret
         self._notices = gone_notice.NoticeLimiter()
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
@@ -602,8 +608,12 @@ class BatchingServer(QuicServer):
         so the SP redials now instead of after its heartbeat timeout."""
         notice = gone_notice.notice_for(data)
         transport = self._transport
-        if notice is None or transport is None:
-            return
+        if (
+            notice is None
+            or transport is None
+            or not gone_notice.is_tagged(gone_notice.destination_id(data), self._id_secret)
+        ):
+            return  # not one of ours: garbage, a scan, or another server's
         send, first = self._notices.allow(addr, time.monotonic())
         if not send:
             return
@@ -664,12 +674,17 @@ async def listen(listener: ListenerConfig, make_pipe: MakePipe) -> QuicListener:
     except OSError:
         sock.close()
         raise
+    assert listener.private_key is not None
+    id_secret = gone_notice.tag_secret(listener.private_key.read_bytes())
     _, server = await create_optimized_datagram_transport(
         loop,
         lambda: BatchingServer(
             configuration=configuration,
-            create_protocol=functools.partial(PipeProtocol, make_pipe=make_pipe),
+            create_protocol=functools.partial(
+                PipeProtocol, make_pipe=make_pipe, id_secret=id_secret
+            ),
             retry=True,
+            id_secret=id_secret,
         ),
         sock=sock,
     )
