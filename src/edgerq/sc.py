@@ -18,7 +18,7 @@ from edgerq.carriers import carrier
 from edgerq.config.model import ConsumerConfig, ConsumerService, ListenerConfig
 from edgerq.errors import AuthError, ConfigError
 from edgerq.httperrors import error_response
-from edgerq.limits import PipeGate
+from edgerq.limits import PipeGate, source_address
 from edgerq.metrics import Metrics, outcome_label
 from edgerq.pipe import MuxPipe, Role
 from edgerq.protocol.handshake import ConsumerHandshake
@@ -482,6 +482,40 @@ class ServiceConsumer:
         log.info(
             "%s: SP authenticated%s", pipe, "" if self.token is not None else " (no token required)"
         )
+        self._watch_predecessors(pipe)
+
+    def _watch_predecessors(self, pipe: MuxPipe) -> None:
+        """An SP that restarts dials its pipe again, under the same name, from the
+        same address. Its old pipe is dead, but on udp nothing says so until the
+        heartbeat timeout (8 s), and the streams on it hang until then. So an older
+        pipe of that name and address is closed once it is also silent for
+        SUSPECT_AFTER; one still heard from (an SP reloading) is left alone."""
+        if not pipe.name:
+            return
+        host = source_address(pipe.peer)
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        for old in self.pipes:
+            if (
+                old is not pipe
+                and old.authenticated
+                and not old.closing
+                and old.name == pipe.name
+                and source_address(old.peer) == host
+            ):
+                wait = max(0.0, old.last_heard + SUSPECT_AFTER + 0.1 - now)
+                loop.call_later(wait, self._close_if_superseded, old, pipe)
+
+    def _close_if_superseded(self, old: MuxPipe, new: MuxPipe) -> None:
+        if old.closing or old.closed.done() or new.closing or new.closed.done():
+            return
+        silent = time.monotonic() - old.last_heard
+        if silent <= SUSPECT_AFTER:
+            return  # alive: the same SP has two pipes of that name for a while
+        reason = f"superseded by {new} from the same SP, silent for {silent:.1f} s"
+        log.warning("%s: %s; closing (its SP restarted)", old, reason)
+        old.close_reason = reason
+        old.abort()
 
     def pipe_register(
         self, pipe: MuxPipe, uuids: Sequence[uuid_mod.UUID]

@@ -29,6 +29,7 @@ from tests.integration.conftest import (
     start_consumer,
     start_provider,
     start_tunnel,
+    wait_for,
 )
 from tests.integration.test_topologies import rss_kib
 
@@ -190,6 +191,31 @@ def test_sp_redials_at_once_when_the_restarted_sc_does_not_know_its_pipe(
     assert "for a connection this SC does not know" in sc_log
     assert download(tunnel.service_port, 1 << 20) == sha256(payload(1 << 20))
     print(f"\nudp SC restart: pipe registered again {healed:.1f} s after the kill")
+
+
+def test_a_restarted_sp_supersedes_its_dead_pipe_at_once(
+    processes: Processes, backend: HashService, tmp_path: Path
+) -> None:
+    """A killed udp SP says nothing; when it comes back under the same pipe name,
+    the SC closes the old, silent pipe instead of waiting out its heartbeat
+    timeout, so the streams that hung on it are reset."""
+    tunnel = udp_tunnel(processes, backend, tmp_path)
+    accepted = backend.accepted
+    with connect(tunnel.service_port, timeout=30) as held:
+        held.sendall(b"HOLD\n")
+        wait_for(lambda: backend.accepted > accepted, 10, "the held stream at the service")
+        tunnel.sp.kill()
+        sp2 = processes.start("sp", tunnel.sp.config.read_text())
+        sp2.wait_log("registered", timeout=30)
+        try:
+            cut = held.recv(100)
+        except ConnectionResetError:
+            cut = b"reset"
+    assert cut == b"reset", f"the held connection ended with {cut!r}, not a reset"
+    sc_log = tunnel.sc.log
+    assert "from the same SP, silent for" in sc_log and "closing (its SP restarted)" in sc_log
+    assert "no heartbeat" not in sc_log, "the SC waited for the heartbeat timeout"
+    assert download(tunnel.service_port, 1 << 20) == sha256(payload(1 << 20))
 
 
 def test_notices_naming_another_connection_do_not_close_a_quiet_pipe(
