@@ -31,11 +31,17 @@ def pipes(*names: str) -> list[MuxPipe]:
     return [cast(MuxPipe, FakePipe(name)) for name in names]
 
 
-def test_least_busy_pipe_first() -> None:
+def registered(*names: str) -> tuple[ServiceRegistry, list[MuxPipe]]:
+    """A registry where pipes of these names registered SERVICE, in this order."""
     reg = ServiceRegistry()
-    a, b = pipes("a", "b")
-    reg.add(SERVICE, a)
-    reg.add(SERVICE, b)
+    made = pipes(*names)
+    for pipe in made:
+        reg.add(SERVICE, pipe)
+    return reg, made
+
+
+def test_least_busy_pipe_first() -> None:
+    reg, (a, b) = registered("a", "b")
     cast(FakePipe, a).streams = {1: None, 5: None}
     assert reg.choose(SERVICE) is b
     assert reg.choose(SERVICE, exclude={b}) is a
@@ -43,10 +49,7 @@ def test_least_busy_pipe_first() -> None:
 
 
 def test_a_silent_pipe_goes_last_but_still_serves_alone() -> None:
-    reg = ServiceRegistry()
-    a, b = pipes("a", "b")
-    reg.add(SERVICE, a)
-    reg.add(SERVICE, b)
+    reg, (a, b) = registered("a", "b")
     cast(FakePipe, a).last_heard = time.monotonic() - SUSPECT_AFTER - 1
     assert reg.choose(SERVICE) is b
     assert reg.choose(SERVICE, exclude={b}) is a
@@ -76,10 +79,7 @@ def test_a_pipe_that_refused_goes_last_for_that_service_for_a_while(
 
 
 def test_a_pipe_that_reaches_the_service_again_is_forgiven() -> None:
-    reg = ServiceRegistry()
-    broken, good = pipes("broken", "good")
-    reg.add(SERVICE, broken)
-    reg.add(SERVICE, good)
+    reg, (broken, good) = registered("broken", "good")
     reg.note_refused(SERVICE, broken)
     assert reg.choose(SERVICE) is good
     reg.note_opened(SERVICE, broken)
@@ -87,10 +87,7 @@ def test_a_pipe_that_reaches_the_service_again_is_forgiven() -> None:
 
 
 def test_forgetting_a_pipe_or_a_service_forgets_its_refusals() -> None:
-    reg = ServiceRegistry()
-    broken, good = pipes("broken", "good")
-    reg.add(SERVICE, broken)
-    reg.add(SERVICE, good)
+    reg, (broken, good) = registered("broken", "good")
     reg.note_refused(SERVICE, broken)
     reg.remove_pipe(broken)
     assert reg._refused == {}
