@@ -31,6 +31,9 @@ log = logging.getLogger("edgerq.sp")
 
 CONNECT_TIMEOUT = 10.0
 DIAL_TIMEOUT = 10.0
+REDIAL_STEADY = 6
+"""Redials 0.25-0.5 s apart (about 2 s in all) before the delay grows: an SC
+restarted in place is found within half a second of its return."""
 
 
 class ProviderPipe:
@@ -49,7 +52,7 @@ class ProviderPipe:
         self.connections: set[LocalConnection] = set()
         self.ready = asyncio.Event()
         self._failure: Exception | None = None
-        self.backoff = Backoff()
+        self.backoff = Backoff(steady=REDIAL_STEADY)
         self.draining = False
 
     @property

@@ -70,3 +70,17 @@ def test_factor_one_is_a_constant_jittered_delay() -> None:
 def test_nonsense_parameters_are_refused(initial: float, maximum: float, factor: float) -> None:
     with pytest.raises(ValueError):
         Backoff(initial, maximum, factor)
+
+
+def test_steady_delays_come_first_then_growth() -> None:
+    backoff = Backoff(0.5, 30.0, 2.0, rng=random.Random(3), steady=4)
+    delays = [backoff.next_delay() for _ in range(8)]
+    assert all(0.25 <= d <= 0.5 for d in delays[:5])  # the steady ones, then the first base
+    assert 0.5 <= delays[5] <= 1.0 and 1.0 <= delays[6] <= 2.0 and 2.0 <= delays[7] <= 4.0
+    backoff.reset()
+    assert 0.25 <= backoff.next_delay() <= 0.5
+
+
+def test_steady_must_not_be_negative() -> None:
+    with pytest.raises(ValueError):
+        Backoff(steady=-1)
