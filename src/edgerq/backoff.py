@@ -36,5 +36,9 @@ class Backoff:
             self._attempt += 1
         return self._rng.uniform(base / 2, base)
 
+    def skip_steady(self) -> None:
+        """Grow from the next delay on: for refusals that a quick retry cannot cure."""
+        self._attempt = max(self._attempt, self.steady)
+
     def reset(self) -> None:
         self._attempt = 0

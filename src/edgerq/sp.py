@@ -132,6 +132,10 @@ class ProviderPipe:
             if pipe.registered:
                 self.backoff.reset()
                 attempt = 0
+            elif self._failure is not None:
+                # Refused by the SC (token, version, a block): retrying quickly would
+                # only add failed authentications against this address.
+                self.backoff.skip_steady()
             delay = self.backoff.next_delay()
             if isinstance(self._failure, AuthError | VersionError):
                 log.error("%s: refused: %s; retry in %.1f s", self.label, reason, delay)

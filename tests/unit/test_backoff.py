@@ -84,3 +84,12 @@ def test_steady_delays_come_first_then_growth() -> None:
 def test_steady_must_not_be_negative() -> None:
     with pytest.raises(ValueError):
         Backoff(steady=-1)
+
+
+def test_a_refusal_skips_the_steady_delays() -> None:
+    backoff = Backoff(0.5, 30.0, 2.0, rng=random.Random(4), steady=6)
+    assert backoff.next_delay() <= 0.5
+    backoff.skip_steady()
+    assert [backoff.next_delay() >= low for low in (0.25, 0.5, 1.0, 2.0)] == [True] * 4
+    backoff.skip_steady()  # never moves growth back
+    assert backoff.next_delay() >= 4.0
