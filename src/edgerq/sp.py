@@ -16,10 +16,17 @@ from edgerq import __version__
 from edgerq.admin import AdminServer
 from edgerq.backoff import Backoff
 from edgerq.carriers import carrier
-from edgerq.config.model import PipeConfig, PipeLimits, ProviderConfig, ProviderService
+from edgerq.config.model import (
+    DEFAULT_RESOLVE_INTERVAL,
+    PipeConfig,
+    PipeLimits,
+    ProviderConfig,
+    ProviderService,
+)
 from edgerq.errors import AuthError, VersionError
 from edgerq.metrics import Metrics, outcome_label
 from edgerq.pipe import MuxPipe, Role, open_failure_from_os_error
+from edgerq.pipe_addresses import AddressBook, Resolver, system_resolver
 from edgerq.protocol import proxy_header
 from edgerq.protocol.handshake import ProviderHandshake
 from edgerq.protocol.messages import Open, OpenFailure, Register, RegisterStatus
@@ -360,23 +367,39 @@ def same_but_targets(old: PipeConfig, new: PipeConfig) -> bool:
 class ServiceProvider:
     """The SP daemon: one ``ProviderPipe`` per configured pipe."""
 
-    def __init__(self, config: ProviderConfig) -> None:
+    def __init__(self, config: ProviderConfig, resolver: Resolver = system_resolver) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.pipes = [ProviderPipe(p, self.metrics, config.limits) for p in config.pipes]
+        self.addresses = AddressBook(resolver)
+        self.pipes: list[ProviderPipe] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.admin: AdminServer | None = None
         self.started = time.monotonic()
         self.draining = False
         self._retiring: set[asyncio.Task[None]] = set()
+        self._watcher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
         if self.config.admin is not None:
             self.admin = AdminServer(self.config.admin, self.metrics, self.ready, self.status)
             await self.admin.start()
-        for pipe in self.pipes:
-            self._tasks.append(loop.create_task(pipe.run(), name=pipe.label))
+        await self.addresses.refresh(self.config.pipes)
+        self._apply_pipes(self.config)
+        self._watcher = asyncio.get_running_loop().create_task(
+            self._watch_addresses(), name="address watcher"
+        )
+
+    async def _watch_addresses(self) -> None:
+        """Look ``all_addresses`` pipes up again on their interval; dial new SC replicas
+        and drain the pipes of vanished ones."""
+        while True:
+            pipes = self.config.pipes
+            wanted = AddressBook.wanted(pipes)
+            await asyncio.sleep(AddressBook.interval(pipes) if wanted else DEFAULT_RESOLVE_INTERVAL)
+            if not wanted or self.draining or pipes is not self.config.pipes:
+                continue
+            if await self.addresses.refresh(pipes) and pipes is self.config.pipes:
+                self._apply_pipes(self.config)
 
     async def drain(self, grace: float) -> None:
         """Take no new streams; let open ones finish, for up to ``grace`` s.
@@ -401,6 +424,27 @@ class ServiceProvider:
         whose services only point elsewhere is updated in place (new streams go to
         the new address); other changed, and removed, pipes drain for up to
         ``shutdown_grace`` s while their replacements dial."""
+        await self.addresses.refresh(new.pipes)
+        started, updated, removed, unchanged = self._apply_pipes(new)
+        if self.admin is not None and self.admin.config != new.admin:
+            await self.admin.stop()
+            self.admin = None
+        if self.admin is None and new.admin is not None:
+            self.admin = AdminServer(new.admin, self.metrics, self.ready, self.status)
+            await self.admin.start()
+        log.info(
+            "reloaded %s: %d pipe(s) (re)started, %d retargeted, %d removed, %d unchanged",
+            new.path,
+            started,
+            updated,
+            removed,
+            unchanged,
+        )
+
+    def _apply_pipes(self, new: ProviderConfig) -> tuple[int, int, int, int]:
+        """Make the running pipes those of ``new`` (``all_addresses`` pipes expanded to
+        one per known address). Returns how many were started, retargeted, removed and
+        left unchanged."""
         current = {
             p.config.name: (p, task) for p, task in zip(self.pipes, self._tasks, strict=True)
         }
@@ -408,7 +452,7 @@ class ServiceProvider:
         tasks: list[asyncio.Task[None]] = []
         started = updated = 0
         loop = asyncio.get_running_loop()
-        for config in new.pipes:
+        for config in self.addresses.expand(new.pipes):
             old = current.pop(config.name, None)
             if old is not None and old[0].config == config:
                 pipes.append(old[0])
@@ -422,27 +466,14 @@ class ServiceProvider:
                 continue
             if old is not None:
                 self._retire(*old, new.shutdown_grace)
-            pipe = ProviderPipe(config, self.metrics)
+            pipe = ProviderPipe(config, self.metrics, new.limits)
             pipes.append(pipe)
             tasks.append(loop.create_task(pipe.run(), name=pipe.label))
             started += 1
         for pipe, task in current.values():
             self._retire(pipe, task, new.shutdown_grace)
         self.pipes, self._tasks, self.config = pipes, tasks, new
-        if self.admin is not None and self.admin.config != new.admin:
-            await self.admin.stop()
-            self.admin = None
-        if self.admin is None and new.admin is not None:
-            self.admin = AdminServer(new.admin, self.metrics, self.ready, self.status)
-            await self.admin.start()
-        log.info(
-            "reloaded %s: %d pipe(s) (re)started, %d retargeted, %d removed, %d unchanged",
-            new.path,
-            started,
-            updated,
-            len(current),
-            len(pipes) - started - updated,
-        )
+        return started, updated, len(current), len(pipes) - started - updated
 
     def _retire(self, pipe: ProviderPipe, task: asyncio.Task[None], grace: float) -> None:
         """A reload removed or replaced ``pipe``: drain it, then close it."""
@@ -514,6 +545,8 @@ class ServiceProvider:
         }
 
     async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
         if self.admin is not None:
             await self.admin.stop()
         for task in self._tasks:

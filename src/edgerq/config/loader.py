@@ -24,6 +24,7 @@ from edgerq.config.model import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_REQUEST_BUFFER,
     DEFAULT_REQUEST_TTL,
+    DEFAULT_RESOLVE_INTERVAL,
     DEFAULT_SHUTDOWN_GRACE,
     DEFAULT_STREAM_WINDOW,
     AdminConfig,
@@ -434,6 +435,10 @@ def load_provider(path: Path, env: Mapping[str, str] | None = None) -> ProviderC
                 server_fingerprint=pin or None,
                 server_name=_text(pipe_elem, "server_name") or None,
                 insecure=insecure,
+                all_addresses=_yes(_text(pipe_elem, "all_addresses")),
+                resolve_interval=float(
+                    Decimal(_text(pipe_elem, "resolve_interval") or DEFAULT_RESOLVE_INTERVAL)
+                ),
             )
         )
     return ProviderConfig(

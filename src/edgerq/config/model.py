@@ -17,6 +17,7 @@ DEFAULT_STREAM_WINDOW = 1024 * 1024
 DEFAULT_SHUTDOWN_GRACE = 5.0
 DEFAULT_CONTROL_BACKLOG = 4 * 1024 * 1024
 DEFAULT_STREAMS_PER_PIPE = 16384
+DEFAULT_RESOLVE_INTERVAL = 5.0
 
 
 class Secret:
@@ -175,6 +176,11 @@ class PipeConfig:
     """udp: the name to verify in the SC's certificate (default: hostname)."""
     insecure: bool = False
     """udp: accept any SC certificate (a warning says so at every start)."""
+    all_addresses: bool = False
+    """Dial every address ``hostname`` resolves to, one pipe each (SC replicas behind a
+    Swarm ``tasks.<service>`` name or a Kubernetes headless Service)."""
+    resolve_interval: float = DEFAULT_RESOLVE_INTERVAL
+    """With ``all_addresses``: seconds between two lookups of ``hostname``."""
 
 
 @dataclass(frozen=True, slots=True)
