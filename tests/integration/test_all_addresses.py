@@ -130,3 +130,24 @@ def test_pipes_follow_the_addresses_the_name_resolves_to(tmp_path: Path) -> None
         assert await round_trip(port, payload) == hashlib.sha256(payload).hexdigest()
 
     run(tmp_path, body)
+
+
+def test_reload_gives_new_pipes_the_configured_limits(tmp_path: Path) -> None:
+    """A reload that replaced a pipe (here: a changed pipe setting) built the new pipe
+    with the default limits: streams_per_pipe 7 became 16384."""
+
+    async def body(sc: ServiceConsumer, sp: ServiceProvider, dns: Dns, port: int) -> None:
+        await until(lambda: sc_pipes(sc) == ["web@127.0.0.1"], "the pipe to 127.0.0.1")
+        path = tmp_path / "provider.xml"
+        path.write_text(
+            path.read_text()
+            .replace(
+                "<service_provider>",
+                "<service_provider><limits><streams_per_pipe>7</streams_per_pipe></limits>",
+            )
+            .replace("<resolve_interval>0.5", "<resolve_interval>0.6")
+        )
+        await sp.reload(load_provider(path, env={}))
+        assert [p.limits.streams_per_pipe for p in sp.pipes] == [7]
+
+    run(tmp_path, body)

@@ -19,6 +19,7 @@ from edgerq.config import (
     load_consumer,
     load_provider,
 )
+from edgerq.config.loader import MAX_CONFIG_BYTES
 from edgerq.config.model import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_REQUEST_BUFFER,
@@ -305,7 +306,8 @@ BAD_FILES = [
     ("empty.xml", 1, ["not well-formed XML", "empty"]),
     ("mismatched_tag.xml", 5, ["not well-formed XML", "listenr"]),
     ("wrong_root.xml", 2, ["root element", "<config>", "<service_consumer>"]),
-    ("entity.xml", 8, ["entity", "not allowed"]),
+    ("entity.xml", 2, ["DOCTYPE", "not allowed"]),
+    ("doctype_parameter_entity.xml", 4, ["DOCTYPE", "not allowed"]),
     ("provider_bad_uuid.xml", 10, ["uuid", "11111111-2222-3333-4444-55555555555"]),
     ("provider_port_70000.xml", 7, ["port", "70000", "maximum"]),
     ("provider_duplicate_uuid.xml", 15, ["duplicate", "uuid", "pipe1", "first at line 10"]),
@@ -349,6 +351,26 @@ def test_entity_is_never_expanded() -> None:
         content = hostname.read_text(encoding="utf-8").strip()
         if content:
             assert content not in str(info.value).split("entity reference")[0]
+
+
+def test_oversized_file_is_refused_before_parsing(tmp_path: Path) -> None:
+    """A valid but huge config (40 MiB cost 750 MB of memory to parse) is refused
+    by its size, with a message that says so."""
+    services = "".join(
+        f"<service><uuid>{uuid.UUID(int=i)}</uuid><port>{1000 + i % 60000}</port></service>"
+        for i in range(20000)
+    )
+    path = tmp_path / "huge.xml"
+    path.write_text(
+        "<service_consumer><listener><port>12345</port></listener>"
+        f"<services>{services}</services></service_consumer>"
+    )
+    assert path.stat().st_size > MAX_CONFIG_BYTES
+    with pytest.raises(ConfigError) as info:
+        load_any(path, env=NO_ENV)
+    assert str(info.value) == (
+        f"{path}: larger than {MAX_CONFIG_BYTES} bytes, the most a config file may be; not parsed"
+    )
 
 
 def test_missing_file(tmp_path: Path) -> None:
