@@ -8,12 +8,13 @@ USERS ?= 50
 TARGET ?= tunnel
 LINT_PATHS := src tests $(wildcard bench)
 
-.PHONY: help test lint typecheck unit integration fault-test compose-test loadtest bench bench-scale clean
+.PHONY: help test lint typecheck unit integration fault-test compose-test swarm-test loadtest bench bench-scale clean
 
 help:
 	@echo "make test          ruff, mypy and pytest (unit + integration); creates $(VENV)"
 	@echo "make fault-test    kill -9 under load, pipe partition, soak, long fuzzing (about 11 min)"
 	@echo "make compose-test  the Docker Compose suite end to end (bootstraps Docker as root)"
+	@echo "make swarm-test    deploy/swarm on a one-node swarm: kills, rolling updates, scaling under load (about 4 min)"
 	@echo "make loadtest      headless Locust on the Compose suite (DURATION=60s USERS=50 TARGET=tunnel|direct)"
 	@echo "make bench         edgerq vs direct, socat, ssh -R (about 14 min; BENCH_ARGS=--quick)"
 	@echo "make bench-scale   10,000 idle tunneled connections: RSS per connection, all answered"
@@ -45,6 +46,10 @@ fault-test: $(STAMP)
 
 compose-test: $(STAMP)
 	PYTHON=$(BIN)/python scripts/compose-e2e
+
+swarm-test: $(STAMP)
+	scripts/docker-bootstrap
+	$(BIN)/pytest tests/swarm -m swarm -s
 
 loadtest:
 	scripts/loadtest --duration $(DURATION) --users $(USERS) --target $(TARGET)
