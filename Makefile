@@ -8,7 +8,7 @@ USERS ?= 50
 TARGET ?= tunnel
 LINT_PATHS := src tests $(wildcard bench)
 
-.PHONY: help test lint typecheck unit integration fault-test compose-test swarm-test loadtest bench bench-scale clean
+.PHONY: help test lint typecheck unit integration fault-test compose-test swarm-test loadtest bench bench-scale bench-capacity clean
 
 help:
 	@echo "make test          ruff, mypy and pytest (unit + integration); creates $(VENV)"
@@ -17,6 +17,7 @@ help:
 	@echo "make swarm-test    deploy/swarm on a one-node swarm: kills, rolling updates, scaling under load (about 4 min)"
 	@echo "make loadtest      headless Locust on the Compose suite (DURATION=60s USERS=50 TARGET=tunnel|direct)"
 	@echo "make bench         edgerq vs direct, socat, ssh -R (about 14 min; BENCH_ARGS=--quick)"
+	@echo "make bench-capacity CPU per request, per new connection and per MB, memory per connection and per pipe (docs/scaling.md)"
 	@echo "make bench-scale   10,000 idle tunneled connections: RSS per connection, all answered"
 
 $(STAMP): pyproject.toml
@@ -57,6 +58,9 @@ loadtest:
 bench: $(STAMP)
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-capacity: $(STAMP)
+	$(BIN)/python -m bench.capacity $(BENCH_ARGS)
 
 bench-scale: $(STAMP)
 	$(BIN)/python -m bench.scale $(BENCH_ARGS)
