@@ -43,6 +43,7 @@ from bench.common import (
     write_atomic,
     write_json,
 )
+from bench.cpu import session_cpu_seconds
 
 SMALL_BODY = 100
 LARGE_BODY = 1024 * 1024
@@ -431,12 +432,62 @@ PATH_TITLES = {
 # --- measuring ----------------------------------------------------------------------------
 
 
+def cpu_role(proc_name: str) -> str:
+    """Whose CPU a benchmark process's time is: the SC, the SP, or the relay itself."""
+    if proc_name.endswith("-sc"):
+        return "SC"
+    if proc_name.endswith("-sp"):
+        return "SP"
+    if proc_name.startswith("stunnel"):
+        return "stunnel"
+    return "ssh" if proc_name.startswith("ssh") else proc_name
+
+
+Sessions = dict[str, list[int]]
+"""CPU role -> the session ids (the processes' own pids) whose time is that role's."""
+
+
+def cpu_by_role(sessions: Sessions) -> dict[str, float]:
+    return {role: sum(session_cpu_seconds(s) for s in ids) for role, ids in sessions.items()}
+
+
 @dataclass
 class Cell:
     scenario: Scenario
     path: str
     rounds: list[WrkResult] = field(default_factory=list)
     direct_rounds: list[WrkResult] = field(default_factory=list)
+    cpu_rounds: list[dict[str, float]] = field(default_factory=list)
+    """CPU seconds each role spent in each round (same order as ``rounds``)."""
+
+    @property
+    def cpu_unit(self) -> str:
+        return "MB" if self.scenario.bulk else "request"
+
+    def cpu_per_unit(self) -> dict[str, float]:
+        """Median CPU microseconds per request (per MB for bulk), by role and in total."""
+        if not self.cpu_rounds:  # direct: no relay of ours to read
+            return {}
+        per_round: list[dict[str, float]] = []
+        for result, cpu in zip(self.rounds, self.cpu_rounds, strict=True):
+            units = result.requests * LARGE_BODY / 1e6 if self.scenario.bulk else result.requests
+            if units <= 0:
+                continue
+            shares = {role: seconds * 1e6 / units for role, seconds in cpu.items()}
+            shares["total"] = sum(shares.values())
+            per_round.append(shares)
+        if not per_round:
+            return {}
+        return {role: float(statistics.median(r[role] for r in per_round)) for role in per_round[0]}
+
+    def cpu_text(self) -> str:
+        shares = self.cpu_per_unit()
+        if not shares:
+            return ""
+        total = shares.pop("total")
+        if len(shares) == 1:
+            return f"{total:.0f}"
+        return " + ".join(f"{role} {v:.0f}" for role, v in shares.items()) + f" = {total:.0f}"
 
     @staticmethod
     def _median(results: list[WrkResult], attr: str) -> float:
@@ -476,6 +527,10 @@ class Cell:
             "ratio": None if ratio is None else round(ratio, 3),
             "rounds": [r.as_dict() for r in self.rounds],
         }
+        if self.cpu_rounds:
+            out["cpu_unit"] = self.cpu_unit
+            out["cpu_us_per_unit"] = {k: round(v, 1) for k, v in self.cpu_per_unit().items()}
+            out["cpu_s_rounds"] = [{k: round(v, 3) for k, v in c.items()} for c in self.cpu_rounds]
         if self.direct_rounds:
             out["p99_added_ms"] = round(self.median("p99_ms") - self.direct_median("p99_ms"), 3)
             out["direct_rounds"] = [r.as_dict() for r in self.direct_rounds]
@@ -495,6 +550,7 @@ def measure(
     scenarios: list[Scenario],
     rounds: int,
     duration: float,
+    sessions: dict[str, Sessions],
 ) -> list[Cell]:
     cells: list[Cell] = []
     for scenario in scenarios:
@@ -506,8 +562,15 @@ def measure(
                     ("direct", direct_port, row[name].direct_rounds),
                     (name, port, row[name].rounds),
                 ):
+                    watched = sessions.get(label, {})
+                    cpu_before = cpu_by_role(watched)
                     result = run_wrk(wrk, target, scenario, duration)
                     bucket.append(result)
+                    if label != "direct":
+                        after = cpu_by_role(watched)
+                        row[name].cpu_rounds.append(
+                            {role: after[role] - cpu_before[role] for role in after}
+                        )
                     unit = (
                         f"{result.mb_per_s:8.1f} MB/s"
                         if scenario.bulk
@@ -547,12 +610,23 @@ def table_rows(cells: list[Cell], scenarios: list[Scenario]) -> list[list[str]]:
                     f"{cell.median('p99_ms'):.2f}",
                     p99_added,
                     "1.00" if cell.path == "direct" else f"{ratio:.2f}" if ratio else "-",
+                    cell.cpu_text(),
                 ]
             )
     return rows
 
 
-HEADER = ["scenario", "path", "req/s", "MB/s", "p50 ms", "p99 ms", "p99 added", "ratio"]
+HEADER = [
+    "scenario",
+    "path",
+    "req/s",
+    "MB/s",
+    "p50 ms",
+    "p99 ms",
+    "p99 added",
+    "ratio",
+    "CPU µs/req (/MB for 1 MiB)",
+]
 
 
 def text_table(rows: list[list[str]]) -> str:
@@ -581,7 +655,8 @@ def markdown(
         f"Measured {meta['date']} on {m['cores']} cores ({m['cpu_model']}), "
         f"Linux {m['kernel']}, Python {m['python']}, edgerq {meta['revision']}; "
         f"wrk, median of {meta['rounds']} rounds of {meta['duration_s']:g} s interleaved with "
-        "direct; ratio = path / direct (req/s, MB/s for 1 MiB).",
+        "direct; ratio = path / direct (req/s, MB/s for 1 MiB); CPU = user + system time the "
+        "relay processes themselves spent per request (per MB for 1 MiB), median of the rounds.",
         "",
         "| " + " | ".join(HEADER) + " |",
         "|" + "|".join("---" if i < 2 else "---:" for i in range(len(HEADER))) + "|",
@@ -726,11 +801,16 @@ def main(argv: list[str] | None = None) -> int:
         env = Env(stack, tools, start_nginx(stack, tools["nginx"]))
         http_check(env.nginx_port)
         ports: dict[str, int] = {}
+        sessions: dict[str, Sessions] = {}
         for name in args.path_list:
+            started_before = len(stack.procs)
             try:
                 port = PATH_SETUP[name](env)
                 http_check(port)
                 ports[name] = port
+                sessions[name] = {}
+                for proc in stack.procs[started_before:]:
+                    sessions[name].setdefault(cpu_role(proc.name), []).append(proc.pid)
                 log(f"path {name}: ready on :{port}")
             except Skip as exc:
                 skipped[name] = str(exc)
@@ -744,7 +824,13 @@ def main(argv: list[str] | None = None) -> int:
             f"(about {runs * (args.duration + 0.3) / 60:.1f} min)"
         )
         cells = measure(
-            tools["wrk"], ports, env.nginx_port, args.scenario_list, args.rounds, args.duration
+            tools["wrk"],
+            ports,
+            env.nginx_port,
+            args.scenario_list,
+            args.rounds,
+            args.duration,
+            sessions,
         )
         notes = env.notes + nagle_notes(cells)
 
