@@ -18,7 +18,7 @@ help:
 	@echo "make two-site-test deploy/public + deploy/private as two Compose projects: the production set-up, rotation, upgrade"
 	@echo "make promtool-test promtool check/test of the public host's Prometheus config and alert rules"
 	@echo "make lock          regenerate requirements/image.lock (pinned, hashed deps of the edgerq image)"
-	@echo "make loadtest      headless Locust on the Compose suite (DURATION=60s USERS=50 TARGET=tunnel|direct)"
+	@echo "make loadtest      headless Locust on the Compose suite (DURATION=60s USERS=50 TARGET=tunnel|direct PROJECT=name)"
 	@echo "make bench         edgerq vs direct, socat, ssh -R (about 14 min; BENCH_ARGS=--quick)"
 	@echo "make bench-scale   10,000 idle tunneled connections: RSS per connection, all answered"
 
@@ -66,7 +66,7 @@ lock: $(STAMP)
 		--no-emit-index-url --no-emit-find-links --output-file requirements/image.lock pyproject.toml
 
 loadtest:
-	scripts/loadtest --duration $(DURATION) --users $(USERS) --target $(TARGET)
+	scripts/loadtest --duration $(DURATION) --users $(USERS) --target $(TARGET) $(if $(PROJECT),--project-name $(PROJECT))
 
 bench: $(STAMP)
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[bench]'
