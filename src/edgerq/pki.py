@@ -19,8 +19,6 @@ finger cannot ship one.
 from __future__ import annotations
 
 import argparse
-import datetime
-import ipaddress
 import os
 import secrets
 import shutil
@@ -28,24 +26,15 @@ import sys
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import hashes
 
-DEFAULT_DAYS = 825
+from edgerq.tls import generate_self_signed
+
 PRIVATE_MARKER = b"PRIVATE KEY-----"
 
 
 class PkiError(Exception):
     """A refusal with a message for the operator (exit status 1)."""
-
-
-def san_for(name: str) -> x509.GeneralName:
-    """An IP address gets an IP SAN (stunnel ``checkIP``), anything else a DNS one."""
-    try:
-        return x509.IPAddress(ipaddress.ip_address(name))
-    except ValueError:
-        return x509.DNSName(name)
 
 
 def fingerprint(cert: x509.Certificate) -> str:
@@ -64,69 +53,21 @@ def _write_private(path: Path, data: bytes, force: bool) -> None:
     os.chmod(path, 0o600)
 
 
-def make_key(
-    name: str,
-    out: Path,
-    days: int = DEFAULT_DAYS,
-    force: bool = False,
-    prefix: str | None = None,
-) -> Path:
+def make_key(name: str, out: Path, force: bool = False, prefix: str | None = None) -> Path:
     """A P-256 key and a self-signed certificate for ``name`` (DNS name or IP address).
 
-    The certificate is an end entity (``CA:FALSE``) usable for TLS server and
-    client authentication: stunnel on either side trusts it as its peer's
-    ``CAfile``, and the QUIC stack accepts it as the SC's own.
+    The same kind of certificate the SC makes for itself on ``udp``
+    (``edgerq.tls``): an end entity (``CA:FALSE``) with no extended key usage,
+    which stunnel on either side trusts as its peer's ``CAfile`` and the QUIC
+    stack accepts both as the SC's own and as the SP's ``<ca_file>``.
     """
     out.mkdir(parents=True, exist_ok=True)
     prefix = prefix or name
     key_path, cert_path = out / f"{prefix}-key.pem", out / f"{prefix}-cert.pem"
     if not force and (key_path.exists() or cert_path.exists()):
         raise PkiError(f"{key_path} or {cert_path} exists: keep them, or pass --force")
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName([san_for(name)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=True,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    _write_private(
-        key_path,
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-        force,
-    )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    generate_self_signed(cert_path, key_path, [name])
+    os.chmod(key_path, 0o600)
     cert_path.chmod(0o644)
     return cert_path
 
@@ -183,7 +124,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     key = cmds.add_parser("key", help="a new key and self-signed certificate for NAME")
     key.add_argument("name", help="DNS name or IP address the certificate is for")
     key.add_argument("--out", type=Path, default=Path("."), help="folder (default: .)")
-    key.add_argument("--days", type=int, default=DEFAULT_DAYS, help="validity (825)")
     key.add_argument("--force", action="store_true", help="replace existing files")
     key.add_argument("--prefix", help="file names PREFIX-key.pem, PREFIX-cert.pem (default: NAME)")
     token = cmds.add_parser("token", help="a new random pipe token in FILE (mode 0600)")
@@ -199,7 +139,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     try:
         if args.pki_command == "key":
-            cert_path = make_key(args.name, args.out, args.days, args.force, args.prefix)
+            cert_path = make_key(args.name, args.out, args.force, args.prefix)
             key_path = args.out / f"{args.prefix or args.name}-key.pem"
             print(f"key:         {key_path} (stays on this host)")
             for line in describe_file(cert_path):
