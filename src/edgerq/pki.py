@@ -19,6 +19,8 @@ finger cannot ship one.
 from __future__ import annotations
 
 import argparse
+import datetime
+import ipaddress
 import os
 import secrets
 import shutil
@@ -26,9 +28,11 @@ import sys
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
-from edgerq.tls import generate_self_signed
+VALID_DAYS = 3650
 
 PRIVATE_MARKER = b"PRIVATE KEY-----"
 
@@ -53,21 +57,59 @@ def _write_private(path: Path, data: bytes, force: bool) -> None:
     os.chmod(path, 0o600)
 
 
-def make_key(name: str, out: Path, force: bool = False, prefix: str | None = None) -> Path:
-    """A P-256 key and a self-signed certificate for ``name`` (DNS name or IP address).
+def _certificate(name: str, key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
+    """Self-signed, end entity (``CA:FALSE``), no extended key usage: stunnel trusts
+    it as the peer's ``CAfile`` and qh3 takes it as the SC's own and as the SP's
+    ``<ca_file>`` (see ``edgerq.tls``). Its subject carries a random serial and it
+    has key identifiers, so that a ``CAfile`` holding the old and the new
+    certificate of one name during a rotation picks the right one (OpenSSL finds
+    trust anchors by subject)."""
+    try:
+        alt: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        alt = x509.DNSName(name)
+    serial = x509.random_serial_number()
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, name),
+            x509.NameAttribute(NameOID.SERIAL_NUMBER, f"{serial:x}"[:16]),
+        ]
+    )
+    now = datetime.datetime.now(datetime.UTC)
+    public = key.public_key()
+    return (
+        x509.CertificateBuilder(
+            issuer_name=subject,
+            subject_name=subject,
+            public_key=public,
+            serial_number=serial,
+            not_valid_before=now - datetime.timedelta(minutes=5),
+            not_valid_after=now + datetime.timedelta(days=VALID_DAYS),
+        )
+        .add_extension(x509.SubjectAlternativeName([alt]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False)
+        .sign(key, hashes.SHA256())
+    )
 
-    The same kind of certificate the SC makes for itself on ``udp``
-    (``edgerq.tls``): an end entity (``CA:FALSE``) with no extended key usage,
-    which stunnel on either side trusts as its peer's ``CAfile`` and the QUIC
-    stack accepts both as the SC's own and as the SP's ``<ca_file>``.
-    """
+
+def make_key(name: str, out: Path, force: bool = False, prefix: str | None = None) -> Path:
+    """A P-256 key (mode 0600) and a self-signed certificate for ``name`` (a DNS
+    name or an IP address) in ``out``; returns the certificate's path."""
     out.mkdir(parents=True, exist_ok=True)
     prefix = prefix or name
     key_path, cert_path = out / f"{prefix}-key.pem", out / f"{prefix}-cert.pem"
     if not force and (key_path.exists() or cert_path.exists()):
         raise PkiError(f"{key_path} or {cert_path} exists: keep them, or pass --force")
-    generate_self_signed(cert_path, key_path, [name])
-    os.chmod(key_path, 0o600)
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    _write_private(key_path, pem, force=True)
+    cert_path.write_bytes(_certificate(name, key).public_bytes(serialization.Encoding.PEM))
     cert_path.chmod(0o644)
     return cert_path
 

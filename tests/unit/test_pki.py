@@ -83,3 +83,16 @@ def test_show_prints_the_fingerprint_and_refuses_keys(
 def test_prefix_names_the_files(tmp_path: Path) -> None:
     assert run(["pki", "key", "10.9.8.7", "--out", str(tmp_path), "--prefix", "sc"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sc-cert.pem", "sc-key.pem"]
+
+
+def test_two_certificates_of_one_name_stay_apart(tmp_path: Path) -> None:
+    """A CAfile holding the old and the new certificate during a rotation: OpenSSL
+    looks trust anchors up by subject, so each must have its own, and its key id."""
+    old = x509.load_pem_x509_certificate(pki.make_key("sc", tmp_path / "old").read_bytes())
+    new = x509.load_pem_x509_certificate(pki.make_key("sc", tmp_path / "new").read_bytes())
+    assert old.subject != new.subject
+    for cert in (old, new):
+        ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+        assert aki.key_identifier == ski.digest
+        assert not any(isinstance(e.value, x509.ExtendedKeyUsage) for e in cert.extensions)
