@@ -8,14 +8,18 @@ USERS ?= 50
 TARGET ?= tunnel
 LINT_PATHS := src tests $(wildcard bench)
 
-.PHONY: help test lint typecheck unit integration fault-test compose-test swarm-test loadtest bench bench-scale bench-capacity clean
+.PHONY: help up test lint typecheck unit integration fault-test compose-test two-site-test promtool-test swarm-test lock loadtest bench bench-scale bench-capacity clean
 
 help:
+	@echo "make up            the dev suite on this machine: Docker bootstrapped if missing, Compose v2 or v1, up -d, healthy"
 	@echo "make test          ruff, mypy and pytest (unit + integration); creates $(VENV)"
 	@echo "make fault-test    kill -9 under load, pipe partition, soak, long fuzzing (about 11 min)"
 	@echo "make compose-test  the Docker Compose suite end to end (bootstraps Docker as root)"
+	@echo "make two-site-test deploy/public + deploy/private as two Compose projects: the production set-up, rotation, upgrade"
+	@echo "make promtool-test promtool check/test of the public host's Prometheus config and alert rules"
+	@echo "make lock          regenerate requirements/image.lock (pinned, hashed deps of the edgerq image)"
 	@echo "make swarm-test    deploy/swarm on a one-node swarm: kills, rolling updates, scaling under load (about 4 min)"
-	@echo "make loadtest      headless Locust on the Compose suite (DURATION=60s USERS=50 TARGET=tunnel|direct)"
+	@echo "make loadtest      headless Locust on the Compose suite (DURATION=60s USERS=50 TARGET=tunnel|direct PROJECT=name)"
 	@echo "make bench         edgerq vs direct, socat, ssh -R (about 14 min; BENCH_ARGS=--quick)"
 	@echo "make bench-capacity CPU per request, per new connection and per MB, memory per connection and per pipe (docs/scaling.md)"
 	@echo "make bench-scale   10,000 idle tunneled connections: RSS per connection, all answered"
@@ -52,8 +56,23 @@ swarm-test: $(STAMP)
 	scripts/docker-bootstrap
 	$(BIN)/pytest tests/swarm -m swarm -s
 
+up:
+	scripts/up
+
+two-site-test:
+	scripts/two-site-e2e
+
+promtool-test:
+	scripts/promtool-test
+
+# the image's dependencies, pinned with their hashes, from pyproject.toml (+ extra "fast")
+lock: $(STAMP)
+	$(BIN)/python -m pip install --quiet pip-tools
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --extra fast \
+		--no-emit-index-url --no-emit-find-links --output-file requirements/image.lock pyproject.toml
+
 loadtest:
-	scripts/loadtest --duration $(DURATION) --users $(USERS) --target $(TARGET)
+	scripts/loadtest --duration $(DURATION) --users $(USERS) --target $(TARGET) $(if $(PROJECT),--project-name $(PROJECT))
 
 bench: $(STAMP)
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[bench]'

@@ -15,7 +15,7 @@ import hashlib
 import os
 import random
 
-from locust import FastHttpUser, between, task
+from locust import FastHttpUser, between, events, task
 
 STANDARD_ANSWER = b"edgerq sample webserver: standard answer\n"
 _PATTERN = bytes(range(251))
@@ -28,6 +28,18 @@ def pattern_bytes(n: int) -> bytes:
 
 def stream_body(n: int) -> bytes:
     return b"".join(b"line %06d edgerq stream\n" % i for i in range(n))
+
+
+@events.init_command_line_parser.add_listener
+def _target_label(parser: object) -> None:
+    """Say in the web UI what the host is: "Custom parameters", "Edgerq path"."""
+    parser.add_argument(  # type: ignore[attr-defined]
+        "--edgerq-path",
+        type=str,
+        default=os.environ.get("EDGERQ_TARGET_LABEL", "(not set)"),
+        help="what the target host is: through the tunnel or straight at the web server",
+        include_in_web_ui=True,
+    )
 
 
 def _wait_range() -> tuple[float, float]:

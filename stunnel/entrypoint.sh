@@ -14,7 +14,9 @@
 #   STUNNEL_CAFILE    the peer's certificate to verify against (verify = 2, both ways)
 #                                                 server: /secrets/sc/client-cert.pem
 #                                                 client: /secrets/sp/server-cert.pem
-#   STUNNEL_CHECKHOST client: name the server certificate must carry (stunnel-sc)
+#   STUNNEL_CHECKHOST client: name the server certificate must carry (stunnel-sc): a DNS
+#                     name (checkHost), an IP address (checkIP), or empty for no name
+#                     check (the pinned CAfile alone decides)
 #   STUNNEL_DEBUG     stunnel log level 0-7 (5 = notice)
 #   WATCHDOG_INTERVAL client: seconds between namespace checks (2)
 #   WATCHDOG_GRACE    client: seconds to wait before exiting once the namespace is gone (3)
@@ -75,13 +77,22 @@ run_server() {
     exec stunnel "$conf"
 }
 
+check_line() {  # the stunnel option that checks the server's name in its certificate
+    case $1 in
+        "") echo "; no name check: the server certificate is pinned by CAfile" ;;
+        *:*|*[!0-9.]*) case $1 in *:*) echo "checkIP = $1" ;; *) echo "checkHost = $1" ;; esac ;;
+        *) echo "checkIP = $1" ;;
+    esac
+}
+
 run_client() {
     export STUNNEL_ACCEPT="${STUNNEL_ACCEPT:-127.0.0.1:2080}"
     export STUNNEL_CONNECT="${STUNNEL_CONNECT:-stunnel-sc:3443}"
     export STUNNEL_CERT="${STUNNEL_CERT:-/secrets/sp/client-cert.pem}"
     export STUNNEL_KEY="${STUNNEL_KEY:-/secrets/sp/client-key.pem}"
     export STUNNEL_CAFILE="${STUNNEL_CAFILE:-/secrets/sp/server-cert.pem}"
-    export STUNNEL_CHECKHOST="${STUNNEL_CHECKHOST:-stunnel-sc}"
+    export STUNNEL_CHECKHOST="${STUNNEL_CHECKHOST-stunnel-sc}"
+    STUNNEL_CHECK_LINE=$(check_line "$STUNNEL_CHECKHOST"); export STUNNEL_CHECK_LINE
     export STUNNEL_DEBUG="${STUNNEL_DEBUG:-5}"
     interval="${WATCHDOG_INTERVAL:-2}"
     grace="${WATCHDOG_GRACE:-3}"
@@ -95,7 +106,7 @@ run_client() {
         log "no network interface besides lo: the namespace we joined is gone; exiting for a restart"
         exit 75
     fi
-    log "client: accept $STUNNEL_ACCEPT -> connect $STUNNEL_CONNECT (verify 2, checkHost $STUNNEL_CHECKHOST)"
+    log "client: accept $STUNNEL_ACCEPT -> connect $STUNNEL_CONNECT (verify 2, ${STUNNEL_CHECK_LINE#; })"
     stunnel "$conf" &
     pid=$!
     trap 'kill -TERM "$pid" 2>/dev/null; wait "$pid"; exit 0' TERM INT

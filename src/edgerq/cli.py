@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from edgerq import __version__
+from edgerq import __version__, pki
 from edgerq.config import ConsumerConfig, ProviderConfig, load_any, load_consumer, load_provider
 from edgerq.errors import ConfigError
 from edgerq.logs import setup_logging
@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("config", type=Path, metavar="CONFIG.xml")
         cmd.add_argument("--version", action="version", version=f"edgerq {__version__}")
         _common(cmd, top=False)
+    pki.add_parser(sub)
     return parser
 
 
@@ -322,6 +323,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level, args.log_format)
     if args.command == "status":
         return show_status(args.url)
+    if args.command == "pki":
+        return pki.run(args)
     try:
         if args.command in ("check", "fingerprint"):
             config = load_any(args.config)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import subprocess
 
 
@@ -43,3 +44,9 @@ def test_locust_headless_run_has_no_failures(stack, tmp_path) -> None:
     assert int(total["Failure Count"]) == 0, failures
     assert res.returncode == 0, res.stderr[-2000:]
     assert (report_dir / "report.html").stat().st_size > 0
+    # the printed summary agrees with Locust's own table (it once read the CSV,
+    # written before the last requests finished, and counted fewer)
+    summary = re.search(r"loadtest summary \(tunnel\): (\d+) requests", res.stdout)
+    table = re.findall(r"^\s+Aggregated\s+(\d+)\s+\d+\(", res.stdout, re.M)
+    assert summary and table, res.stdout[-2000:]
+    assert summary.group(1) == table[-1]

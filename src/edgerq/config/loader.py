@@ -9,6 +9,7 @@ variables override the token for containers:
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import uuid
 from collections.abc import Iterable, Mapping
@@ -182,6 +183,27 @@ def _yes(value: str | None) -> bool:
     return value in ("yes", "true", "1")
 
 
+def _bind_address(path: Path, elem: etree._Element) -> str | None:
+    """``<bind_address>``: one IP address to listen on; it replaces ``<inaddr_any>``,
+    so both together are refused rather than one silently winning."""
+    text = _text(elem, "bind_address")
+    if text is None:
+        return None
+    line = _line(elem, "bind_address")
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise ConfigError(
+            f"{path}:{line}: <bind_address> must be an IP address (IPv4 or IPv6), not {text!r}"
+        ) from None
+    if _yes(_text(elem, "inaddr_any")):
+        raise ConfigError(
+            f"{path}:{line}: <bind_address> and <inaddr_any>yes</inaddr_any> contradict "
+            "each other: keep one"
+        )
+    return str(address)
+
+
 def _proxy_protocol(value: str | None) -> int | None:
     """``v1``/``v2`` (the XSD allows nothing else) as the version number."""
     return None if value is None else int(value.removeprefix("v"))
@@ -261,7 +283,11 @@ def _admin(path: Path, root: etree._Element, used_ports: dict[int, int]) -> Admi
             f"{path}:{_line(elem, 'port')}: duplicate port: {port} is already used "
             f"at line {used_ports[port]}"
         )
-    return AdminConfig(port=port, inaddr_any=_yes(_text(elem, "inaddr_any")))
+    return AdminConfig(
+        port=port,
+        inaddr_any=_yes(_text(elem, "inaddr_any")),
+        bind_address=_bind_address(path, elem),
+    )
 
 
 def _seconds(value: str | None) -> float | None:
@@ -305,6 +331,7 @@ def _listener(path: Path, elem: etree._Element) -> ListenerConfig:
         protocol=protocol,
         certificate=certificate,
         private_key=private_key,
+        bind_address=_bind_address(path, elem),
     )
 
 
@@ -364,6 +391,7 @@ def load_consumer(path: Path, env: Mapping[str, str] | None = None) -> ConsumerC
                 stream_window=int(_text(elem, "stream_window") or default_window),
                 type=cast(ServiceType, _text(elem, "type") or "tcp"),
                 idle_timeout=_seconds(_text(elem, "idle_timeout")) or default_idle,
+                bind_address=_bind_address(path, elem),
             )
         )
     token, source = _env_token(path, _text(root, "auth_token"), env)

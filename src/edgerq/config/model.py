@@ -43,7 +43,10 @@ class Secret:
         return hash(self._value)
 
 
-def bind_host(inaddr_any: bool) -> str:
+def bind_host(inaddr_any: bool, bind_address: str | None = None) -> str:
+    """Where to listen: ``bind_address`` when set, else all addresses or 127.0.0.1."""
+    if bind_address is not None:
+        return bind_address
     return "0.0.0.0" if inaddr_any else "127.0.0.1"
 
 
@@ -53,10 +56,12 @@ class AdminConfig:
 
     port: int
     inaddr_any: bool = False
+    bind_address: str | None = None
+    """One local address to listen on, instead of all (``inaddr_any``) or 127.0.0.1."""
 
     @property
     def host(self) -> str:
-        return bind_host(self.inaddr_any)
+        return bind_host(self.inaddr_any, self.bind_address)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +74,12 @@ class ListenerConfig:
     certificate: Path | None = None
     """udp: the SC's TLS certificate (PEM); generated on first start when not configured."""
     private_key: Path | None = None
+    bind_address: str | None = None
+    """One local address to listen on, instead of all (``inaddr_any``) or 127.0.0.1."""
 
     @property
     def host(self) -> str:
-        return bind_host(self.inaddr_any)
+        return bind_host(self.inaddr_any, self.bind_address)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +102,13 @@ class ConsumerService:
     """``http`` answers 502/503/504 when the tunnel cannot serve."""
     idle_timeout: float | None = None
     """Seconds without a byte either way after which a connection is closed (None: never)."""
+    bind_address: str | None = None
+    """One local address to listen on (e.g. where only the front can reach it), instead
+    of all addresses (``inaddr_any``) or 127.0.0.1."""
 
     @property
     def host(self) -> str:
-        return bind_host(self.inaddr_any)
+        return bind_host(self.inaddr_any, self.bind_address)
 
 
 @dataclass(frozen=True, slots=True)
