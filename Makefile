@@ -9,6 +9,7 @@ TARGET ?= tunnel
 LINT_PATHS := src tests $(wildcard bench)
 
 .PHONY: help test lint typecheck unit integration fault-test compose-test loadtest bench bench-scale clean
+.PHONY: bench-wan
 
 help:
 	@echo "make test          ruff, mypy and pytest (unit + integration); creates $(VENV)"
@@ -17,6 +18,7 @@ help:
 	@echo "make loadtest      headless Locust on the Compose suite (DURATION=60s USERS=50 TARGET=tunnel|direct)"
 	@echo "make bench         edgerq vs direct, socat, ssh -R (about 14 min; BENCH_ARGS=--quick)"
 	@echo "make bench-scale   10,000 idle tunneled connections: RSS per connection, all answered"
+	@echo "make bench-wan     tcp, tcp + stunnel, udp across an emulated WAN (root; ~15 min; BENCH_ARGS=--quick)"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,6 +57,10 @@ bench: $(STAMP)
 
 bench-scale: $(STAMP)
 	$(BIN)/python -m bench.scale $(BENCH_ARGS)
+
+bench-wan: $(STAMP)
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.wan.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build src/*.egg-info
