@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import math
 import secrets
 import socket
@@ -579,12 +580,19 @@ def chart(results: list[dict[str, Any]], path: Path, title: str) -> str | None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import FuncFormatter, NullFormatter
     except ImportError:
         return "matplotlib is not installed (pip install -e '.[bench]'): no chart"
     profiles = list(dict.fromkeys(r["profile"] for r in results))
     fig, axes = plt.subplots(
-        len(profiles), 2, figsize=(11, 3.2 * len(profiles)), squeeze=False, constrained_layout=True
+        len(profiles),
+        2,
+        figsize=(11, 3.2 * len(profiles)),
+        squeeze=False,
+        constrained_layout=True,
+        sharex="row",
     )
+    quantiles = [0.01, 0.1, 0.5, 0.9, 0.99, 0.999]
     for row, profile in enumerate(profiles):
         for col, (key, what) in enumerate(
             (("small", "alone"), ("small_with_bulk", "with a bulk download"))
@@ -603,10 +611,14 @@ def chart(results: list[dict[str, Any]], path: Path, title: str) -> str | None:
             axis.set_xscale("log")
             axis.set_yscale("logit")
             axis.set_ylim(0.01, 0.9995)
+            axis.set_yticks(quantiles, [f"{q:.1%}".replace(".0%", "%") for q in quantiles])
+            axis.yaxis.set_minor_formatter(NullFormatter())
+            axis.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.xaxis.set_minor_formatter(NullFormatter())
             axis.grid(alpha=0.3, which="both")
             axis.set_title(f"{PROFILE_TITLES[profile]}: small requests {what}", fontsize=9)
             axis.set_xlabel("latency, ms (log)", fontsize=8)
-            axis.set_ylabel("fraction of requests", fontsize=8)
+            axis.set_ylabel("share of requests at most", fontsize=8)
             axis.legend(fontsize=7, loc="lower right")
     fig.suptitle(title, fontsize=10)
     tmp = path.with_name(path.name + ".tmp")
@@ -615,6 +627,13 @@ def chart(results: list[dict[str, Any]], path: Path, title: str) -> str | None:
     plt.close(fig)
     tmp.replace(path)
     return None
+
+
+def chart_title(meta: dict[str, Any]) -> str:
+    return (
+        f"edgerq carriers over an emulated WAN ({LINK_RATE_MBIT:g} Mbit/s, TCP "
+        f"{meta.get('tcp_congestion_control', '?')}), {meta['date']}, {meta['commit'][:10]}"
+    )
 
 
 def git_state() -> tuple[str, bool]:
@@ -666,6 +685,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="set net.ipv4.tcp_notsent_lowat in both namespaces (what TCP_NOTSENT_LOWAT on "
         "the tcp pipe would do: less unsent data queued ahead of small answers)",
     )
+    p.add_argument("--replot", type=Path, metavar="JSON", help="only redraw the chart of a run")
     args = p.parse_args(argv)
     args.plan = QUICK if args.quick else FULL
     args.tcp_cc_used = "unknown"
@@ -789,6 +809,12 @@ def _run_cells(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.replot is not None:
+        data = json.loads(args.replot.read_text())
+        png = args.replot.with_suffix(".png")
+        problem = chart(data["results"], png, chart_title(data))
+        print(problem or f"wrote {png}")
+        return 1 if problem else 0
     reason = why_unavailable()
     if reason:
         log(f"cannot run the WAN bench: {reason}")
@@ -826,9 +852,7 @@ def main(argv: list[str] | None = None) -> int:
     base = args.results / args.name
     write_json(base.with_suffix(".json"), {**meta, "results": results})
     write_atomic(base.with_suffix(".md"), markdown(rows, meta))
-    problem = chart(
-        results, base.with_suffix(".png"), f"edgerq carriers over an emulated WAN, {meta['date']}"
-    )
+    problem = chart(results, base.with_suffix(".png"), chart_title(meta))
     wrote = [base.with_suffix(".json"), base.with_suffix(".md")]
     if problem:
         log(problem)
