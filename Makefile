@@ -9,6 +9,7 @@ TARGET ?= tunnel
 LINT_PATHS := src tests $(wildcard bench)
 
 .PHONY: help up test lint typecheck unit integration fault-test compose-test two-site-test promtool-test swarm-test lock loadtest bench bench-scale bench-capacity clean
+.PHONY: bench-wan
 
 help:
 	@echo "make up            the dev suite on this machine: Docker bootstrapped if missing, Compose v2 or v1, up -d, healthy"
@@ -23,6 +24,7 @@ help:
 	@echo "make bench         edgerq vs direct, socat, ssh -R (about 14 min; BENCH_ARGS=--quick)"
 	@echo "make bench-capacity CPU per request, per new connection and per MB, memory per connection and per pipe (docs/scaling.md)"
 	@echo "make bench-scale   10,000 idle tunneled connections: RSS per connection, all answered"
+	@echo "make bench-wan     tcp, tcp + stunnel, udp across an emulated WAN (root; ~15 min; BENCH_ARGS=--quick)"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -83,6 +85,10 @@ bench-capacity: $(STAMP)
 
 bench-scale: $(STAMP)
 	$(BIN)/python -m bench.scale $(BENCH_ARGS)
+
+bench-wan: $(STAMP)
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.wan.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build src/*.egg-info
