@@ -10,6 +10,8 @@ from prometheus_client import Gauge as _Gauge
 from prometheus_client import Histogram as _Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
+from edgerq.labels import Limit
+
 OPEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -106,18 +108,6 @@ class Metrics:
             registry=r,
         )
 
-
-def outcome_label(outcome: str) -> str:
-    """A small, fixed set of label values from a free-text outcome."""
-    if outcome == "ok":
-        return "ok"
-    for code in ("502", "503", "504"):
-        if outcome.startswith(code):
-            return code
-    if outcome.startswith("idle timeout"):
-        return "idle_timeout"
-    if "pipe closed" in outcome:
-        return "pipe_closed"
-    if "reset" in outcome:
-        return "reset"
-    return "closed_early" if "closed" in outcome else "error"
+    def limit_hit(self, limit: Limit) -> None:
+        """A limit against abuse refused something (passed to pipes as ``on_limit``)."""
+        self.limit_hits.labels(limit).inc()

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import cast
 
+from edgerq.labels import Outcome
 from edgerq.protocol.messages import ResetCode
 from edgerq.stream import Stream
 
@@ -73,6 +74,9 @@ class LocalConnection(asyncio.BufferedProtocol):
         self.remote_eof = False
         self.done = False
         self.outcome = ""
+        """How the connection ended, in words (for the log line)."""
+        self.outcome_kind: Outcome | None = None
+        """How the connection ended, as a metrics label; set once, with ``outcome``."""
         self.started = time.monotonic()
         self._on_done = on_done
         self._on_connected = on_connected
@@ -182,10 +186,10 @@ class LocalConnection(asyncio.BufferedProtocol):
                 pass
             elif exc is not None:
                 stream.reset(ResetCode.CANCELLED, f"connection to {self.peer} failed: {exc}")
-                self.outcome = self.outcome or f"local error: {exc}"
+                self.set_outcome(Outcome.ERROR, f"local error: {exc}")
             else:
                 stream.reset(ResetCode.CANCELLED, f"{self.peer} closed the connection")
-                self.outcome = self.outcome or "closed early"
+                self.set_outcome(Outcome.CLOSED_EARLY, "closed early")
         self._finish()
 
     def pause_writing(self) -> None:
@@ -208,8 +212,8 @@ class LocalConnection(asyncio.BufferedProtocol):
         if self.transport is not None:
             self._write_eof()
 
-    def on_reset(self, reason: str) -> None:
-        self.outcome = self.outcome or reason
+    def on_reset(self, reason: str, outcome: Outcome) -> None:
+        self.set_outcome(outcome, reason)
         self.abort()
 
     def on_credit(self) -> None:
@@ -269,7 +273,7 @@ class LocalConnection(asyncio.BufferedProtocol):
 
     def _maybe_close(self) -> None:
         if self.local_eof and self.remote_eof and self.transport is not None:
-            self.outcome = self.outcome or "ok"
+            self.set_outcome(Outcome.OK, "ok")
             self.transport.close()
 
     def _set_paused(self, reason: int, paused: bool) -> None:
@@ -309,6 +313,12 @@ class LocalConnection(asyncio.BufferedProtocol):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
         transport.abort()
 
+    def set_outcome(self, kind: Outcome, text: str) -> None:
+        """Record how the connection ended, unless an earlier cause was recorded."""
+        if self.outcome_kind is None:
+            self.outcome_kind = kind
+            self.outcome = text
+
     def _idle_check(self) -> None:
         """The idle timer: re-armed for the time left until it finds no byte moved for long."""
         timeout = self.idle_timeout
@@ -320,7 +330,9 @@ class LocalConnection(asyncio.BufferedProtocol):
         if left > 0:
             self._idle_timer = asyncio.get_running_loop().call_later(left, self._idle_check)
             return
-        self.outcome = self.outcome or f"idle timeout ({timeout:g} s without a byte either way)"
+        self.set_outcome(
+            Outcome.IDLE_TIMEOUT, f"idle timeout ({timeout:g} s without a byte either way)"
+        )
         self.idle_expired(timeout)
 
     def idle_expired(self, timeout: float) -> None:

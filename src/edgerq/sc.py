@@ -18,8 +18,9 @@ from edgerq.carriers import carrier
 from edgerq.config.model import ConsumerConfig, ConsumerService, ListenerConfig
 from edgerq.errors import AuthError, ConfigError
 from edgerq.httperrors import error_response
+from edgerq.labels import Outcome
 from edgerq.limits import PipeGate, source_address
-from edgerq.metrics import Metrics, outcome_label
+from edgerq.metrics import Metrics
 from edgerq.pipe import MuxPipe, Role
 from edgerq.protocol.handshake import ConsumerHandshake
 from edgerq.protocol.messages import (
@@ -64,6 +65,7 @@ class ClientConnection(LocalConnection):
 
     def fail(self, status: int, message: str) -> None:
         """The tunnel cannot serve this client: say why (http) or close it."""
+        self.outcome_kind = Outcome.for_status(status)
         self.outcome = f"{status} {message}"
         if self.service.type == "http" and self.written == 0:
             self.send_and_close(error_response(status, message))
@@ -82,7 +84,7 @@ class ClientConnection(LocalConnection):
             status, message = 504, f"no answer within idle_timeout ({timeout:g} s)"
         self.send_and_close(error_response(status, message))
 
-    def on_reset(self, reason: str) -> None:
+    def on_reset(self, reason: str, outcome: Outcome) -> None:
         stream = self.stream
         if stream is not None and not self.confirmed and stream.opened is not None:
             opened = stream.opened
@@ -91,7 +93,7 @@ class ClientConnection(LocalConnection):
         if self.service.type == "http" and self.written == 0:
             self.fail(502, f"tunnel closed before the service answered ({reason})")
         else:
-            super().on_reset(reason)
+            super().on_reset(reason, outcome)
 
 
 class ConnectionSlots:
@@ -349,7 +351,7 @@ class ServiceConsumer:
                 len(left),
             )
         for conn in left:
-            conn.outcome = conn.outcome or "cut: service removed by a reload"
+            conn.set_outcome(Outcome.ERROR, "cut: service removed by a reload")
             conn.abort()
 
     def _adopt_offers(self, service: ConsumerService) -> None:
@@ -452,8 +454,6 @@ class ServiceConsumer:
             conn.abort()
         for server in self._servers.values():
             await server.wait_closed()
-        for pipe_listener in self._listeners.values():
-            await pipe_listener.wait_closed()
         if self.pipes:
             await asyncio.wait([p.closed for p in self.pipes], timeout=3)
         self._servers.clear()
@@ -469,6 +469,7 @@ class ServiceConsumer:
             self,
             handshake_timeout=limits.handshake_timeout,
             admit=self.gate.admit,
+            on_limit=self.gate.limit_hit,
             control_backlog=limits.control_backlog,
         )
         self.pipes.add(pipe)
@@ -514,8 +515,7 @@ class ServiceConsumer:
             return  # alive: the same SP has two pipes of that name for a while
         reason = f"superseded by {new} from the same SP, silent for {silent:.1f} s"
         log.warning("%s: %s; closing (its SP restarted)", old, reason)
-        old.close_reason = reason
-        old.abort()
+        old.abort(reason)
 
     def pipe_register(
         self, pipe: MuxPipe, uuids: Sequence[uuid_mod.UUID]
@@ -761,8 +761,7 @@ class ServiceConsumer:
             self._slots[conn.service.uuid].release()
         stream = conn.stream
         name = conn.service.name
-        outcome_text = conn.outcome or "closed"
-        self.metrics.streams.labels(name, outcome_label(outcome_text)).inc()
+        self.metrics.streams.labels(name, conn.outcome_kind or Outcome.CLOSED_EARLY).inc()
         if conn.counted:
             self.metrics.streams_open.labels(name).dec()
         if stream is not None:

@@ -18,7 +18,8 @@ from edgerq.backoff import Backoff
 from edgerq.carriers import carrier
 from edgerq.config.model import PipeConfig, PipeLimits, ProviderConfig, ProviderService
 from edgerq.errors import AuthError, VersionError
-from edgerq.metrics import Metrics, outcome_label
+from edgerq.labels import Outcome
+from edgerq.metrics import Metrics
 from edgerq.pipe import MuxPipe, Role, open_failure_from_os_error
 from edgerq.protocol import proxy_header
 from edgerq.protocol.handshake import ProviderHandshake
@@ -175,7 +176,7 @@ class ProviderPipe:
     # --- PipeOwner -------------------------------------------------------------------
 
     def _new_pipe(self, pipe_class: type[MuxPipe]) -> MuxPipe:
-        pipe = pipe_class(
+        return pipe_class(
             Role.PROVIDER,
             ProviderHandshake(self.token, self.config.name),
             self,
@@ -183,12 +184,8 @@ class ProviderPipe:
             max_streams=self.limits.streams_per_pipe,
             control_backlog=self.limits.control_backlog,
             handshake_timeout=self.limits.handshake_timeout,
+            on_limit=self.metrics.limit_hit,
         )
-        pipe.limit_hit = self._limit_hit
-        return pipe
-
-    def _limit_hit(self, limit: str) -> None:
-        self.metrics.limit_hits.labels(limit).inc()
 
     def pipe_authenticated(self, pipe: MuxPipe) -> None:
         self.pipe = pipe
@@ -313,7 +310,7 @@ class ProviderPipe:
                 service.port,
                 failure.reason,
             )
-            conn.outcome = failure.reason
+            conn.set_outcome(Outcome.ERROR, failure.reason)
             if not stream.finished:
                 pipe.answer_open(stream, failure)
             conn.abort()
@@ -332,7 +329,7 @@ class ProviderPipe:
         service = self.services.get(stream.service)
         name = service.name if service is not None else str(stream.service)
         self.metrics.streams_open.labels(name).dec()
-        self.metrics.streams.labels(name, outcome_label(outcome)).inc()
+        self.metrics.streams.labels(name, conn.outcome_kind or Outcome.CLOSED_EARLY).inc()
         self.metrics.bytes.labels(name, "up").inc(stream.bytes_in)
         self.metrics.bytes.labels(name, "down").inc(stream.bytes_out)
         level = logging.DEBUG if outcome == "ok" else logging.INFO

@@ -17,6 +17,7 @@ import asyncio
 import uuid as uuid_mod
 from typing import TYPE_CHECKING, Protocol
 
+from edgerq.labels import Outcome
 from edgerq.protocol.frames import FrameType, encode_frame
 from edgerq.protocol.messages import CodedReason, OpenFailure, ResetCode, encode_window
 
@@ -29,7 +30,7 @@ class StreamSink(Protocol):
 
     def on_data(self, data: bytes | memoryview) -> None: ...
     def on_eof(self) -> None: ...
-    def on_reset(self, reason: str) -> None: ...
+    def on_reset(self, reason: str, outcome: Outcome) -> None: ...
     def on_credit(self) -> None: ...
     def on_pipe_paused(self, paused: bool) -> None: ...
 
@@ -181,7 +182,7 @@ class Stream:
             failure = PipeLost if pipe_lost else OpenRefused
             self.opened.set_exception(failure(OpenFailure.CONNECT_ERROR, reason))
         if self.sink is not None:
-            self.sink.on_reset(reason)
+            self.sink.on_reset(reason, Outcome.PIPE_CLOSED if pipe_lost else Outcome.RESET)
 
     def receive_open_result(self, error: OpenRefused | None) -> None:
         if self.opened is None or self.opened.done():
@@ -200,7 +201,7 @@ class Stream:
         if self.opened is not None and not self.opened.done():
             self.opened.set_exception(OpenRefused(OpenFailure.CONNECT_ERROR, reason))
         if self.sink is not None:
-            self.sink.on_reset(reason)
+            self.sink.on_reset(reason, Outcome.ERROR)
 
     def _maybe_finish(self) -> None:
         if self.eof_sent and self.eof_received:

@@ -15,8 +15,9 @@ import pytest
 from edgerq.config import load_consumer, load_provider
 from edgerq.config.model import PipeLimits
 from edgerq.errors import AuthError, ConfigError
+from edgerq.labels import Outcome
 from edgerq.limits import AuthFailureLimiter, PipeGate, source_address
-from edgerq.metrics import Metrics, outcome_label
+from edgerq.metrics import Metrics
 from edgerq.pipe import MAX_PINGS_PER_INTERVAL, MuxPipe, Role
 from edgerq.protocol.frames import FrameDecoder, FrameType, encode_frame
 from edgerq.protocol.handshake import ConsumerHandshake, ProviderHandshake
@@ -106,7 +107,6 @@ class FakePipe:
         self.peer = peer
         self.error: Exception | None = None
         self.authenticated = False
-        self.limit_hit = None
 
     def __str__(self) -> str:
         return f"pipe ({self.peer})"
@@ -266,9 +266,14 @@ def frames_of(data: bytes | bytearray) -> list[tuple[FrameType, int, bytes]]:
 async def authenticated_sp_side(**kwargs: int) -> tuple[MuxPipe, MemoryTransport, Owner, list[str]]:
     """An SP-side pipe past the handshake (no token), fed by hand."""
     owner = Owner()
-    pipe = MuxPipe(Role.PROVIDER, ProviderHandshake(None, "sp"), owner, **kwargs)  # type: ignore[arg-type]
     hits: list[str] = []
-    pipe.limit_hit = hits.append
+    pipe = MuxPipe(
+        Role.PROVIDER,
+        ProviderHandshake(None, "sp"),
+        owner,  # type: ignore[arg-type]
+        on_limit=hits.append,
+        **kwargs,  # type: ignore[arg-type]
+    )
     transport = MemoryTransport()
     pipe.connection_made(transport)
     sc = ConsumerHandshake(None)
@@ -369,8 +374,20 @@ async def test_a_refused_pipe_gets_one_goaway_and_no_handshake() -> None:
     assert owner.closed == [refusal.reason]
 
 
-def test_idle_timeout_outcome_has_its_own_label() -> None:
-    assert outcome_label("idle timeout (5 s without a byte either way)") == "idle_timeout"
+def test_outcome_labels_are_the_ones_dashboards_use() -> None:
+    assert str(Outcome.IDLE_TIMEOUT) == "idle_timeout"
+    assert Outcome.for_status(504) is Outcome.GATEWAY_TIMEOUT
+    assert {str(o) for o in Outcome} == {
+        "ok",
+        "502",
+        "503",
+        "504",
+        "idle_timeout",
+        "pipe_closed",
+        "reset",
+        "closed_early",
+        "error",
+    }
 
 
 # --- configuration -------------------------------------------------------------------

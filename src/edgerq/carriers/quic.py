@@ -42,6 +42,7 @@ from qh3.quic import events
 from qh3.quic.configuration import QuicConfiguration
 from qh3.quic.connection import QuicConnection
 
+from edgerq import defaults
 from edgerq.carriers import gone_notice
 from edgerq.config.model import ListenerConfig, PipeConfig
 from edgerq.errors import AuthError, ProtocolError, RemoteProtocolError
@@ -68,7 +69,7 @@ CONTROL_STREAM = 0
 FORGOTTEN_AFTER = 1.5
 """Seconds of silence after which an SC's notice of an unknown connection closes the pipe."""
 
-MAX_STREAMS = 16384
+MAX_STREAMS = defaults.STREAMS_PER_PIPE
 """Concurrent streams a pipe's peer may open (qh3 fixes 100 in its Rust core)."""
 
 SOCKET_BUFFER = 4 * 1024 * 1024
@@ -251,8 +252,7 @@ class QuicPipe(MuxPipe):
             f"the SC does not know this connection (restarted?); nothing heard for {silent:.1f} s"
         )
         log.warning("%s: %s, closing", self, reason)
-        self.close_reason = reason
-        self.abort()
+        self.abort(reason)
 
     def quic_terminated(self, reason: str) -> None:
         self.deliver_pending()
@@ -391,11 +391,12 @@ class QuicPipe(MuxPipe):
         self.closing = True
         self.close_reason = reason
         self._close_quic(reason)
-        self._loop.call_later(3.0, self.abort)
+        self._loop.call_later(defaults.CLOSE_TIMEOUT, self.abort)
 
-    def abort(self) -> None:
+    def abort(self, reason: str = "", error: ProtocolError | None = None) -> None:
         if self.closed.done():
             return
+        self._note_abort(reason, error)
         self.closing = True
         self._close_quic(self.close_reason or "aborted")
         self.connection_lost(None)
@@ -536,9 +537,7 @@ class PipeProtocol(QuicConnectionProtocol):
             f"{self._pin}, received {received}"
         )
         log.error("%s: %s", self.pipe, message)
-        self.pipe.error = AuthError(message)
-        self.pipe.close_reason = message
-        self.pipe.abort()
+        self.pipe.abort(message, AuthError(message))
         return False
 
     def close_transport_later(self) -> None:
@@ -657,9 +656,6 @@ class QuicListener:
 
     def close(self) -> None:
         self._server.close()  # type: ignore[no-untyped-call]
-
-    async def wait_closed(self) -> None:
-        await asyncio.sleep(0)
 
 
 async def listen(listener: ListenerConfig, make_pipe: MakePipe) -> QuicListener:

@@ -22,9 +22,6 @@ class TcpListener:
     def close(self) -> None:
         self._server.close()
 
-    async def wait_closed(self) -> None:
-        await self._server.wait_closed()
-
 
 async def listen(listener: ListenerConfig, make_pipe: MakePipe) -> TcpListener:
     """Accept pipes on the listener's port; each connection gets a fresh pipe."""
