@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -52,6 +53,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._refreshers: list[Callable[[], None]] = []
         r = self.registry
         self.pipes = Gauge(
             "edgerq_pipes_connected", "Authenticated pipes now up", ["carrier", "sp"], registry=r
@@ -107,6 +109,14 @@ class Metrics:
             ["limit"],
             registry=r,
         )
+
+    def on_refresh(self, refresher: Callable[[], None]) -> None:
+        """Call ``refresher`` before every scrape (to add what was counted lazily)."""
+        self._refreshers.append(refresher)
+
+    def refresh(self) -> None:
+        for refresher in self._refreshers:
+            refresher()
 
     def limit_hit(self, limit: Limit) -> None:
         """A limit against abuse refused something (passed to pipes as ``on_limit``)."""

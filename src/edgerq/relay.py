@@ -84,6 +84,8 @@ class LocalConnection(asyncio.BufferedProtocol):
         self.last_active = self.started
         """When a byte last moved either way (read from or written to the socket)."""
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._counted: tuple[Stream | None, int, int] = (None, 0, 0)
+        """The stream whose bytes were last counted, and its (out, in) counts then."""
 
     # --- binding -----------------------------------------------------------------
 
@@ -312,6 +314,23 @@ class LocalConnection(asyncio.BufferedProtocol):
             with contextlib.suppress(OSError):  # already gone
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
         transport.abort()
+
+    def uncounted_bytes(self) -> tuple[int, int]:
+        """The stream's bytes (sent, received) since the last call.
+
+        Byte counters move while bytes flow: the daemon adds these at every
+        scrape and once more when the connection ends, so nothing is counted on
+        the hot path and a long keep-alive connection does not show 0 until it
+        closes. After a failover the new stream is counted from 0.
+        """
+        stream = self.stream
+        if stream is None:
+            return 0, 0
+        counted, out, in_ = self._counted
+        if counted is not stream:
+            out = in_ = 0
+        self._counted = (stream, stream.bytes_out, stream.bytes_in)
+        return stream.bytes_out - out, stream.bytes_in - in_
 
     def set_outcome(self, kind: Outcome, text: str) -> None:
         """Record how the connection ended, unless an earlier cause was recorded."""

@@ -162,6 +162,7 @@ class ServiceConsumer:
         self.service_addresses: dict[uuid_mod.UUID, tuple[str, int]] = {}
         self.started = time.monotonic()
         self.metrics = Metrics()
+        self.metrics.on_refresh(self._count_bytes)
         self.gate = PipeGate(config.limits, self.metrics)
         self.admin: AdminServer | None = None
         self.draining = False
@@ -409,7 +410,23 @@ class ServiceConsumer:
         ) == len(self.config.services)
         return bound, "listeners bound" if bound else "listeners not bound"
 
+    def _count_bytes(self) -> None:
+        """Add the bytes open connections relayed since the last count (at scrapes)."""
+        for conn in self.connections:
+            self._count(conn)
+
+    def _count(self, conn: ClientConnection) -> None:
+        up, down = conn.uncounted_bytes()
+        if up or down:
+            name = conn.service.name
+            self.metrics.bytes.labels(name, "up").inc(up)
+            self.metrics.bytes.labels(name, "down").inc(down)
+            totals = self._bytes[conn.service.uuid]
+            totals[0] += up
+            totals[1] += down
+
     def status(self) -> dict[str, Any]:
+        self._count_bytes()
         return {
             "role": "sc",
             "version": __version__,
@@ -764,12 +781,7 @@ class ServiceConsumer:
         self.metrics.streams.labels(name, conn.outcome_kind or Outcome.CLOSED_EARLY).inc()
         if conn.counted:
             self.metrics.streams_open.labels(name).dec()
-        if stream is not None:
-            self.metrics.bytes.labels(name, "up").inc(stream.bytes_out)
-            self.metrics.bytes.labels(name, "down").inc(stream.bytes_in)
-            totals = self._bytes[conn.service.uuid]
-            totals[0] += stream.bytes_out
-            totals[1] += stream.bytes_in
+        self._count(conn)
         where = f"{stream.pipe} stream {stream.id}" if stream is not None else "no pipe"
         up = stream.bytes_out if stream is not None else 0
         down = stream.bytes_in if stream is not None else 0

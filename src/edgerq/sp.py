@@ -320,6 +320,21 @@ class ProviderPipe:
             return
         pipe.answer_open(stream, None)
 
+    def count_bytes(self) -> None:
+        """Add the bytes open connections relayed since the last count (at scrapes)."""
+        for conn in self.connections:
+            self._count(conn)
+
+    def _count(self, conn: LocalConnection) -> None:
+        stream = conn.stream
+        sent, received = conn.uncounted_bytes()
+        if stream is None or not (sent or received):
+            return
+        service = self.services.get(stream.service)
+        name = service.name if service is not None else str(stream.service)
+        self.metrics.bytes.labels(name, "up").inc(received)
+        self.metrics.bytes.labels(name, "down").inc(sent)
+
     def _connection_done(self, conn: LocalConnection) -> None:
         self.connections.discard(conn)
         stream = conn.stream
@@ -330,8 +345,7 @@ class ProviderPipe:
         name = service.name if service is not None else str(stream.service)
         self.metrics.streams_open.labels(name).dec()
         self.metrics.streams.labels(name, conn.outcome_kind or Outcome.CLOSED_EARLY).inc()
-        self.metrics.bytes.labels(name, "up").inc(stream.bytes_in)
-        self.metrics.bytes.labels(name, "down").inc(stream.bytes_out)
+        self._count(conn)
         level = logging.DEBUG if outcome == "ok" else logging.INFO
         log.log(
             level,
@@ -360,6 +374,7 @@ class ServiceProvider:
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
         self.metrics = Metrics()
+        self.metrics.on_refresh(self._count_bytes)
         self.pipes = [ProviderPipe(p, self.metrics, config.limits) for p in config.pipes]
         self._tasks: list[asyncio.Task[None]] = []
         self.admin: AdminServer | None = None
@@ -469,6 +484,10 @@ class ServiceProvider:
 
     def open_streams(self) -> int:
         return sum(len(p.connections) for p in self.pipes)
+
+    def _count_bytes(self) -> None:
+        for pipe in self.pipes:
+            pipe.count_bytes()
 
     def ready(self) -> tuple[bool, str]:
         if self.draining:
