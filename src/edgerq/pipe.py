@@ -5,7 +5,7 @@ carrier). It runs the sans-IO handshake, then carries many ``Stream``s,
 each with its own flow control. Frames produced in one loop iteration are
 written together in a single system call. What the pipe means to each side
 (registration at the SC, opening services at the SP) is left to a
-``PipeOwner``: the SC and SP daemons.
+``PipeOwner`` of its role: ``ConsumerOwner`` (the SC) or ``ProviderOwner`` (the SP).
 """
 
 from __future__ import annotations
@@ -84,17 +84,27 @@ def _no_limit_hit(limit: Limit) -> None:
 
 
 class PipeOwner(Protocol):
-    """What a daemon does with a pipe's life-cycle events."""
+    """What either daemon does with a pipe's life-cycle events."""
 
     def pipe_authenticated(self, pipe: MuxPipe) -> None: ...
+    def pipe_closed(self, pipe: MuxPipe, reason: str) -> None: ...
+
+
+class ConsumerOwner(PipeOwner, Protocol):
+    """The SC: it answers an SP's REGISTER."""
+
     def pipe_register(
         self, pipe: MuxPipe, uuids: Sequence[uuid_mod.UUID]
     ) -> list[tuple[uuid_mod.UUID, RegisterStatus]]: ...
+
+
+class ProviderOwner(PipeOwner, Protocol):
+    """The SP: it learns what the SC accepted, and serves the SC's OPENs."""
+
     def pipe_registered(
         self, pipe: MuxPipe, results: Sequence[tuple[uuid_mod.UUID, RegisterStatus]]
     ) -> None: ...
     def pipe_open(self, pipe: MuxPipe, request: Open) -> None: ...
-    def pipe_closed(self, pipe: MuxPipe, reason: str) -> None: ...
 
 
 class MuxPipe(asyncio.Protocol):
@@ -106,7 +116,7 @@ class MuxPipe(asyncio.Protocol):
         self,
         role: Role,
         handshake: ConsumerHandshake | ProviderHandshake,
-        owner: PipeOwner,
+        owner: ConsumerOwner | ProviderOwner,
         *,
         name: str = "",
         heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL,
@@ -465,11 +475,13 @@ class MuxPipe(asyncio.Protocol):
             if len(self.streams) >= self._max_streams:
                 self._refuse_stream(request)
                 return
-            self.owner.pipe_open(self, request)
+            cast(ProviderOwner, self.owner).pipe_open(self, request)
         elif frame.type is FrameType.REGISTERED:
             # A second REGISTERED is an update: the SC's config was reloaded.
             self.registered = True
-            self.owner.pipe_registered(self, Registered.decode(frame.payload).results)
+            cast(ProviderOwner, self.owner).pipe_registered(
+                self, Registered.decode(frame.payload).results
+            )
         else:
             raise RemoteProtocolError(f"unexpected {frame.type.name} from the SC")
 
@@ -488,7 +500,7 @@ class MuxPipe(asyncio.Protocol):
                 raise RemoteProtocolError("second REGISTER on one pipe")
             register = Register.decode(frame.payload)
             self.registered = True
-            results = self.owner.pipe_register(self, register.uuids)
+            results = cast(ConsumerOwner, self.owner).pipe_register(self, register.uuids)
             self.send_raw(Registered(tuple(results)).encode())
         else:
             raise RemoteProtocolError(f"unexpected {frame.type.name} from the SP")

@@ -89,12 +89,15 @@ class LocalConnection(asyncio.BufferedProtocol):
 
     # --- binding -----------------------------------------------------------------
 
-    def bind(self, stream: Stream) -> None:
-        """Attach the stream; reading starts (data may flow before OPEN_OK)."""
+    def bind(self, stream: Stream, pipe_paused: bool = False) -> None:
+        """Attach the stream; reading starts (data may flow before OPEN_OK).
+
+        ``pipe_paused``: the stream's pipe cannot take more now (``on_pipe_paused``
+        says when that changes)."""
         self.stream = stream
         stream.sink = self
         self._limit_write_buffer()
-        if stream.pipe.paused:
+        if pipe_paused:
             self._paused |= PAUSED_PIPE
         else:  # (re)bound to a pipe that is not paused, e.g. after a failover
             self._paused &= ~PAUSED_PIPE

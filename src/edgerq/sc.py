@@ -5,7 +5,6 @@ registered the service's UUID."""
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import time
 import uuid as uuid_mod
@@ -17,128 +16,21 @@ from edgerq.admin import AdminServer
 from edgerq.carriers import carrier
 from edgerq.config.model import ConsumerConfig, ConsumerService, ListenerConfig
 from edgerq.errors import AuthError, ConfigError
-from edgerq.httperrors import error_response
 from edgerq.labels import Outcome
 from edgerq.limits import PipeGate, source_address
 from edgerq.metrics import Metrics
+from edgerq.opening import ClientConnection, ClientOpener
 from edgerq.pipe import MuxPipe, Role
 from edgerq.protocol.handshake import ConsumerHandshake
 from edgerq.protocol.messages import (
     GoawayCode,
-    Open,
-    OpenFailure,
     Registered,
     RegisterStatus,
-    ResetCode,
 )
 from edgerq.registry import SUSPECT_AFTER, ServiceRegistry
-from edgerq.relay import LocalConnection
-from edgerq.stream import OpenRefused, PipeLost, Stream
 from edgerq.waiting import wait_until
 
 log = logging.getLogger("edgerq.sc")
-
-PROBE_INTERVAL = 0.5
-"""While a new connection waits for OPEN_OK, how often its pipe is checked for silence."""
-
-
-class ClientConnection(LocalConnection):
-    """A client of one service port. ``http`` services answer tunnel failures with 5xx."""
-
-    def __init__(self, consumer: ServiceConsumer, service: ConsumerService) -> None:
-        super().__init__(
-            service.request_buffer,
-            on_done=consumer.connection_done,
-            idle_timeout=service.idle_timeout,
-        )
-        self.service = service
-        self.task: asyncio.Task[None] | None = None
-        self.timer: asyncio.TimerHandle | None = None
-        self.holds_slot = False
-        self.deadline = 0.0
-        """Loop time by which the service must have answered (request_ttl)."""
-        self.confirmed = False
-        """The SP has connected to the service (OPEN_OK); no failover after that."""
-        self.counted = False
-        self.tried: frozenset[MuxPipe] = frozenset()
-        """Pipes this connection was opened on and lost; only failovers add to it."""
-
-    def fail(self, status: int, message: str) -> None:
-        """The tunnel cannot serve this client: say why (http) or close it."""
-        self.outcome_kind = Outcome.for_status(status)
-        self.outcome = f"{status} {message}"
-        if self.service.type == "http" and self.written == 0:
-            self.send_and_close(error_response(status, message))
-        else:
-            self.abort()
-
-    def idle_expired(self, timeout: float) -> None:
-        """An ``http`` client that got no answer yet is told why: 408 when it never
-        sent a byte, 504 when the service never answered; anything else is cut."""
-        if self.service.type != "http" or self.written != 0:
-            super().idle_expired(timeout)
-            return
-        if self.bytes_received == 0:
-            status, message = 408, f"no request within idle_timeout ({timeout:g} s)"
-        else:
-            status, message = 504, f"no answer within idle_timeout ({timeout:g} s)"
-        self.send_and_close(error_response(status, message))
-
-    def on_reset(self, reason: str, outcome: Outcome) -> None:
-        stream = self.stream
-        if stream is not None and not self.confirmed and stream.opened is not None:
-            opened = stream.opened
-            if not opened.done() or (not opened.cancelled() and opened.exception() is not None):
-                return  # the opener decides: another pipe, or 502/504
-        if self.service.type == "http" and self.written == 0:
-            self.fail(502, f"tunnel closed before the service answered ({reason})")
-        else:
-            super().on_reset(reason, outcome)
-
-
-class ConnectionSlots:
-    """``max_connections`` for one service: taken at once when free (no task, no
-    await on the hot path), else waited for in arrival order."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.in_use = 0
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-
-    def try_take(self) -> bool:
-        if self.in_use < self.limit and not self._waiters:
-            self.in_use += 1
-            return True
-        return False
-
-    async def wait(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` s for a slot; True when one was taken."""
-        if self.try_take():
-            return True
-        if timeout <= 0:
-            return False
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            await asyncio.wait_for(waiter, timeout)
-        except TimeoutError:
-            return False
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.release()  # handed a slot just as the client left: pass it on
-            raise
-        finally:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
-        return True
-
-    def release(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)  # the slot passes straight to the waiter
-                return
-        self.in_use -= 1
 
 
 class ServiceConsumer:
@@ -150,9 +42,6 @@ class ServiceConsumer:
         self.services = {s.uuid: s for s in config.services}
         self.registry = ServiceRegistry()
         self.pipes: set[MuxPipe] = set()
-        self.connections: set[ClientConnection] = set()
-        self._slots = {s.uuid: ConnectionSlots(s.max_connections) for s in config.services}
-        self._bytes = {s.uuid: [0, 0] for s in config.services}
         self._servers: dict[uuid_mod.UUID, asyncio.Server] = {}
         self._listeners: dict[str, Any] = {}
         """Carrier name -> its pipe listener."""
@@ -162,7 +51,9 @@ class ServiceConsumer:
         self.service_addresses: dict[uuid_mod.UUID, tuple[str, int]] = {}
         self.started = time.monotonic()
         self.metrics = Metrics()
-        self.metrics.on_refresh(self._count_bytes)
+        self.opener = ClientOpener(config.services, self.registry, self.metrics)
+        self.connections = self.opener.connections
+        self.metrics.on_refresh(self.opener.count_bytes)
         self.gate = PipeGate(config.limits, self.metrics)
         self.admin: AdminServer | None = None
         self.draining = False
@@ -205,7 +96,7 @@ class ServiceConsumer:
         """Listen on the service's port; clients get the service's current settings."""
         key = service.uuid
         server = await asyncio.get_running_loop().create_server(
-            lambda: self._new_client(self.services.get(key, service)),
+            lambda: self.opener.new_client(self.services.get(key, service)),
             service.host,
             service.port,
             backlog=max(128, service.max_connections),
@@ -255,10 +146,7 @@ class ServiceConsumer:
             if service.uuid in old_services and service.uuid in self._servers:
                 self._servers.pop(service.uuid).close()
         self.services = new_services
-        for service in new.services:
-            self._slots.setdefault(service.uuid, ConnectionSlots(service.max_connections))
-            self._slots[service.uuid].limit = service.max_connections
-            self._bytes.setdefault(service.uuid, [0, 0])
+        self.opener.configure(new.services)
         self._servers.update(bound)
         for service in later:
             try:
@@ -410,23 +298,8 @@ class ServiceConsumer:
         ) == len(self.config.services)
         return bound, "listeners bound" if bound else "listeners not bound"
 
-    def _count_bytes(self) -> None:
-        """Add the bytes open connections relayed since the last count (at scrapes)."""
-        for conn in self.connections:
-            self._count(conn)
-
-    def _count(self, conn: ClientConnection) -> None:
-        up, down = conn.uncounted_bytes()
-        if up or down:
-            name = conn.service.name
-            self.metrics.bytes.labels(name, "up").inc(up)
-            self.metrics.bytes.labels(name, "down").inc(down)
-            totals = self._bytes[conn.service.uuid]
-            totals[0] += up
-            totals[1] += down
-
     def status(self) -> dict[str, Any]:
-        self._count_bytes()
+        self.opener.count_bytes()
         return {
             "role": "sc",
             "version": __version__,
@@ -450,9 +323,9 @@ class ServiceConsumer:
                     "uuid": str(s.uuid),
                     "port": s.port,
                     "pipes": len(self.registry.pipes_for(s.uuid)),
-                    "open": self._slots[s.uuid].in_use,
-                    "bytes_up": self._bytes[s.uuid][0],
-                    "bytes_down": self._bytes[s.uuid][1],
+                    "open": self.opener.slots[s.uuid].in_use,
+                    "bytes_up": self.opener.bytes[s.uuid][0],
+                    "bytes_down": self.opener.bytes[s.uuid][1],
                 }
                 for s in self.config.services
             ],
@@ -560,12 +433,6 @@ class ServiceConsumer:
             results.append((service_uuid, RegisterStatus.ACCEPTED))
         return results
 
-    def pipe_registered(self, pipe: MuxPipe, results: object) -> None:
-        raise AssertionError("the SC never receives REGISTERED")
-
-    def pipe_open(self, pipe: MuxPipe, request: Open) -> None:
-        raise AssertionError("the SC never receives OPEN")
-
     def pipe_closed(self, pipe: MuxPipe, reason: str) -> None:
         self.pipes.discard(pipe)
         self._offered.pop(pipe, None)
@@ -589,212 +456,3 @@ class ServiceConsumer:
             )
         else:
             log.warning("%s closed before authenticating: %s", pipe, reason)
-
-    # --- clients ---------------------------------------------------------------------
-
-    def _new_client(self, service: ConsumerService) -> ClientConnection:
-        conn = ClientConnection(self, service)
-        conn._on_connected = self._client_connected
-        self.connections.add(conn)
-        return conn
-
-    def _client_connected(self, conn: LocalConnection) -> None:
-        assert isinstance(conn, ClientConnection)
-        service = conn.service
-        loop = asyncio.get_running_loop()
-        conn.deadline = loop.time() + service.request_ttl
-        slots = self._slots[service.uuid]
-        if slots.try_take():
-            conn.holds_slot = True
-            pipe = self.registry.choose(service.uuid)
-            if pipe is not None:  # the common case: no task, no waiting
-                self._open(conn, pipe)
-                return
-        conn.task = loop.create_task(self._serve_when_possible(conn))
-
-    async def _serve_when_possible(
-        self, conn: ClientConnection, replay: bytes = b"", eof: bool = False
-    ) -> None:
-        """Wait (up to request_ttl in all) for a connection slot, then for a pipe;
-        on a failover, send the bytes the lost stream carried (``replay``) first."""
-        service = conn.service
-        loop = asyncio.get_running_loop()
-        deadline = conn.deadline
-        if not conn.holds_slot:
-            if not await self._slots[service.uuid].wait(deadline - loop.time()):
-                conn.fail(
-                    503,
-                    f"service '{service.name}' is at max_connections "
-                    f"({service.max_connections}) for over {service.request_ttl:g} s",
-                )
-                return
-            conn.holds_slot = True
-        pipe = await self.registry.wait_for(
-            service.uuid, max(0.0, deadline - loop.time()), exclude=conn.tried
-        )
-        if pipe is None:
-            if conn.tried:
-                conn.fail(502, f"no other SP could take service '{service.name}' in time")
-            else:
-                conn.fail(502, f"no SP has registered service '{service.name}'")
-            return
-        self._open(conn, pipe, replay, eof)
-
-    def _open(
-        self, conn: ClientConnection, pipe: MuxPipe, replay: bytes = b"", eof: bool = False
-    ) -> None:
-        service = conn.service
-        stream = pipe.open_stream(
-            service.uuid,
-            window=service.stream_window,
-            max_frame=service.request_buffer,
-            client=conn.peer,
-            destination=conn.local,
-            sink=conn,
-        )
-        # Until OPEN_OK, keep what the client sent: should the pipe die first,
-        # the connection is opened again on another pipe and loses nothing.
-        stream.replay = bytearray()
-        if replay:
-            stream.send(replay)
-        if eof:
-            stream.send_eof()
-        conn.bind(stream)
-        if not conn.counted:
-            conn.counted = True
-            self.metrics.streams_open.labels(service.name).inc()
-        assert stream.opened is not None
-        self._watch_open(conn, stream)
-        stream.opened.add_done_callback(lambda opened: self._opened(conn, stream, opened))
-
-    def _watch_open(self, conn: ClientConnection, stream: Stream) -> None:
-        """One timer while the SP has not answered: the next probe, or the deadline."""
-        loop = asyncio.get_running_loop()
-        when = min(conn.deadline, loop.time() + PROBE_INTERVAL)
-        conn.timer = loop.call_at(when, self._check_open, conn, stream)
-
-    def _check_open(self, conn: ClientConnection, stream: Stream) -> None:
-        """Still no OPEN_OK. Past request_ttl: 504. Else, if the pipe has gone silent
-        (a killed udp SP says nothing, and the heartbeat timeout takes 8 s) while
-        another pipe is heard from, open the connection there instead."""
-        conn.timer = None
-        if conn.stream is not stream or stream.opened is None or stream.opened.done():
-            return
-        if asyncio.get_running_loop().time() >= conn.deadline:
-            self._open_expired(conn)
-            return
-        pipe = stream.pipe
-        silent = time.monotonic() - pipe.last_heard
-        if (
-            silent > SUSPECT_AFTER
-            and not conn.written
-            and self.registry.choose(conn.service.uuid, exclude=conn.tried | {pipe}) is not None
-        ):
-            stream.reset(ResetCode.CANCELLED, f"pipe silent for {silent:.1f} s")
-            stream.opened.cancel()
-            lost = PipeLost(OpenFailure.CONNECT_ERROR, f"pipe silent for {silent:.1f} s")
-            if not self._fail_over(conn, stream, lost):
-                conn.fail(502, f"service '{conn.service.name}' unreachable: {lost.reason}")
-            return
-        self._watch_open(conn, stream)
-
-    def _opened(self, conn: ClientConnection, stream: Stream, opened: asyncio.Future[None]) -> None:
-        if conn.stream is not stream:
-            return
-        if conn.timer is not None:
-            conn.timer.cancel()
-            conn.timer = None
-        if opened.cancelled():
-            return
-        error = opened.exception()
-        if error is None:
-            conn.confirmed = True
-            stream.replay = None
-            self.registry.note_opened(conn.service.uuid, stream.pipe)
-            self.metrics.open_seconds.labels(conn.service.name).observe(
-                time.monotonic() - conn.started
-            )
-            return
-        if isinstance(error, OpenRefused) and not isinstance(error, PipeLost):
-            self.registry.note_refused(conn.service.uuid, stream.pipe)
-        if conn.done or self._fail_over(conn, stream, error):
-            return
-        reason = error.reason if isinstance(error, OpenRefused) else str(error)
-        conn.fail(502, f"service '{conn.service.name}' unreachable: {reason}")
-
-    def _fail_over(self, conn: ClientConnection, stream: Stream, error: BaseException) -> bool:
-        """Open ``conn`` again on another pipe when its pipe died, or its SP could
-        not reach the service, before anything reached the client and within
-        request_ttl. True when a new pipe is being sought."""
-        if conn.written or stream.eof_received or stream.replay is None:
-            return False
-        loop = asyncio.get_running_loop()
-        if loop.time() >= conn.deadline:
-            return False
-        service = conn.service
-        conn.tried = conn.tried | {stream.pipe}
-        lost = isinstance(error, PipeLost)
-        if not lost and self.registry.choose(service.uuid, exclude=conn.tried) is None:
-            return False  # a refusal, and no other SP to ask
-        replay, eof = bytes(stream.replay), stream.eof_sent
-        cause = "pipe_lost" if lost else "refused"
-        self.metrics.retries.labels(service.name, cause).inc()
-        log.info(
-            "%s stream %d: client %s service '%s': %s before the service answered; "
-            "opening it on another pipe (%d B to replay)",
-            stream.pipe,
-            stream.id,
-            conn.peer,
-            service.name,
-            "pipe lost" if lost else f"refused ({getattr(error, 'reason', error)})",
-            len(replay),
-        )
-        conn.unbind()
-        conn.task = loop.create_task(self._serve_when_possible(conn, replay, eof))
-        return True
-
-    def _open_expired(self, conn: ClientConnection) -> None:
-        stream = conn.stream
-        if stream is None or stream.opened is None or stream.opened.done():
-            return
-        stream.reset(ResetCode.CANCELLED, "request_ttl ran out before the service answered")
-        stream.opened.cancel()
-        conn.fail(
-            504,
-            f"service '{conn.service.name}' was not reached within "
-            f"request_ttl ({conn.service.request_ttl:g} s)",
-        )
-
-    def connection_done(self, conn: LocalConnection) -> None:
-        assert isinstance(conn, ClientConnection)
-        self.connections.discard(conn)
-        if conn.task is not None and not conn.task.done():
-            conn.task.cancel()
-        if conn.timer is not None:
-            conn.timer.cancel()
-            conn.timer = None
-        if conn.holds_slot:
-            conn.holds_slot = False
-            self._slots[conn.service.uuid].release()
-        stream = conn.stream
-        name = conn.service.name
-        self.metrics.streams.labels(name, conn.outcome_kind or Outcome.CLOSED_EARLY).inc()
-        if conn.counted:
-            self.metrics.streams_open.labels(name).dec()
-        self._count(conn)
-        where = f"{stream.pipe} stream {stream.id}" if stream is not None else "no pipe"
-        up = stream.bytes_out if stream is not None else 0
-        down = stream.bytes_in if stream is not None else 0
-        outcome = conn.outcome or "closed"
-        level = logging.INFO if outcome == "ok" else logging.WARNING
-        log.log(
-            level,
-            "%s: client %s service '%s': %d B up, %d B down, %.3f s: %s",
-            where,
-            conn.peer,
-            conn.service.name,
-            up,
-            down,
-            time.monotonic() - conn.started,
-            outcome,
-        )

@@ -173,7 +173,7 @@ class ProviderPipe:
         for conn in list(self.connections):
             conn.abort()
 
-    # --- PipeOwner -------------------------------------------------------------------
+    # --- ProviderOwner -------------------------------------------------------------------
 
     def _new_pipe(self, pipe_class: type[MuxPipe]) -> MuxPipe:
         return pipe_class(
@@ -197,11 +197,6 @@ class ProviderPipe:
             len(self.services),
         )
         pipe.send_raw(Register(tuple(self.services)).encode())
-
-    def pipe_register(
-        self, pipe: MuxPipe, uuids: Sequence[uuid_mod.UUID]
-    ) -> list[tuple[uuid_mod.UUID, RegisterStatus]]:
-        raise AssertionError("the SP never receives REGISTER")
 
     def pipe_registered(
         self, pipe: MuxPipe, results: Sequence[tuple[uuid_mod.UUID, RegisterStatus]]
@@ -259,7 +254,7 @@ class ProviderPipe:
             preamble=preamble,
             idle_timeout=service.idle_timeout,
         )
-        conn.bind(stream)
+        conn.bind(stream, pipe.paused)
         self.connections.add(conn)
         self.metrics.streams_open.labels(service.name).inc()
         asyncio.get_running_loop().create_task(self._connect(pipe, stream, conn, service))
@@ -350,7 +345,7 @@ class ProviderPipe:
         log.log(
             level,
             "%s stream %d: service %s: %d B in, %d B out, %.3f s: %s",
-            stream.pipe,
+            stream.writer,
             stream.id,
             stream.service,
             stream.bytes_in,

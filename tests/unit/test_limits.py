@@ -270,7 +270,7 @@ async def authenticated_sp_side(**kwargs: int) -> tuple[MuxPipe, MemoryTransport
     pipe = MuxPipe(
         Role.PROVIDER,
         ProviderHandshake(None, "sp"),
-        owner,  # type: ignore[arg-type]
+        owner,
         on_limit=hits.append,
         **kwargs,  # type: ignore[arg-type]
     )
@@ -305,32 +305,45 @@ async def test_a_ping_flood_closes_the_pipe_with_a_reason() -> None:
     assert f"more than {MAX_PINGS_PER_INTERVAL} PINGs" in reason.reason
 
 
+def refused_opens(first: int, count: int) -> bytes:
+    """OPENs a pipe with ``max_streams=0`` must each answer with an OPEN_FAIL: a
+    peer's way to make us queue control frames without tripping the PING limit."""
+    import uuid
+
+    service = uuid.UUID(int=1)
+    return b"".join(
+        Open(stream_id, service, 65536, 4096, "client").encode()
+        for stream_id in range(first, first + count)
+    )
+
+
+def open_fail_size() -> int:
+    reason = "the SP's pipe carries its limit of 0 concurrent streams"
+    return len(CodedReason(FrameType.OPEN_FAIL, 1, 0, reason).encode())
+
+
 @in_loop
 async def test_control_frames_queued_for_a_peer_that_does_not_read_are_bounded() -> None:
-    pipe, transport, _, hits = await authenticated_sp_side(control_backlog=65536)
+    pipe, transport, _, hits = await authenticated_sp_side(control_backlog=65536, max_streams=0)
     pipe.pause_writing()  # the transport is full: the peer does not read
     transport.buffered = 10 << 20
-    ping = encode_ping(FrameType.PING, 1)
-    for _ in range(65536 // len(ping) + 1):  # PONGs a real peer could ask for over time
-        pipe._pings = 0
-        pipe.data_received(ping)
-        if pipe.closing:
-            break
-    assert pipe.closing and transport.aborted and hits == ["control_backlog"]
+    answers = 65536 // open_fail_size() + 1  # OPEN_FAILs a real peer could ask for
+    pipe.data_received(refused_opens(1, answers))
+    assert pipe.closing and transport.aborted
+    assert hits.count("control_backlog") == 1 and hits[-1] == "control_backlog"
     assert "does not read" in pipe.close_reason
 
 
 @in_loop
 async def test_control_backlog_is_forgotten_once_the_peer_reads_again() -> None:
-    pipe, _, _, hits = await authenticated_sp_side(control_backlog=65536)
-    ping = encode_ping(FrameType.PING, 1)
-    for _ in range(3):
+    pipe, _, _, hits = await authenticated_sp_side(control_backlog=65536, max_streams=0)
+    answers = 60000 // open_fail_size()  # just under the limit each time
+    for episode in range(3):
         pipe.pause_writing()
-        for _ in range(60000 // len(ping)):
-            pipe._pings = 0
-            pipe.data_received(ping)
+        pipe.data_received(refused_opens(1 + episode * answers, answers))
         pipe.resume_writing()
-    assert not pipe.closing and hits == []
+    assert not pipe.closing and "control_backlog" not in hits
+    assert hits.count("streams_per_pipe") == 3 * answers
 
 
 @in_loop
@@ -362,7 +375,7 @@ async def test_a_refused_pipe_gets_one_goaway_and_no_handshake() -> None:
 
     owner = Owner()
     refusal = Refusal(GoawayCode.AUTH_FAILED, "too many failed authentications")
-    pipe = MuxPipe(Role.CONSUMER, ConsumerHandshake(b"t"), owner, admit=lambda p: refusal)  # type: ignore[arg-type]
+    pipe = MuxPipe(Role.CONSUMER, ConsumerHandshake(b"t"), owner, admit=lambda p: refusal)
     transport = MemoryTransport()
     pipe.connection_made(transport)
     assert pipe.refused and transport.closed

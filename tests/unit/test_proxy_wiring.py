@@ -17,15 +17,10 @@ from edgerq.sp import ProviderPipe
 from edgerq.stream import Stream
 
 
-class FakePipe:
-    paused = False
-
-
 class FakeStream:
     """What LocalConnection uses of a Stream: credit, and the consumed counter."""
 
     def __init__(self) -> None:
-        self.pipe = FakePipe()
         self.window = 1024 * 1024
         self.send_credit = self.window
         self.finished = False

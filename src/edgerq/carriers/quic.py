@@ -43,7 +43,7 @@ from qh3.quic.configuration import QuicConfiguration
 from qh3.quic.connection import QuicConnection
 
 from edgerq import defaults
-from edgerq.carriers import gone_notice
+from edgerq.carriers import MakePipe, gone_notice
 from edgerq.config.model import ListenerConfig, PipeConfig
 from edgerq.errors import AuthError, ProtocolError, RemoteProtocolError
 from edgerq.pipe import MuxPipe, Refusal, Role
@@ -74,8 +74,6 @@ MAX_STREAMS = defaults.STREAMS_PER_PIPE
 
 SOCKET_BUFFER = 4 * 1024 * 1024
 """UDP socket buffers: a burst of datagrams must not overflow the kernel's default 208 KiB."""
-
-MakePipe = Callable[[type[MuxPipe]], MuxPipe]
 
 
 def _raise_stream_limit() -> None:

@@ -31,6 +31,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "daemons",
         (
             "edgerq.sc",
+            "edgerq.opening",
             "edgerq.sp",
             "edgerq.relay",
             "edgerq.registry",
