@@ -11,6 +11,7 @@ from prometheus_client import Gauge as _Gauge
 from prometheus_client import Histogram as _Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
+from edgerq.errors import AuthError
 from edgerq.labels import Limit
 
 OPEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -121,3 +122,14 @@ class Metrics:
     def limit_hit(self, limit: Limit) -> None:
         """A limit against abuse refused something (passed to pipes as ``on_limit``)."""
         self.limit_hits.labels(limit).inc()
+
+    def pipe_closed(
+        self, carrier: str, sp: str, authenticated: bool, error: Exception | None
+    ) -> None:
+        """A pipe is gone (either daemon): one fewer up, and why it failed if it did."""
+        if authenticated:
+            self.pipes.labels(carrier, sp).dec()
+        if isinstance(error, AuthError):
+            self.auth_failures.inc()
+        elif error is not None:
+            self.rejected.labels(type(error).__name__).inc()

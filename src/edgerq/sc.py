@@ -8,26 +8,21 @@ import asyncio
 import logging
 import time
 import uuid as uuid_mod
-from collections.abc import Sequence
 from typing import Any
 
 from edgerq import __version__
 from edgerq.admin import AdminServer
 from edgerq.carriers import carrier
 from edgerq.config.model import ConsumerConfig, ConsumerService, ListenerConfig
-from edgerq.errors import AuthError, ConfigError
+from edgerq.errors import ConfigError
 from edgerq.labels import Outcome
-from edgerq.limits import PipeGate, source_address
 from edgerq.metrics import Metrics
 from edgerq.opening import ClientConnection, ClientOpener
-from edgerq.pipe import MuxPipe, Role
-from edgerq.protocol.handshake import ConsumerHandshake
+from edgerq.pipe_acceptance import PipeAcceptance
 from edgerq.protocol.messages import (
     GoawayCode,
-    Registered,
-    RegisterStatus,
 )
-from edgerq.registry import SUSPECT_AFTER, ServiceRegistry
+from edgerq.registry import ServiceRegistry
 from edgerq.waiting import wait_until
 
 log = logging.getLogger("edgerq.sc")
@@ -38,15 +33,11 @@ class ServiceConsumer:
 
     def __init__(self, config: ConsumerConfig) -> None:
         self.config = config
-        self.token = config.auth_token.reveal() if config.auth_token is not None else None
         self.services = {s.uuid: s for s in config.services}
         self.registry = ServiceRegistry()
-        self.pipes: set[MuxPipe] = set()
         self._servers: dict[uuid_mod.UUID, asyncio.Server] = {}
         self._listeners: dict[str, Any] = {}
         """Carrier name -> its pipe listener."""
-        self._offered: dict[MuxPipe, tuple[uuid_mod.UUID, ...]] = {}
-        """What each pipe offered, known or not: a reload may add a service."""
         self.listener_addresses: dict[str, tuple[str, int]] = {}
         self.service_addresses: dict[uuid_mod.UUID, tuple[str, int]] = {}
         self.started = time.monotonic()
@@ -54,14 +45,15 @@ class ServiceConsumer:
         self.opener = ClientOpener(config.services, self.registry, self.metrics)
         self.connections = self.opener.connections
         self.metrics.on_refresh(self.opener.count_bytes)
-        self.gate = PipeGate(config.limits, self.metrics)
+        self.acceptance = PipeAcceptance(config, self.services, self.registry, self.metrics)
+        self.pipes = self.acceptance.pipes
         self.admin: AdminServer | None = None
         self.draining = False
 
     # --- start and stop --------------------------------------------------------------
 
     async def start(self) -> None:
-        self._log_token()
+        self.acceptance.log_token()
         try:
             for listener in self.config.listeners:
                 await self._listen(listener)
@@ -77,17 +69,8 @@ class ServiceConsumer:
             await self.stop()
             raise
 
-    def _log_token(self) -> None:
-        if self.token is None:
-            log.warning(
-                "no auth_token configured: any SP that reaches the listener may "
-                "register services (set <auth_token> or EDGERQ_AUTH_TOKEN)"
-            )
-        else:
-            log.info("SP authentication required (token from %s)", self.config.token_source)
-
     async def _listen(self, listener: ListenerConfig) -> None:
-        pipe_listener = await carrier(listener.protocol).listen(listener, self._new_pipe)
+        pipe_listener = await carrier(listener.protocol).listen(listener, self.acceptance.new_pipe)
         self._listeners[listener.protocol] = pipe_listener
         self.listener_addresses[listener.protocol] = pipe_listener.address
         log.info("accepting pipes (%s) on %s:%d", listener.protocol, *pipe_listener.address)
@@ -145,7 +128,7 @@ class ServiceConsumer:
         for service in moved:
             if service.uuid in old_services and service.uuid in self._servers:
                 self._servers.pop(service.uuid).close()
-        self.services = new_services
+        self.services = self.acceptance.services = new_services
         self.opener.configure(new.services)
         self._servers.update(bound)
         for service in later:
@@ -160,19 +143,10 @@ class ServiceConsumer:
                     exc.strerror or exc,
                 )
         for service in added:
-            self._adopt_offers(service)
-        self._announce_registrations(removed, added)
-
-        token = new.auth_token.reveal() if new.auth_token is not None else None
-        token_changed = token != self.token
-        self.token = token
+            self.acceptance.adopt_offers(service)
+        self.acceptance.announce_registrations(removed, added)
+        self.acceptance.reconfigure(new)
         old_config, self.config = self.config, new
-        if token_changed:
-            log.info("reload: new pipes authenticate with the new token; pipes up stay up")
-            self._log_token()
-        if new.limits != old_config.limits:
-            self.gate.reconfigure(new.limits)
-            log.info("reload: new limits apply to pipes that connect from now on")
         await self._reload_listeners(old_config, new)
         if old_config.admin != new.admin:
             if self.admin is not None:
@@ -243,39 +217,10 @@ class ServiceConsumer:
             conn.set_outcome(Outcome.ERROR, "cut: service removed by a reload")
             conn.abort()
 
-    def _adopt_offers(self, service: ConsumerService) -> None:
-        for pipe, offered in self._offered.items():
-            if service.uuid in offered and not pipe.closing:
-                self.registry.add(service.uuid, pipe)
-                log.info(
-                    "%s: registered service '%s' (%s) added by a reload, %d pipe(s) now serve it",
-                    pipe,
-                    service.name,
-                    service.uuid,
-                    len(self.registry.pipes_for(service.uuid)),
-                )
-
-    def _announce_registrations(
-        self, removed: Sequence[ConsumerService], added: Sequence[ConsumerService]
-    ) -> None:
-        """Tell each SP whose offers a reload changed what is now accepted."""
-        touched = {s.uuid for s in removed} | {s.uuid for s in added}
-        for pipe, offered in self._offered.items():
-            if touched.intersection(offered) and not pipe.closing:
-                pipe.send_raw(Registered(tuple(self._registration_results(offered))).encode())
-
-    def _registration_results(
-        self, offered: Sequence[uuid_mod.UUID]
-    ) -> list[tuple[uuid_mod.UUID, RegisterStatus]]:
-        return [
-            (u, RegisterStatus.ACCEPTED if u in self.services else RegisterStatus.UNKNOWN_SERVICE)
-            for u in offered
-        ]
-
     async def drain(self, grace: float) -> None:
         """Stop taking clients and pipes; let open connections finish, for up to
         ``grace`` s. ``stop`` then closes what is left."""
-        self.draining = True
+        self.draining = self.acceptance.draining = True
         for server in self._servers.values():
             server.close()
         log.info(
@@ -348,111 +293,3 @@ class ServiceConsumer:
             await asyncio.wait([p.closed for p in self.pipes], timeout=3)
         self._servers.clear()
         self._listeners.clear()
-
-    # --- pipes -----------------------------------------------------------------------
-
-    def _new_pipe(self, pipe_class: type[MuxPipe]) -> MuxPipe:
-        limits = self.config.limits
-        pipe = pipe_class(
-            Role.CONSUMER,
-            ConsumerHandshake(self.token),
-            self,
-            handshake_timeout=limits.handshake_timeout,
-            admit=self.gate.admit,
-            on_limit=self.gate.limit_hit,
-            control_backlog=limits.control_backlog,
-        )
-        self.pipes.add(pipe)
-        return pipe
-
-    def pipe_authenticated(self, pipe: MuxPipe) -> None:
-        self.gate.authenticated(pipe)
-        if self.draining:
-            pipe.close(GoawayCode.SHUTDOWN, "SC is shutting down")
-        self.metrics.pipes.labels(pipe.carrier, pipe.name).inc()
-        log.info(
-            "%s: SP authenticated%s", pipe, "" if self.token is not None else " (no token required)"
-        )
-        self._watch_predecessors(pipe)
-
-    def _watch_predecessors(self, pipe: MuxPipe) -> None:
-        """An SP that restarts dials its pipe again, under the same name, from the
-        same address. Its old pipe is dead, but on udp nothing says so until the
-        heartbeat timeout (8 s), and the streams on it hang until then. So an older
-        pipe of that name and address is closed once it is also silent for
-        SUSPECT_AFTER; one still heard from (an SP reloading) is left alone."""
-        if not pipe.name:
-            return
-        host = source_address(pipe.peer)
-        loop = asyncio.get_running_loop()
-        now = time.monotonic()
-        for old in self.pipes:
-            if (
-                old is not pipe
-                and old.authenticated
-                and not old.closing
-                and old.name == pipe.name
-                and source_address(old.peer) == host
-            ):
-                wait = max(0.0, old.last_heard + SUSPECT_AFTER + 0.1 - now)
-                loop.call_later(wait, self._close_if_superseded, old, pipe)
-
-    def _close_if_superseded(self, old: MuxPipe, new: MuxPipe) -> None:
-        if old.closing or old.closed.done() or new.closing or new.closed.done():
-            return
-        silent = time.monotonic() - old.last_heard
-        if silent <= SUSPECT_AFTER:
-            return  # alive: the same SP has two pipes of that name for a while
-        reason = f"superseded by {new} from the same SP, silent for {silent:.1f} s"
-        log.warning("%s: %s; closing (its SP restarted)", old, reason)
-        old.abort(reason)
-
-    def pipe_register(
-        self, pipe: MuxPipe, uuids: Sequence[uuid_mod.UUID]
-    ) -> list[tuple[uuid_mod.UUID, RegisterStatus]]:
-        self._offered[pipe] = tuple(uuids)
-        results = []
-        for service_uuid in uuids:
-            service = self.services.get(service_uuid)
-            if service is None:
-                log.warning(
-                    "%s: SP offers service %s, which this SC does not configure", pipe, service_uuid
-                )
-                results.append((service_uuid, RegisterStatus.UNKNOWN_SERVICE))
-                self.metrics.registrations.labels("unknown").inc()
-                continue
-            self.metrics.registrations.labels("accepted").inc()
-            self.registry.add(service_uuid, pipe)
-            log.info(
-                "%s: registered service '%s' (%s), %d pipe(s) now serve it",
-                pipe,
-                service.name,
-                service_uuid,
-                len(self.registry.pipes_for(service_uuid)),
-            )
-            results.append((service_uuid, RegisterStatus.ACCEPTED))
-        return results
-
-    def pipe_closed(self, pipe: MuxPipe, reason: str) -> None:
-        self.pipes.discard(pipe)
-        self._offered.pop(pipe, None)
-        if self.gate.closed(pipe):
-            return  # refused before its handshake: counted by the gate, not logged per pipe
-        gone = self.registry.remove_pipe(pipe)
-        if pipe.authenticated:
-            self.metrics.pipes.labels(pipe.carrier, pipe.name).dec()
-        if isinstance(pipe.error, AuthError):
-            self.metrics.auth_failures.inc()
-        elif pipe.error is not None:
-            self.metrics.rejected.labels(type(pipe.error).__name__).inc()
-        if pipe.authenticated:
-            log.info(
-                "%s closed after %.1f s, %d stream(s): %s; services withdrawn: %s",
-                pipe,
-                time.monotonic() - pipe.opened_at,
-                pipe.streams_total,
-                reason,
-                ", ".join(self.services[u].name for u in gone if u in self.services) or "none",
-            )
-        else:
-            log.warning("%s closed before authenticating: %s", pipe, reason)

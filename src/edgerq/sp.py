@@ -261,12 +261,7 @@ class ProviderPipe:
 
     def pipe_closed(self, pipe: MuxPipe, reason: str) -> None:
         self._failure = pipe.error
-        if pipe.authenticated:
-            self.metrics.pipes.labels(pipe.carrier, self.config.name).dec()
-        if isinstance(pipe.error, AuthError):
-            self.metrics.auth_failures.inc()
-        elif pipe.error is not None:
-            self.metrics.rejected.labels(type(pipe.error).__name__).inc()
+        self.metrics.pipe_closed(pipe.carrier, self.config.name, pipe.authenticated, pipe.error)
         if pipe.authenticated:
             log.info(
                 "%s closed after %.1f s, %d stream(s): %s",

@@ -216,6 +216,22 @@ message_payloads = st.one_of(
 )
 
 
+def _body(wire: bytes) -> bytes:
+    return wire[HEADER_SIZE:]
+
+
+ENCODERS: dict[FrameType, Callable[[Any], bytes]] = {
+    FrameType.WINDOW: lambda v: _body(encode_window(1, v)),
+    FrameType.PING: lambda v: _body(encode_ping(FrameType.PING, v)),
+    FrameType.PONG: lambda v: _body(encode_ping(FrameType.PONG, v)),
+    **{
+        t: (lambda v: _body(v.encode()))
+        for t in DECODERS
+        if t not in (FrameType.WINDOW, FrameType.PING, FrameType.PONG)
+    },
+}
+
+
 def check_message(frame_type: FrameType, payload: bytes) -> None:
     decode = DECODERS.get(frame_type)
     if decode is None:
@@ -224,7 +240,12 @@ def check_message(frame_type: FrameType, payload: bytes) -> None:
         value = decode(payload)
     except FrameError:
         return
-    assert value is not None
+    # What was accepted is what we would send for that value, byte for byte
+    # but reserved flag bits: as long as the payload (nothing skipped or left
+    # over), and read back to the same value.
+    wire = ENCODERS[frame_type](value)
+    assert len(wire) == len(payload), (frame_type, value, payload)
+    assert decode(wire) == value, (frame_type, value, payload)
 
 
 # --- the handshake -------------------------------------------------------------

@@ -40,7 +40,7 @@ class Carrier(Protocol):
 
 
 def carrier(name: str) -> Carrier:
-    """The implementation of carrier ``name`` (``tcp`` or ``udp``)."""
+    """The implementation of carrier ``name`` (``tcp``, ``udp``, or ``memory`` in tests)."""
     if name == "tcp":
         from edgerq.carriers import tcp
 
@@ -49,4 +49,8 @@ def carrier(name: str) -> Carrier:
         from edgerq.carriers import quic
 
         return quic
+    if name == "memory":  # tests only: no config can name it
+        from edgerq.carriers import memory
+
+        return memory
     raise ValueError(f"unknown carrier {name!r}")

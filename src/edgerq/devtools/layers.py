@@ -32,6 +32,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "edgerq.sc",
             "edgerq.opening",
+            "edgerq.pipe_acceptance",
             "edgerq.sp",
             "edgerq.relay",
             "edgerq.registry",
