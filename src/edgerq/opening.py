@@ -23,9 +23,10 @@ from edgerq.config.model import ConsumerService
 from edgerq.httperrors import error_response
 from edgerq.labels import Outcome
 from edgerq.metrics import Metrics
+from edgerq.open_attempt import OpenAttempt, OpenState, Probe
 from edgerq.pipe import MuxPipe
 from edgerq.protocol.messages import OpenFailure, ResetCode
-from edgerq.registry import SUSPECT_AFTER, ServiceRegistry
+from edgerq.registry import ServiceRegistry
 from edgerq.relay import LocalConnection
 from edgerq.stream import OpenRefused, PipeLost, Stream
 
@@ -33,6 +34,9 @@ log = logging.getLogger("edgerq.sc")
 
 PROBE_INTERVAL = 0.5
 """While a new connection waits for OPEN_OK, how often its pipe is checked for silence."""
+
+_NOT_STARTED: OpenAttempt[MuxPipe] = OpenAttempt(0.0)
+"""Every connection's attempt until it is accepted (never moved: replaced then)."""
 
 
 class ClientConnection(LocalConnection):
@@ -46,18 +50,14 @@ class ClientConnection(LocalConnection):
             idle_timeout=service.idle_timeout,
         )
         self.service = service
-        self.pipe: MuxPipe | None = None
-        """The pipe of the current stream."""
+        self.attempt: OpenAttempt[MuxPipe] = _NOT_STARTED
+        """Where the opening stands (set when the client is accepted)."""
         self.task: asyncio.Task[None] | None = None
+        """Waiting for a slot or a pipe."""
         self.timer: asyncio.TimerHandle | None = None
+        """The next probe of an open the SP has not answered yet."""
         self.holds_slot = False
-        self.deadline = 0.0
-        """Loop time by which the service must have answered (request_ttl)."""
-        self.confirmed = False
-        """The SP has connected to the service (OPEN_OK); no failover after that."""
         self.counted = False
-        self.tried: frozenset[MuxPipe] = frozenset()
-        """Pipes this connection was opened on and lost; only failovers add to it."""
 
     def fail(self, status: int, message: str) -> None:
         """The tunnel cannot serve this client: say why (http) or close it."""
@@ -82,7 +82,8 @@ class ClientConnection(LocalConnection):
 
     def on_reset(self, reason: str, outcome: Outcome) -> None:
         stream = self.stream
-        if stream is not None and not self.confirmed and stream.opened is not None:
+        confirmed = self.attempt.state is OpenState.CONFIRMED
+        if stream is not None and not confirmed and stream.opened is not None:
             opened = stream.opened
             if not opened.done() or (not opened.cancelled() and opened.exception() is not None):
                 return  # the opener decides: another pipe, or 502/504
@@ -186,10 +187,12 @@ class ClientOpener:
         assert isinstance(conn, ClientConnection)
         service = conn.service
         loop = asyncio.get_running_loop()
-        conn.deadline = loop.time() + service.request_ttl
+        attempt: OpenAttempt[MuxPipe] = OpenAttempt(loop.time() + service.request_ttl)
+        conn.attempt = attempt
         slots = self.slots[service.uuid]
         if slots.try_take():
             conn.holds_slot = True
+            attempt.slot_taken()
             pipe = self.registry.choose(service.uuid)
             if pipe is not None:  # the common case: no task, no waiting
                 self._open(conn, pipe)
@@ -203,9 +206,11 @@ class ClientOpener:
         on a failover, send the bytes the lost stream carried (``replay``) first."""
         service = conn.service
         loop = asyncio.get_running_loop()
-        deadline = conn.deadline
-        if not conn.holds_slot:
+        attempt = conn.attempt
+        deadline = attempt.deadline
+        if attempt.state is OpenState.WAITING_FOR_SLOT:
             if not await self.slots[service.uuid].wait(deadline - loop.time()):
+                attempt.failed()
                 conn.fail(
                     503,
                     f"service '{service.name}' is at max_connections "
@@ -213,11 +218,13 @@ class ClientOpener:
                 )
                 return
             conn.holds_slot = True
+            attempt.slot_taken()
         pipe = await self.registry.wait_for(
-            service.uuid, max(0.0, deadline - loop.time()), exclude=conn.tried
+            service.uuid, max(0.0, deadline - loop.time()), exclude=attempt.tried
         )
         if pipe is None:
-            if conn.tried:
+            attempt.failed()
+            if attempt.tried:
                 conn.fail(502, f"no other SP could take service '{service.name}' in time")
             else:
                 conn.fail(502, f"no SP has registered service '{service.name}'")
@@ -228,6 +235,7 @@ class ClientOpener:
         self, conn: ClientConnection, pipe: MuxPipe, replay: bytes = b"", eof: bool = False
     ) -> None:
         service = conn.service
+        conn.attempt.pipe_chosen(pipe)
         stream = pipe.open_stream(
             service.uuid,
             window=service.stream_window,
@@ -243,7 +251,6 @@ class ClientOpener:
             stream.send(replay)
         if eof:
             stream.send_eof()
-        conn.pipe = pipe
         conn.bind(stream, pipe.paused)
         if not conn.counted:
             conn.counted = True
@@ -255,7 +262,7 @@ class ClientOpener:
     def _watch_open(self, conn: ClientConnection, stream: Stream) -> None:
         """One timer while the SP has not answered: the next probe, or the deadline."""
         loop = asyncio.get_running_loop()
-        when = min(conn.deadline, loop.time() + PROBE_INTERVAL)
+        when = min(conn.attempt.deadline, loop.time() + PROBE_INTERVAL)
         conn.timer = loop.call_at(when, self._check_open, conn, stream)
 
     def _check_open(self, conn: ClientConnection, stream: Stream) -> None:
@@ -265,21 +272,27 @@ class ClientOpener:
         conn.timer = None
         if conn.stream is not stream or stream.opened is None or stream.opened.done():
             return
-        if asyncio.get_running_loop().time() >= conn.deadline:
-            self._open_expired(conn)
-            return
-        pipe = conn.pipe
+        attempt = conn.attempt
+        pipe = attempt.pipe
         assert pipe is not None
         silent = time.monotonic() - pipe.last_heard
-        if (
-            silent > SUSPECT_AFTER
-            and not conn.written
-            and self.registry.choose(conn.service.uuid, exclude=conn.tried | {pipe}) is not None
-        ):
+        decision = attempt.probe(
+            asyncio.get_running_loop().time(),
+            silent,
+            answered=conn.written > 0,
+            other_pipe=lambda: (
+                self.registry.choose(conn.service.uuid, exclude=attempt.tried | {pipe}) is not None
+            ),
+        )
+        if decision is Probe.EXPIRED:
+            self._open_expired(conn)
+            return
+        if decision is Probe.FAIL_OVER:
             stream.reset(ResetCode.CANCELLED, f"pipe silent for {silent:.1f} s")
             stream.opened.cancel()
             lost = PipeLost(OpenFailure.CONNECT_ERROR, f"pipe silent for {silent:.1f} s")
             if not self._fail_over(conn, pipe, stream, lost):
+                attempt.failed()
                 conn.fail(502, f"service '{conn.service.name}' unreachable: {lost.reason}")
             return
         self._watch_open(conn, stream)
@@ -296,7 +309,7 @@ class ClientOpener:
             return
         error = opened.exception()
         if error is None:
-            conn.confirmed = True
+            conn.attempt.confirmed()
             stream.replay = None
             self.registry.note_opened(conn.service.uuid, pipe)
             self.metrics.open_seconds.labels(conn.service.name).observe(
@@ -308,6 +321,7 @@ class ClientOpener:
         if conn.done or self._fail_over(conn, pipe, stream, error):
             return
         reason = error.reason if isinstance(error, OpenRefused) else str(error)
+        conn.attempt.failed()
         conn.fail(502, f"service '{conn.service.name}' unreachable: {reason}")
 
     def _fail_over(
@@ -316,16 +330,16 @@ class ClientOpener:
         """Open ``conn`` again on another pipe when its pipe died, or its SP could
         not reach the service, before anything reached the client and within
         request_ttl. True when a new pipe is being sought."""
-        if conn.written or stream.eof_received or stream.replay is None:
-            return False
         loop = asyncio.get_running_loop()
-        if loop.time() >= conn.deadline:
-            return False
         service = conn.service
-        conn.tried = conn.tried | {pipe}
         lost = isinstance(error, PipeLost)
-        if not lost and self.registry.choose(service.uuid, exclude=conn.tried) is None:
-            return False  # a refusal, and no other SP to ask
+        if stream.replay is None or not conn.attempt.fail_over(
+            loop.time(),
+            replayable=not conn.written and not stream.eof_received,
+            pipe_lost=lost,
+            other_pipe=lambda tried: self.registry.choose(service.uuid, exclude=tried) is not None,
+        ):
+            return False
         replay, eof = bytes(stream.replay), stream.eof_sent
         cause = "pipe_lost" if lost else "refused"
         self.metrics.retries.labels(service.name, cause).inc()
@@ -349,6 +363,7 @@ class ClientOpener:
             return
         stream.reset(ResetCode.CANCELLED, "request_ttl ran out before the service answered")
         stream.opened.cancel()
+        conn.attempt.failed()
         conn.fail(
             504,
             f"service '{conn.service.name}' was not reached within "
@@ -372,7 +387,7 @@ class ClientOpener:
         if conn.counted:
             self.metrics.streams_open.labels(name).dec()
         self._count(conn)
-        where = f"{conn.pipe} stream {stream.id}" if stream is not None else "no pipe"
+        where = f"{conn.attempt.pipe} stream {stream.id}" if stream is not None else "no pipe"
         up = stream.bytes_out if stream is not None else 0
         down = stream.bytes_in if stream is not None else 0
         outcome = conn.outcome or "closed"

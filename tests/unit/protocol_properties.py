@@ -26,7 +26,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from edgerq.errors import FrameError, ProtocolError
+from edgerq.errors import FrameError, RemoteProtocolError
 from edgerq.protocol.frames import (
     HANDSHAKE_MAX_PAYLOAD,
     HEADER,
@@ -278,9 +278,14 @@ def check_handshake(frames: list[Frame], sc_token: bytes | None, sp_token: bytes
     _check_replies([sp.start()])
     for side in (sc, sp):
         for frame in frames:
+            if side.done:
+                break  # a pipe hands no more frames to a finished handshake
             try:
                 replies = side.receive(frame)
-            except ProtocolError:
+            except RemoteProtocolError:
+                # The peer's garbage is refused as the peer's fault (a
+                # LocalProtocolError here would be our own bug: it propagates).
+                assert not side.done
                 break
             _check_replies(replies)
     # Without the token nobody can forge a proof (HMAC-SHA256 over fresh nonces).

@@ -12,8 +12,8 @@ import pytest
 from edgerq.config.model import PipeConfig, ProviderService
 from edgerq.pipe import MuxPipe
 from edgerq.protocol.messages import Open
+from edgerq.provider_pipe import ProviderPipe
 from edgerq.relay import LocalConnection
-from edgerq.sp import ProviderPipe
 from edgerq.stream import Stream
 
 

@@ -32,8 +32,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "edgerq.sc",
             "edgerq.opening",
+            "edgerq.open_attempt",
             "edgerq.pipe_acceptance",
             "edgerq.sp",
+            "edgerq.provider_pipe",
             "edgerq.relay",
             "edgerq.registry",
             "edgerq.limits",
