@@ -6,6 +6,12 @@ each with its own flow control. Frames produced in one loop iteration are
 written together in a single system call. What the pipe means to each side
 (registration at the SC, opening services at the SP) is left to a
 ``PipeOwner`` of its role: ``ConsumerOwner`` (the SC) or ``ProviderOwner`` (the SP).
+
+Why this module is over 400 lines: ``MuxPipe`` is still both the protocol
+engine (handshake, dispatch, streams, heartbeats, limits) and the tcp
+transport, and ``carriers.quic_pipe.QuicPipe`` still subclasses it. Splitting
+a sans-I/O engine (frames and ``now`` in, frames and events out) from thin
+tcp and quic adapters is the remaining step of issue 13.
 """
 
 from __future__ import annotations
