@@ -80,6 +80,7 @@ class AdminServer:
         if method not in ("GET", "HEAD"):
             return 405, text, b"only GET\n"
         if path == "/metrics":
+            self.metrics.refresh()
             return 200, CONTENT_TYPE_LATEST, generate_latest(self.metrics.registry)
         if path == "/healthz":
             return 200, text, b"ok\n"

@@ -16,6 +16,8 @@ boundary into these, so callers catch one tree.
 
 from __future__ import annotations
 
+from edgerq.labels import Limit
+
 
 class EdgerqError(Exception):
     """Base of every error edgerq raises on purpose."""
@@ -52,7 +54,7 @@ class AuthError(RemoteProtocolError):
 class LimitExceeded(RemoteProtocolError):
     """The peer went past a limit that bounds what it can make us hold (see limits.py)."""
 
-    def __init__(self, message: str, limit: str) -> None:
+    def __init__(self, message: str, limit: Limit) -> None:
         super().__init__(message)
         self.limit = limit
-        """The limit's name, a metrics label: ``pings``, ``control_backlog``, ..."""
+        """Which limit (its value is the metrics label)."""

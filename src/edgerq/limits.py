@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from edgerq.config.model import PipeLimits
 from edgerq.errors import AuthError
+from edgerq.labels import Limit
 from edgerq.metrics import Metrics
 from edgerq.pipe import MuxPipe, Refusal
 from edgerq.protocol.messages import GoawayCode
@@ -126,13 +127,12 @@ class PipeGate:
 
     def admit(self, pipe: MuxPipe) -> Refusal | None:
         """Called as a pipe's handshake would start: None to go on, else why it is refused."""
-        pipe.limit_hit = self.limit_hit
         source = source_address(pipe.peer)
         now = self.clock()
         until = self.failures.blocked_until(source, now)
         if until is not None:
             self._refused.add(pipe)
-            self.limit_hit("auth_blocked")
+            self.limit_hit(Limit.AUTH_BLOCKED)
             log.debug("%s: refused, source %s is blocked", pipe, source)
             return Refusal(
                 GoawayCode.AUTH_FAILED,
@@ -141,7 +141,7 @@ class PipeGate:
             )
         if len(self.unauthenticated) >= self.limits.unauthenticated_pipes:
             self._refused.add(pipe)
-            self.limit_hit("unauthenticated_pipes")
+            self.limit_hit(Limit.UNAUTHENTICATED_PIPES)
             if self._full_since_refusals is None:
                 self._full_since_refusals = 0
                 log.warning(
@@ -187,5 +187,5 @@ class PipeGate:
                 )
         return False
 
-    def limit_hit(self, limit: str) -> None:
-        self.metrics.limit_hits.labels(limit).inc()
+    def limit_hit(self, limit: Limit) -> None:
+        self.metrics.limit_hit(limit)

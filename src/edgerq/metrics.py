@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -9,6 +10,9 @@ from prometheus_client import Counter as _Counter
 from prometheus_client import Gauge as _Gauge
 from prometheus_client import Histogram as _Histogram
 from prometheus_client.metrics import MetricWrapperBase
+
+from edgerq.errors import AuthError
+from edgerq.labels import Limit
 
 OPEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -50,6 +54,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._refreshers: list[Callable[[], None]] = []
         r = self.registry
         self.pipes = Gauge(
             "edgerq_pipes_connected", "Authenticated pipes now up", ["carrier", "sp"], registry=r
@@ -106,18 +111,25 @@ class Metrics:
             registry=r,
         )
 
+    def on_refresh(self, refresher: Callable[[], None]) -> None:
+        """Call ``refresher`` before every scrape (to add what was counted lazily)."""
+        self._refreshers.append(refresher)
 
-def outcome_label(outcome: str) -> str:
-    """A small, fixed set of label values from a free-text outcome."""
-    if outcome == "ok":
-        return "ok"
-    for code in ("502", "503", "504"):
-        if outcome.startswith(code):
-            return code
-    if outcome.startswith("idle timeout"):
-        return "idle_timeout"
-    if "pipe closed" in outcome:
-        return "pipe_closed"
-    if "reset" in outcome:
-        return "reset"
-    return "closed_early" if "closed" in outcome else "error"
+    def refresh(self) -> None:
+        for refresher in self._refreshers:
+            refresher()
+
+    def limit_hit(self, limit: Limit) -> None:
+        """A limit against abuse refused something (passed to pipes as ``on_limit``)."""
+        self.limit_hits.labels(limit).inc()
+
+    def pipe_closed(
+        self, carrier: str, sp: str, authenticated: bool, error: Exception | None
+    ) -> None:
+        """A pipe is gone (either daemon): one fewer up, and why it failed if it did."""
+        if authenticated:
+            self.pipes.labels(carrier, sp).dec()
+        if isinstance(error, AuthError):
+            self.auth_failures.inc()
+        elif error is not None:
+            self.rejected.labels(type(error).__name__).inc()

@@ -5,7 +5,13 @@ carrier). It runs the sans-IO handshake, then carries many ``Stream``s,
 each with its own flow control. Frames produced in one loop iteration are
 written together in a single system call. What the pipe means to each side
 (registration at the SC, opening services at the SP) is left to a
-``PipeOwner``: the SC and SP daemons.
+``PipeOwner`` of its role: ``ConsumerOwner`` (the SC) or ``ProviderOwner`` (the SP).
+
+Why this module is over 400 lines: ``MuxPipe`` is still both the protocol
+engine (handshake, dispatch, streams, heartbeats, limits) and the tcp
+transport, and ``carriers.quic_pipe.QuicPipe`` still subclasses it. Splitting
+a sans-I/O engine (frames and ``now`` in, frames and events out) from thin
+tcp and quic adapters is the remaining step of issue 13.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import NamedTuple, Protocol, cast
 
-from edgerq.config.model import DEFAULT_CONTROL_BACKLOG, DEFAULT_STREAMS_PER_PIPE
+from edgerq import defaults
 from edgerq.errors import (
     AuthError,
     LimitExceeded,
@@ -28,6 +34,7 @@ from edgerq.errors import (
     RemoteProtocolError,
     VersionError,
 )
+from edgerq.labels import Limit
 from edgerq.protocol.frames import (
     HEADER,
     MAX_PAYLOAD,
@@ -54,9 +61,6 @@ from edgerq.stream import OpenRefused, Stream, StreamSink
 
 log = logging.getLogger("edgerq.pipe")
 
-HEARTBEAT_INTERVAL = 1.0
-HEARTBEAT_TIMEOUT = 8.0
-HANDSHAKE_TIMEOUT = 10.0
 WRITE_HIGH_WATER = 256 * 1024
 WRITE_LOW_WATER = 64 * 1024
 MAX_PINGS_PER_INTERVAL = 32
@@ -81,22 +85,32 @@ class Refusal(NamedTuple):
 Admit = Callable[["MuxPipe"], Refusal | None]
 
 
-def _no_limit_hit(limit: str) -> None:
+def _no_limit_hit(limit: Limit) -> None:
     pass
 
 
 class PipeOwner(Protocol):
-    """What a daemon does with a pipe's life-cycle events."""
+    """What either daemon does with a pipe's life-cycle events."""
 
     def pipe_authenticated(self, pipe: MuxPipe) -> None: ...
+    def pipe_closed(self, pipe: MuxPipe, reason: str) -> None: ...
+
+
+class ConsumerOwner(PipeOwner, Protocol):
+    """The SC: it answers an SP's REGISTER."""
+
     def pipe_register(
         self, pipe: MuxPipe, uuids: Sequence[uuid_mod.UUID]
     ) -> list[tuple[uuid_mod.UUID, RegisterStatus]]: ...
+
+
+class ProviderOwner(PipeOwner, Protocol):
+    """The SP: it learns what the SC accepted, and serves the SC's OPENs."""
+
     def pipe_registered(
         self, pipe: MuxPipe, results: Sequence[tuple[uuid_mod.UUID, RegisterStatus]]
     ) -> None: ...
     def pipe_open(self, pipe: MuxPipe, request: Open) -> None: ...
-    def pipe_closed(self, pipe: MuxPipe, reason: str) -> None: ...
 
 
 class MuxPipe(asyncio.Protocol):
@@ -108,15 +122,16 @@ class MuxPipe(asyncio.Protocol):
         self,
         role: Role,
         handshake: ConsumerHandshake | ProviderHandshake,
-        owner: PipeOwner,
+        owner: ConsumerOwner | ProviderOwner,
         *,
         name: str = "",
-        heartbeat_interval: float = HEARTBEAT_INTERVAL,
-        heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
-        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL,
+        heartbeat_timeout: float = defaults.HEARTBEAT_TIMEOUT,
+        handshake_timeout: float = defaults.HANDSHAKE_TIMEOUT,
         admit: Admit | None = None,
-        max_streams: int = DEFAULT_STREAMS_PER_PIPE,
-        control_backlog: int = DEFAULT_CONTROL_BACKLOG,
+        on_limit: Callable[[Limit], None] = _no_limit_hit,
+        max_streams: int = defaults.STREAMS_PER_PIPE,
+        control_backlog: int = defaults.CONTROL_BACKLOG,
     ) -> None:
         self.id = next(_pipe_ids)
         self.role = role
@@ -151,8 +166,8 @@ class MuxPipe(asyncio.Protocol):
         self.unknown_stream_frames = 0
         self._admit = admit
         self.refused = False
-        self.limit_hit: Callable[[str], None] = _no_limit_hit
-        """Told the name of every limit this pipe enforces (the daemon counts them)."""
+        self.limit_hit = on_limit
+        """Told every limit this pipe enforces (the daemon counts them)."""
         self._max_streams = max_streams
         self._streams_refused = 0
         self._control_backlog = control_backlog
@@ -432,7 +447,7 @@ class MuxPipe(asyncio.Protocol):
                 raise LimitExceeded(
                     f"{self.role_peer} sent more than {MAX_PINGS_PER_INTERVAL} PINGs within "
                     f"{self._heartbeat_interval:g} s",
-                    "pings",
+                    Limit.PINGS,
                 )
             self.send_raw(encode_ping(FrameType.PONG, decode_ping(frame.payload)))
         elif ftype is FrameType.PONG:
@@ -466,11 +481,13 @@ class MuxPipe(asyncio.Protocol):
             if len(self.streams) >= self._max_streams:
                 self._refuse_stream(request)
                 return
-            self.owner.pipe_open(self, request)
+            cast(ProviderOwner, self.owner).pipe_open(self, request)
         elif frame.type is FrameType.REGISTERED:
             # A second REGISTERED is an update: the SC's config was reloaded.
             self.registered = True
-            self.owner.pipe_registered(self, Registered.decode(frame.payload).results)
+            cast(ProviderOwner, self.owner).pipe_registered(
+                self, Registered.decode(frame.payload).results
+            )
         else:
             raise RemoteProtocolError(f"unexpected {frame.type.name} from the SC")
 
@@ -489,7 +506,7 @@ class MuxPipe(asyncio.Protocol):
                 raise RemoteProtocolError("second REGISTER on one pipe")
             register = Register.decode(frame.payload)
             self.registered = True
-            results = self.owner.pipe_register(self, register.uuids)
+            results = cast(ConsumerOwner, self.owner).pipe_register(self, register.uuids)
             self.send_raw(Registered(tuple(results)).encode())
         else:
             raise RemoteProtocolError(f"unexpected {frame.type.name} from the SP")
@@ -497,7 +514,7 @@ class MuxPipe(asyncio.Protocol):
     def _refuse_stream(self, request: Open) -> None:
         """OPEN beyond ``streams_per_pipe``: refuse that stream (the SC answers its client)."""
         self._streams_refused += 1
-        self.limit_hit("streams_per_pipe")
+        self.limit_hit(Limit.STREAMS_PER_PIPE)
         reason = f"the SP's pipe carries its limit of {self._max_streams} concurrent streams"
         if self._streams_refused == 1:
             log.warning("%s: %s: refusing new streams (only counted from now on)", self, reason)
@@ -516,8 +533,7 @@ class MuxPipe(asyncio.Protocol):
         idle = time.monotonic() - self._last_rx
         if idle > self._heartbeat_timeout:
             log.warning("%s: no heartbeat for %.1f s, closing", self, idle)
-            self.close_reason = f"heartbeat timeout ({idle:.1f} s without a frame)"
-            self.abort()
+            self.abort(f"heartbeat timeout ({idle:.1f} s without a frame)")
             return
         self._pings = 0
         self.send_raw(encode_ping(FrameType.PING, int(time.monotonic() * 1000)))
@@ -534,10 +550,8 @@ class MuxPipe(asyncio.Protocol):
             f"(limit {self._control_backlog})"
         )
         log.warning("%s: %s, closing", self, message)
-        self.error = LimitExceeded(message, "control_backlog")
-        self.close_reason = message
-        self.limit_hit("control_backlog")
-        self.abort()
+        self.limit_hit(Limit.CONTROL_BACKLOG)
+        self.abort(message, LimitExceeded(message, Limit.CONTROL_BACKLOG))
 
     def refuse(self, refusal: Refusal) -> None:
         """Turn the pipe away before its handshake: one small GOAWAY, then close (no timer)."""
@@ -571,7 +585,7 @@ class MuxPipe(asyncio.Protocol):
         self.send_raw(CodedReason(FrameType.GOAWAY, 0, GoawayCode.DRAINING, reason).encode())
 
     def close(self, code: GoawayCode = GoawayCode.NORMAL, reason: str = "closing") -> None:
-        """Say GOAWAY with ``reason`` and close once it is written (abort after 2 s)."""
+        """Say GOAWAY with ``reason`` and close once it is written (abort after CLOSE_TIMEOUT)."""
         if self.closing or self._transport is None:
             return
         self.send_raw(CodedReason(FrameType.GOAWAY, 0, code, reason).encode())
@@ -579,12 +593,20 @@ class MuxPipe(asyncio.Protocol):
         self.closing = True
         self.close_reason = reason
         self._transport.close()
-        self._loop.call_later(2.0, self.abort)
+        self._loop.call_later(defaults.CLOSE_TIMEOUT, self.abort)
 
-    def abort(self) -> None:
+    def abort(self, reason: str = "", error: ProtocolError | None = None) -> None:
+        """Cut the pipe now (no GOAWAY); ``reason`` and ``error`` say why."""
+        self._note_abort(reason, error)
         if self._transport is not None and not self.closed.done():
             self.closing = True
             self._transport.abort()
+
+    def _note_abort(self, reason: str, error: ProtocolError | None) -> None:
+        if reason:
+            self.close_reason = reason
+        if error is not None:
+            self.error = error
 
 
 def open_failure_from_os_error(exc: OSError) -> OpenRefused:

@@ -7,7 +7,8 @@ import time
 import uuid as uuid_mod
 from collections.abc import Collection
 
-from edgerq.pipe import HEARTBEAT_INTERVAL, MuxPipe
+from edgerq.defaults import HEARTBEAT_INTERVAL
+from edgerq.pipe import MuxPipe
 
 SUSPECT_AFTER = 1.5 * HEARTBEAT_INTERVAL
 """Seconds without a frame after which a pipe is chosen only if no other will do."""

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import cast
 
+from edgerq.labels import Outcome
 from edgerq.protocol.messages import ResetCode
 from edgerq.stream import Stream
 
@@ -73,6 +74,9 @@ class LocalConnection(asyncio.BufferedProtocol):
         self.remote_eof = False
         self.done = False
         self.outcome = ""
+        """How the connection ended, in words (for the log line)."""
+        self.outcome_kind: Outcome | None = None
+        """How the connection ended, as a metrics label; set once, with ``outcome``."""
         self.started = time.monotonic()
         self._on_done = on_done
         self._on_connected = on_connected
@@ -80,15 +84,20 @@ class LocalConnection(asyncio.BufferedProtocol):
         self.last_active = self.started
         """When a byte last moved either way (read from or written to the socket)."""
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._counted: tuple[Stream | None, int, int] = (None, 0, 0)
+        """The stream whose bytes were last counted, and its (out, in) counts then."""
 
     # --- binding -----------------------------------------------------------------
 
-    def bind(self, stream: Stream) -> None:
-        """Attach the stream; reading starts (data may flow before OPEN_OK)."""
+    def bind(self, stream: Stream, pipe_paused: bool = False) -> None:
+        """Attach the stream; reading starts (data may flow before OPEN_OK).
+
+        ``pipe_paused``: the stream's pipe cannot take more now (``on_pipe_paused``
+        says when that changes)."""
         self.stream = stream
         stream.sink = self
         self._limit_write_buffer()
-        if stream.pipe.paused:
+        if pipe_paused:
             self._paused |= PAUSED_PIPE
         else:  # (re)bound to a pipe that is not paused, e.g. after a failover
             self._paused &= ~PAUSED_PIPE
@@ -182,10 +191,10 @@ class LocalConnection(asyncio.BufferedProtocol):
                 pass
             elif exc is not None:
                 stream.reset(ResetCode.CANCELLED, f"connection to {self.peer} failed: {exc}")
-                self.outcome = self.outcome or f"local error: {exc}"
+                self.set_outcome(Outcome.ERROR, f"local error: {exc}")
             else:
                 stream.reset(ResetCode.CANCELLED, f"{self.peer} closed the connection")
-                self.outcome = self.outcome or "closed early"
+                self.set_outcome(Outcome.CLOSED_EARLY, "closed early")
         self._finish()
 
     def pause_writing(self) -> None:
@@ -208,8 +217,8 @@ class LocalConnection(asyncio.BufferedProtocol):
         if self.transport is not None:
             self._write_eof()
 
-    def on_reset(self, reason: str) -> None:
-        self.outcome = self.outcome or reason
+    def on_reset(self, reason: str, outcome: Outcome) -> None:
+        self.set_outcome(outcome, reason)
         self.abort()
 
     def on_credit(self) -> None:
@@ -269,7 +278,7 @@ class LocalConnection(asyncio.BufferedProtocol):
 
     def _maybe_close(self) -> None:
         if self.local_eof and self.remote_eof and self.transport is not None:
-            self.outcome = self.outcome or "ok"
+            self.set_outcome(Outcome.OK, "ok")
             self.transport.close()
 
     def _set_paused(self, reason: int, paused: bool) -> None:
@@ -309,6 +318,29 @@ class LocalConnection(asyncio.BufferedProtocol):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
         transport.abort()
 
+    def uncounted_bytes(self) -> tuple[int, int]:
+        """The stream's bytes (sent, received) since the last call.
+
+        Byte counters move while bytes flow: the daemon adds these at every
+        scrape and once more when the connection ends, so nothing is counted on
+        the hot path and a long keep-alive connection does not show 0 until it
+        closes. After a failover the new stream is counted from 0.
+        """
+        stream = self.stream
+        if stream is None:
+            return 0, 0
+        counted, out, in_ = self._counted
+        if counted is not stream:
+            out = in_ = 0
+        self._counted = (stream, stream.bytes_out, stream.bytes_in)
+        return stream.bytes_out - out, stream.bytes_in - in_
+
+    def set_outcome(self, kind: Outcome, text: str) -> None:
+        """Record how the connection ended, unless an earlier cause was recorded."""
+        if self.outcome_kind is None:
+            self.outcome_kind = kind
+            self.outcome = text
+
     def _idle_check(self) -> None:
         """The idle timer: re-armed for the time left until it finds no byte moved for long."""
         timeout = self.idle_timeout
@@ -320,7 +352,9 @@ class LocalConnection(asyncio.BufferedProtocol):
         if left > 0:
             self._idle_timer = asyncio.get_running_loop().call_later(left, self._idle_check)
             return
-        self.outcome = self.outcome or f"idle timeout ({timeout:g} s without a byte either way)"
+        self.set_outcome(
+            Outcome.IDLE_TIMEOUT, f"idle timeout ({timeout:g} s without a byte either way)"
+        )
         self.idle_expired(timeout)
 
     def idle_expired(self, timeout: float) -> None:

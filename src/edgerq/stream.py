@@ -1,9 +1,11 @@
 """One tunneled connection inside a pipe: flow-control state and its local end.
 
-A ``Stream`` belongs to a pipe and is bound to a ``StreamSink``, the local
-socket it relays (the client at the SC, the service at the SP). The sink
-calls ``send``/``send_eof``/``reset``/``consumed``; the pipe calls the sink's
-``on_*`` methods when frames arrive.
+A ``Stream`` is flow-control state. It hands the frames it produces to a
+``StreamWriter`` (its pipe, which it knows by that small interface only) and
+is bound to a ``StreamSink``, the local socket it relays (the client at the
+SC, the service at the SP). The sink calls ``send``/``send_eof``/``reset``/
+``consumed``; the pipe calls ``receive_*`` when frames arrive, and the stream
+calls the sink's ``on_*`` methods.
 
 Flow control, per stream and per direction: the sender may have at most
 ``window`` bytes unacknowledged; the receiver grants credit back with WINDOW
@@ -15,13 +17,22 @@ from __future__ import annotations
 
 import asyncio
 import uuid as uuid_mod
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
+from edgerq.labels import Outcome
 from edgerq.protocol.frames import FrameType, encode_frame
 from edgerq.protocol.messages import CodedReason, OpenFailure, ResetCode, encode_window
 
-if TYPE_CHECKING:
-    from edgerq.pipe import MuxPipe
+
+class StreamWriter(Protocol):
+    """Where a stream's frames go: its pipe, whatever the carrier."""
+
+    def send_data(
+        self, stream_id: int, data: bytes | bytearray | memoryview, max_frame: int
+    ) -> None: ...
+    def send_raw(self, data: bytes) -> None: ...
+    def forget_stream(self, stream: Stream) -> None: ...
+    def log_stream_error(self, stream: Stream, message: str) -> None: ...
 
 
 class StreamSink(Protocol):
@@ -29,7 +40,7 @@ class StreamSink(Protocol):
 
     def on_data(self, data: bytes | memoryview) -> None: ...
     def on_eof(self) -> None: ...
-    def on_reset(self, reason: str) -> None: ...
+    def on_reset(self, reason: str, outcome: Outcome) -> None: ...
     def on_credit(self) -> None: ...
     def on_pipe_paused(self, paused: bool) -> None: ...
 
@@ -57,7 +68,6 @@ class Stream:
         "id",
         "max_frame",
         "opened",
-        "pipe",
         "recv_credited",
         "recv_received",
         "replay",
@@ -65,18 +75,19 @@ class Stream:
         "service",
         "sink",
         "window",
+        "writer",
     )
 
     def __init__(
         self,
-        pipe: MuxPipe,
+        writer: StreamWriter,
         stream_id: int,
         service: uuid_mod.UUID,
         window: int,
         max_frame: int,
         sink: StreamSink | None = None,
     ) -> None:
-        self.pipe = pipe
+        self.writer = writer
         self.id = stream_id
         self.service = service
         self.window = window
@@ -110,13 +121,13 @@ class Stream:
         self.bytes_out += n
         if self.replay is not None:
             self.replay += data
-        self.pipe.send_data(self.id, data, self.max_frame)
+        self.writer.send_data(self.id, data, self.max_frame)
 
     def send_eof(self) -> None:
         if self.finished or self.eof_sent:
             return
         self.eof_sent = True
-        self.pipe.send_raw(encode_frame(FrameType.FIN, self.id))
+        self.writer.send_raw(encode_frame(FrameType.FIN, self.id))
         self._maybe_finish()
 
     def consumed(self, total: int) -> None:
@@ -132,23 +143,23 @@ class Stream:
         pending = total - self.recv_credited
         if pending >= self.window // 4:
             self.recv_credited = total
-            self.pipe.send_raw(encode_window(self.id, pending))
+            self.writer.send_raw(encode_window(self.id, pending))
 
     def reset(self, code: ResetCode, reason: str) -> None:
         """Abort the stream in both directions and tell the peer."""
         if self.finished:
             return
-        self.pipe.send_raw(CodedReason(FrameType.RESET, self.id, code, reason).encode())
+        self.writer.send_raw(CodedReason(FrameType.RESET, self.id, code, reason).encode())
         self._finish()
 
-    # --- called by the pipe ------------------------------------------------------
+    # --- called by the pipe (the writer) ------------------------------------------------------
 
     def receive_data(self, data: bytes | memoryview) -> None:
         n = len(data)
         self.recv_received += n
         self.bytes_in += n
         if self.recv_received - self.recv_credited > self.window:
-            self.pipe.log_stream_error(self, "peer overran the stream window")
+            self.writer.log_stream_error(self, "peer overran the stream window")
             self.fail(ResetCode.FLOW_CONTROL, "flow-control window exceeded")
             return
         if self.eof_received:
@@ -181,7 +192,7 @@ class Stream:
             failure = PipeLost if pipe_lost else OpenRefused
             self.opened.set_exception(failure(OpenFailure.CONNECT_ERROR, reason))
         if self.sink is not None:
-            self.sink.on_reset(reason)
+            self.sink.on_reset(reason, Outcome.PIPE_CLOSED if pipe_lost else Outcome.RESET)
 
     def receive_open_result(self, error: OpenRefused | None) -> None:
         if self.opened is None or self.opened.done():
@@ -200,7 +211,7 @@ class Stream:
         if self.opened is not None and not self.opened.done():
             self.opened.set_exception(OpenRefused(OpenFailure.CONNECT_ERROR, reason))
         if self.sink is not None:
-            self.sink.on_reset(reason)
+            self.sink.on_reset(reason, Outcome.ERROR)
 
     def _maybe_finish(self) -> None:
         if self.eof_sent and self.eof_received:
@@ -209,4 +220,4 @@ class Stream:
     def _finish(self) -> None:
         if not self.finished:
             self.finished = True
-            self.pipe.forget_stream(self)
+            self.writer.forget_stream(self)

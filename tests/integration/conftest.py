@@ -147,6 +147,8 @@ class Tunnel:
     service_port: int
     listener_port: int
     backend: HashService
+    sc_admin: str | None = None
+    """The SC's admin URL (``http://127.0.0.1:port``), when asked for."""
 
 
 class Processes:
@@ -252,13 +254,19 @@ class ConsumerHalf:
     listener_port: int
     service_port: int
     pipe_extra: str
+    admin: str | None = None
 
 
 def start_consumer(
-    processes: Processes, carrier: str, tmp_path: Path, token: str | None = "s3cret"
+    processes: Processes,
+    carrier: str,
+    tmp_path: Path,
+    token: str | None = "s3cret",
+    admin: bool = False,
 ) -> ConsumerHalf:
     listener_extra, pipe_extra = carrier_settings(carrier, tmp_path)
     listener, service_port = free_port(), free_port()
+    admin_port = free_port() if admin else None
     sc = processes.start(
         "sc",
         consumer_xml(
@@ -266,10 +274,12 @@ def start_consumer(
             [{"uuid": SERVICE_UUID, "name": "hash", "port": service_port}],
             token=token,
             listener_extra=listener_extra,
+            extra=f"<admin><port>{admin_port}</port></admin>" if admin else "",
         ),
     )
     sc.wait_log("accepting pipes")
-    return ConsumerHalf(sc, listener, service_port, pipe_extra)
+    url = f"http://127.0.0.1:{admin_port}" if admin_port is not None else None
+    return ConsumerHalf(sc, listener, service_port, pipe_extra, url)
 
 
 def start_provider(
@@ -292,11 +302,13 @@ def start_provider(
 
 
 def start_tunnel(
-    processes: Processes, backend: HashService, carrier: str, tmp_path: Path
+    processes: Processes, backend: HashService, carrier: str, tmp_path: Path, admin: bool = False
 ) -> Tunnel:
-    consumer = start_consumer(processes, carrier, tmp_path)
+    consumer = start_consumer(processes, carrier, tmp_path, admin=admin)
     sp = start_provider(processes, consumer, backend.port)
-    return Tunnel(consumer.sc, sp, consumer.service_port, consumer.listener_port, backend)
+    return Tunnel(
+        consumer.sc, sp, consumer.service_port, consumer.listener_port, backend, consumer.admin
+    )
 
 
 @pytest.fixture

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 import urllib.error
 import urllib.request
 
 from tests.integration.backends import HashService, payload, sha256
-from tests.integration.clients import download
+from tests.integration.clients import connect, download, read_all
 from tests.integration.conftest import (
     SERVICE_UUID,
     Processes,
     consumer_xml,
     free_port,
     provider_xml,
+    wait_for,
 )
 
 
@@ -133,3 +135,69 @@ def test_auth_failures_are_counted(processes: Processes, backend: HashService) -
     # The SP keeps redialing with backoff, so the count only grows; at least one.
     failures = re.search(r"^edgerq_auth_failures_total (\S+)$", metrics, re.M)
     assert failures is not None and float(failures.group(1)) >= 1
+
+
+def metric_value(metrics: str, sample: str) -> float:
+    match = re.search(rf"^{re.escape(sample)} (\S+)$", metrics, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_byte_counters_move_while_a_connection_stays_open(
+    processes: Processes, backend: HashService
+) -> None:
+    """A pooled keep-alive connection shows its bytes at once, not when it ends."""
+    listener, port, sc_admin, sp_admin = free_port(), free_port(), free_port(), free_port()
+    sc = processes.start(
+        "sc",
+        consumer_xml(
+            listener,
+            [{"uuid": SERVICE_UUID, "name": "hash", "port": port}],
+            extra=f"<admin><port>{sc_admin}</port></admin>",
+        ),
+    )
+    sc.wait_log("admin endpoint")
+    sp_xml = provider_xml([(listener, [(SERVICE_UUID, backend.port)], None)]).replace(
+        "<pipes>", f"<admin><port>{sp_admin}</port></admin><pipes>"
+    )
+    processes.start("sp", sp_xml)
+    sc.wait_log("now serve it", timeout=30)
+    sc_url, sp_url = f"http://127.0.0.1:{sc_admin}", f"http://127.0.0.1:{sp_admin}"
+    up = 'edgerq_stream_bytes_total{direction="up",service="hash"}'
+    down = 'edgerq_stream_bytes_total{direction="down",service="hash"}'
+    sp_up = 'edgerq_stream_bytes_total{direction="up",service="svc0"}'
+    sp_down = 'edgerq_stream_bytes_total{direction="down",service="svc0"}'
+
+    def echo(sock: socket.socket, data: bytes) -> None:
+        sock.sendall(data)
+        got = b""
+        while len(got) < len(data):
+            got += sock.recv(65536)
+        assert got == data
+
+    with connect(port) as sock:
+        sock.sendall(b"ECHO\n")  # 5 bytes up; the service echoes what follows
+        for size, total_up, total_down in ((995, 1000, 995), (500, 1500, 1495)):
+            echo(sock, b"x" * size)
+            metrics = get(f"{sc_url}/metrics")[1]
+            assert (metric_value(metrics, up), metric_value(metrics, down)) == (
+                total_up,
+                total_down,
+            )
+            (service,) = json.loads(get(f"{sc_url}/status")[1])["services"]
+            assert (service["bytes_up"], service["bytes_down"]) == (total_up, total_down)
+            sp_metrics = get(f"{sp_url}/metrics")[1]
+            assert (metric_value(sp_metrics, sp_up), metric_value(sp_metrics, sp_down)) == (
+                total_up,
+                total_down,
+            )
+        sock.shutdown(socket.SHUT_WR)
+        assert read_all(sock) == b"BYE\n"
+    wait_for(
+        lambda: (
+            'edgerq_streams_total{outcome="ok",service="hash"} 1.0' in get(f"{sc_url}/metrics")[1]
+        ),
+        10,
+        "the connection to end",
+    )
+    metrics = get(f"{sc_url}/metrics")[1]  # the rest counted once as it ended, none twice
+    assert (metric_value(metrics, up), metric_value(metrics, down)) == (1500, 1499)

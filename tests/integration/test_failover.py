@@ -3,8 +3,10 @@ no request that starts after it died."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,10 +171,14 @@ def test_clients_waiting_for_a_pipe_get_the_next_one(
     processes: Processes, backend: HashService
 ) -> None:
     """With every SP gone, new clients wait (up to request_ttl) for the next to register."""
-    listener, port = free_port(), free_port()
+    listener, port, admin = free_port(), free_port(), free_port()
     sc = processes.start(
         "sc",
-        consumer_xml(listener, [{"uuid": SERVICE_UUID, "port": port, "request_ttl": 30}]),
+        consumer_xml(
+            listener,
+            [{"uuid": SERVICE_UUID, "port": port, "request_ttl": 30}],
+            extra=f"<admin><port>{admin}</port></admin>",
+        ),
     )
     sc.wait_log("accepting pipes")
     results: list[str] = []
@@ -180,10 +186,14 @@ def test_clients_waiting_for_a_pipe_get_the_next_one(
     def client(seed: int) -> None:
         results.append(download(port, 100_000, seed))
 
+    def waiting_at_sc() -> int:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/status", timeout=10) as r:
+            return int(json.load(r)["services"][0]["open"])
+
     waiting = [threading.Thread(target=client, args=(i,)) for i in range(5)]
     for t in waiting:
         t.start()
-    time.sleep(1)  # let them connect and queue for a pipe
+    wait_for(lambda: waiting_at_sc() == 5, 10, "five clients queued for a pipe")
     processes.start("sp", provider_xml([(listener, [(SERVICE_UUID, backend.port)], None)]))
     for t in waiting:
         t.join(timeout=60)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from tests.integration.conftest import (
     consumer_xml,
     free_port,
     provider_xml,
+    wait_for,
 )
 
 
@@ -43,6 +45,11 @@ def test_one_sp_with_pipes_to_two_scs(processes: Processes, backend: HashService
     assert download(p2, 300_000, 2) == sha256(payload(300_000, 2))
 
 
+def stream_pipes(log: str) -> list[str]:
+    """The pipe named in each of the SC's per-connection lines, in order."""
+    return re.findall(r"(pipe \d+) '[^']*' \([^)]*\) stream \d+: client", log)
+
+
 def test_two_sps_share_a_uuid_and_survivor_takes_over(
     processes: Processes, backend: HashService
 ) -> None:
@@ -53,7 +60,17 @@ def test_two_sps_share_a_uuid_and_survivor_takes_over(
     sp1 = processes.start("sp", xml)
     processes.start("sp", xml)
     sc.wait_log("2 pipe(s) now serve it", timeout=30)
-    # Streams are spread: hold a few connections open and look at both pipes' logs later.
+    # Streams are spread: connections held open at once go to the least busy pipe,
+    # and the SC's line for each names the pipe it took.
+    accepted = backend.accepted
+    held = [connect(port) for _ in range(4)]
+    for sock in held:
+        sock.sendall(b"HOLD\n")
+    wait_for(lambda: backend.accepted >= accepted + 4, 10, "four held connections")
+    for sock in held:
+        sock.close()
+    wait_for(lambda: len(stream_pipes(sc.log)) >= 4, 10, "the SC's line for each")
+    assert len(set(stream_pipes(sc.log))) == 2, stream_pipes(sc.log)
     for i in range(10):
         assert download(port, 10_000, i) == sha256(payload(10_000, i))
     sp1.kill()

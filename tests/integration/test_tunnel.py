@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import socket
-import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
-from tests.integration.backends import payload, sha256
+from edgerq.defaults import STREAM_WINDOW
+from tests.integration.backends import HashService, payload, sha256
 from tests.integration.clients import connect, download, read_all, upload
-from tests.integration.conftest import Processes, Tunnel
+from tests.integration.conftest import Processes, Tunnel, start_tunnel, wait_for
 
 SIZES = [0, 1, 64 * 1024, 50 * 1024 * 1024]
 
@@ -60,14 +63,33 @@ def test_200_concurrent_connections_share_one_pipe(any_tunnel: Tunnel) -> None:
     assert any_tunnel.backend.accepted >= 200
 
 
-def test_stalled_reader_does_not_hold_up_another_stream(any_tunnel: Tunnel) -> None:
+def bytes_down(admin: str) -> float:
+    with urllib.request.urlopen(f"{admin}/metrics", timeout=10) as response:
+        metrics = response.read().decode()
+    match = re.search(
+        r'^edgerq_stream_bytes_total\{direction="down",service="hash"\} (\S+)$', metrics, re.M
+    )
+    return float(match.group(1)) if match else 0.0
+
+
+@pytest.mark.parametrize("carrier", ["tcp", "udp"])
+def test_stalled_reader_does_not_hold_up_another_stream(
+    processes: Processes, backend: HashService, tmp_path: Path, carrier: str
+) -> None:
+    tunnel = start_tunnel(processes, backend, carrier, tmp_path, admin=True)
+    assert tunnel.sc_admin is not None
     size = 20 * 1024 * 1024
     # (No tiny SO_RCVBUF here: TCP itself then crawls at one segment per delayed ACK.)
-    stalled = connect(any_tunnel.service_port)
+    stalled = connect(tunnel.service_port)
     stalled.sendall(f"DOWN {size} 3\n".encode())
-    time.sleep(0.5)  # let the stalled stream use up its window
+    # The stalled stream has used up its window once the SC holds a window's worth.
+    wait_for(
+        lambda: bytes_down(tunnel.sc_admin or "") >= STREAM_WINDOW,
+        30,
+        "the stalled stream to fill its window",
+    )
     # Another stream moves 20 MiB through the same pipe while the first one reads nothing.
-    assert download(any_tunnel.service_port, size, seed=4) == sha256(payload(size, 4))
+    assert download(tunnel.service_port, size, seed=4) == sha256(payload(size, 4))
     # The stalled one still gets every byte once it reads.
     digest = hashlib.sha256()
     with stalled:
@@ -77,9 +99,10 @@ def test_stalled_reader_does_not_hold_up_another_stream(any_tunnel: Tunnel) -> N
 
 
 def test_sigterm_stops_both_daemons_cleanly(tunnel: Tunnel, processes: Processes) -> None:
+    accepted = tunnel.backend.accepted
     open_client = connect(tunnel.service_port)
     open_client.sendall(b"HOLD\n")
-    time.sleep(0.2)
+    wait_for(lambda: tunnel.backend.accepted > accepted, 10, "the service to be connected")
     assert tunnel.sp.stop() == 0  # after the default 5 s grace period
     assert tunnel.sc.stop() == 0
     open_client.settimeout(5)

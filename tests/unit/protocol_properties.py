@@ -26,7 +26,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from edgerq.errors import FrameError, ProtocolError
+from edgerq.errors import FrameError, RemoteProtocolError
 from edgerq.protocol.frames import (
     HANDSHAKE_MAX_PAYLOAD,
     HEADER,
@@ -216,6 +216,22 @@ message_payloads = st.one_of(
 )
 
 
+def _body(wire: bytes) -> bytes:
+    return wire[HEADER_SIZE:]
+
+
+ENCODERS: dict[FrameType, Callable[[Any], bytes]] = {
+    FrameType.WINDOW: lambda v: _body(encode_window(1, v)),
+    FrameType.PING: lambda v: _body(encode_ping(FrameType.PING, v)),
+    FrameType.PONG: lambda v: _body(encode_ping(FrameType.PONG, v)),
+    **{
+        t: (lambda v: _body(v.encode()))
+        for t in DECODERS
+        if t not in (FrameType.WINDOW, FrameType.PING, FrameType.PONG)
+    },
+}
+
+
 def check_message(frame_type: FrameType, payload: bytes) -> None:
     decode = DECODERS.get(frame_type)
     if decode is None:
@@ -224,7 +240,12 @@ def check_message(frame_type: FrameType, payload: bytes) -> None:
         value = decode(payload)
     except FrameError:
         return
-    assert value is not None
+    # What was accepted is what we would send for that value, byte for byte
+    # but reserved flag bits: as long as the payload (nothing skipped or left
+    # over), and read back to the same value.
+    wire = ENCODERS[frame_type](value)
+    assert len(wire) == len(payload), (frame_type, value, payload)
+    assert decode(wire) == value, (frame_type, value, payload)
 
 
 # --- the handshake -------------------------------------------------------------
@@ -257,9 +278,14 @@ def check_handshake(frames: list[Frame], sc_token: bytes | None, sp_token: bytes
     _check_replies([sp.start()])
     for side in (sc, sp):
         for frame in frames:
+            if side.done:
+                break  # a pipe hands no more frames to a finished handshake
             try:
                 replies = side.receive(frame)
-            except ProtocolError:
+            except RemoteProtocolError:
+                # The peer's garbage is refused as the peer's fault (a
+                # LocalProtocolError here would be our own bug: it propagates).
+                assert not side.done
                 break
             _check_replies(replies)
     # Without the token nobody can forge a proof (HMAC-SHA256 over fresh nonces).

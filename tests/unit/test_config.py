@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from edgerq import defaults
 from edgerq.cli import describe
 from edgerq.config import (
     ConsumerConfig,
@@ -20,12 +21,6 @@ from edgerq.config import (
     load_provider,
 )
 from edgerq.config.loader import MAX_CONFIG_BYTES
-from edgerq.config.model import (
-    DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_REQUEST_BUFFER,
-    DEFAULT_REQUEST_TTL,
-    DEFAULT_STREAM_WINDOW,
-)
 from edgerq.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,7 +63,7 @@ def test_shipped_consumer_sample_has_the_original_values() -> None:
     assert service.max_connections == 50
     assert service.request_buffer == 4096
     assert service.request_ttl == 3.0
-    assert service.stream_window == DEFAULT_STREAM_WINDOW
+    assert service.stream_window == defaults.STREAM_WINDOW
     assert service.type == "tcp"
 
 
@@ -155,10 +150,10 @@ def test_built_in_defaults_when_the_file_sets_none() -> None:
     config = consumer("consumer_minimal.xml")
     (service,) = config.services
     assert service.name == str(SAMPLE_UUID)
-    assert service.max_connections == DEFAULT_MAX_CONNECTIONS == 50
-    assert service.request_buffer == DEFAULT_REQUEST_BUFFER == 4096
-    assert service.request_ttl == DEFAULT_REQUEST_TTL
-    assert service.stream_window == DEFAULT_STREAM_WINDOW == 1024 * 1024
+    assert service.max_connections == defaults.MAX_CONNECTIONS == 50
+    assert service.request_buffer == defaults.REQUEST_BUFFER == 4096
+    assert service.request_ttl == defaults.REQUEST_TTL
+    assert service.stream_window == defaults.STREAM_WINDOW == 1024 * 1024
     assert service.type == "tcp"
     assert config.listener.protocol == "tcp"
 

@@ -15,8 +15,9 @@ import pytest
 from edgerq.config import load_consumer, load_provider
 from edgerq.config.model import PipeLimits
 from edgerq.errors import AuthError, ConfigError
+from edgerq.labels import Outcome
 from edgerq.limits import AuthFailureLimiter, PipeGate, source_address
-from edgerq.metrics import Metrics, outcome_label
+from edgerq.metrics import Metrics
 from edgerq.pipe import MAX_PINGS_PER_INTERVAL, MuxPipe, Role
 from edgerq.protocol.frames import FrameDecoder, FrameType, encode_frame
 from edgerq.protocol.handshake import ConsumerHandshake, ProviderHandshake
@@ -106,7 +107,6 @@ class FakePipe:
         self.peer = peer
         self.error: Exception | None = None
         self.authenticated = False
-        self.limit_hit = None
 
     def __str__(self) -> str:
         return f"pipe ({self.peer})"
@@ -266,9 +266,14 @@ def frames_of(data: bytes | bytearray) -> list[tuple[FrameType, int, bytes]]:
 async def authenticated_sp_side(**kwargs: int) -> tuple[MuxPipe, MemoryTransport, Owner, list[str]]:
     """An SP-side pipe past the handshake (no token), fed by hand."""
     owner = Owner()
-    pipe = MuxPipe(Role.PROVIDER, ProviderHandshake(None, "sp"), owner, **kwargs)  # type: ignore[arg-type]
     hits: list[str] = []
-    pipe.limit_hit = hits.append
+    pipe = MuxPipe(
+        Role.PROVIDER,
+        ProviderHandshake(None, "sp"),
+        owner,
+        on_limit=hits.append,
+        **kwargs,  # type: ignore[arg-type]
+    )
     transport = MemoryTransport()
     pipe.connection_made(transport)
     sc = ConsumerHandshake(None)
@@ -300,32 +305,45 @@ async def test_a_ping_flood_closes_the_pipe_with_a_reason() -> None:
     assert f"more than {MAX_PINGS_PER_INTERVAL} PINGs" in reason.reason
 
 
+def refused_opens(first: int, count: int) -> bytes:
+    """OPENs a pipe with ``max_streams=0`` must each answer with an OPEN_FAIL: a
+    peer's way to make us queue control frames without tripping the PING limit."""
+    import uuid
+
+    service = uuid.UUID(int=1)
+    return b"".join(
+        Open(stream_id, service, 65536, 4096, "client").encode()
+        for stream_id in range(first, first + count)
+    )
+
+
+def open_fail_size() -> int:
+    reason = "the SP's pipe carries its limit of 0 concurrent streams"
+    return len(CodedReason(FrameType.OPEN_FAIL, 1, 0, reason).encode())
+
+
 @in_loop
 async def test_control_frames_queued_for_a_peer_that_does_not_read_are_bounded() -> None:
-    pipe, transport, _, hits = await authenticated_sp_side(control_backlog=65536)
+    pipe, transport, _, hits = await authenticated_sp_side(control_backlog=65536, max_streams=0)
     pipe.pause_writing()  # the transport is full: the peer does not read
     transport.buffered = 10 << 20
-    ping = encode_ping(FrameType.PING, 1)
-    for _ in range(65536 // len(ping) + 1):  # PONGs a real peer could ask for over time
-        pipe._pings = 0
-        pipe.data_received(ping)
-        if pipe.closing:
-            break
-    assert pipe.closing and transport.aborted and hits == ["control_backlog"]
+    answers = 65536 // open_fail_size() + 1  # OPEN_FAILs a real peer could ask for
+    pipe.data_received(refused_opens(1, answers))
+    assert pipe.closing and transport.aborted
+    assert hits.count("control_backlog") == 1 and hits[-1] == "control_backlog"
     assert "does not read" in pipe.close_reason
 
 
 @in_loop
 async def test_control_backlog_is_forgotten_once_the_peer_reads_again() -> None:
-    pipe, _, _, hits = await authenticated_sp_side(control_backlog=65536)
-    ping = encode_ping(FrameType.PING, 1)
-    for _ in range(3):
+    pipe, _, _, hits = await authenticated_sp_side(control_backlog=65536, max_streams=0)
+    answers = 60000 // open_fail_size()  # just under the limit each time
+    for episode in range(3):
         pipe.pause_writing()
-        for _ in range(60000 // len(ping)):
-            pipe._pings = 0
-            pipe.data_received(ping)
+        pipe.data_received(refused_opens(1 + episode * answers, answers))
         pipe.resume_writing()
-    assert not pipe.closing and hits == []
+    assert not pipe.closing and "control_backlog" not in hits
+    assert hits.count("streams_per_pipe") == 3 * answers
 
 
 @in_loop
@@ -357,7 +375,7 @@ async def test_a_refused_pipe_gets_one_goaway_and_no_handshake() -> None:
 
     owner = Owner()
     refusal = Refusal(GoawayCode.AUTH_FAILED, "too many failed authentications")
-    pipe = MuxPipe(Role.CONSUMER, ConsumerHandshake(b"t"), owner, admit=lambda p: refusal)  # type: ignore[arg-type]
+    pipe = MuxPipe(Role.CONSUMER, ConsumerHandshake(b"t"), owner, admit=lambda p: refusal)
     transport = MemoryTransport()
     pipe.connection_made(transport)
     assert pipe.refused and transport.closed
@@ -369,8 +387,20 @@ async def test_a_refused_pipe_gets_one_goaway_and_no_handshake() -> None:
     assert owner.closed == [refusal.reason]
 
 
-def test_idle_timeout_outcome_has_its_own_label() -> None:
-    assert outcome_label("idle timeout (5 s without a byte either way)") == "idle_timeout"
+def test_outcome_labels_are_the_ones_dashboards_use() -> None:
+    assert str(Outcome.IDLE_TIMEOUT) == "idle_timeout"
+    assert Outcome.for_status(504) is Outcome.GATEWAY_TIMEOUT
+    assert {str(o) for o in Outcome} == {
+        "ok",
+        "502",
+        "503",
+        "504",
+        "idle_timeout",
+        "pipe_closed",
+        "reset",
+        "closed_early",
+        "error",
+    }
 
 
 # --- configuration -------------------------------------------------------------------

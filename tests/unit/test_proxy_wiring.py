@@ -12,20 +12,15 @@ import pytest
 from edgerq.config.model import PipeConfig, ProviderService
 from edgerq.pipe import MuxPipe
 from edgerq.protocol.messages import Open
+from edgerq.provider_pipe import ProviderPipe
 from edgerq.relay import LocalConnection
-from edgerq.sp import ProviderPipe
 from edgerq.stream import Stream
-
-
-class FakePipe:
-    paused = False
 
 
 class FakeStream:
     """What LocalConnection uses of a Stream: credit, and the consumed counter."""
 
     def __init__(self) -> None:
-        self.pipe = FakePipe()
         self.window = 1024 * 1024
         self.send_credit = self.window
         self.finished = False

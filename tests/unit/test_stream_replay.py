@@ -17,7 +17,7 @@ SERVICE = uuid.UUID(int=7)
 
 
 class RecordingPipe:
-    """Just what a Stream calls on its pipe."""
+    """A StreamWriter that records, and what the registry reads of a pipe."""
 
     def __init__(self, streams: int = 0) -> None:
         self.data: list[bytes] = []
@@ -38,9 +38,12 @@ class RecordingPipe:
     def forget_stream(self, stream: Stream) -> None:
         pass
 
+    def log_stream_error(self, stream: Stream, message: str) -> None:
+        pass
+
 
 def new_stream(pipe: RecordingPipe) -> Stream:
-    return Stream(cast(MuxPipe, pipe), 1, SERVICE, window=1 << 20, max_frame=4096)
+    return Stream(pipe, 1, SERVICE, window=1 << 20, max_frame=4096)
 
 
 def test_replay_keeps_every_byte_sent_even_after_the_pipe_died() -> None:

@@ -1,17 +1,46 @@
 """Carriers: how a pipe travels between SP and SC.
 
-Each carrier offers ``listen(listener, make_pipe)`` (SC side) and
-``dial(pipe, make_pipe, timeout)`` (SP side, an async context manager) and
-hands the daemons ``MuxPipe`` objects; no daemon code depends on the carrier.
+Each carrier implements the ``Carrier`` interface: ``listen(listener,
+make_pipe)`` (SC side, returns a ``PipeListener``) and ``dial(pipe,
+make_pipe, timeout)`` (SP side, an async context manager yielding the
+pipe). Both hand the daemons ``MuxPipe`` objects; no daemon code depends on
+which carrier it has.
 """
 
 from __future__ import annotations
 
-from types import ModuleType
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+from edgerq.config.model import ListenerConfig, PipeConfig
+from edgerq.pipe import MuxPipe
+
+MakePipe = Callable[[type[MuxPipe]], MuxPipe]
+"""The daemon's factory: builds its pipe (of the carrier's class) with its owner and limits."""
 
 
-def carrier(name: str) -> ModuleType:
-    """The module implementing carrier ``name`` (``tcp`` or ``udp``)."""
+class PipeListener(Protocol):
+    """An SC's port accepting pipes."""
+
+    address: tuple[str, int]
+
+    def close(self) -> None:
+        """Accept no more pipes; pipes already accepted stay up."""
+
+
+class Carrier(Protocol):
+    """One way for a pipe to travel (``tcp`` or ``udp``)."""
+
+    async def listen(self, listener: ListenerConfig, make_pipe: MakePipe) -> PipeListener: ...
+
+    def dial(
+        self, pipe: PipeConfig, make_pipe: MakePipe, timeout: float
+    ) -> AbstractAsyncContextManager[MuxPipe]: ...
+
+
+def carrier(name: str) -> Carrier:
+    """The implementation of carrier ``name`` (``tcp``, ``udp``, or ``memory`` in tests)."""
     if name == "tcp":
         from edgerq.carriers import tcp
 
@@ -20,4 +49,8 @@ def carrier(name: str) -> ModuleType:
         from edgerq.carriers import quic
 
         return quic
+    if name == "memory":  # tests only: no config can name it
+        from edgerq.carriers import memory
+
+        return memory
     raise ValueError(f"unknown carrier {name!r}")

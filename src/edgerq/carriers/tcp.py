@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from edgerq.carriers import MakePipe
 from edgerq.config.model import ListenerConfig, PipeConfig
 from edgerq.pipe import MuxPipe
-
-MakePipe = Callable[[type[MuxPipe]], MuxPipe]
 
 
 class TcpListener:
@@ -21,9 +20,6 @@ class TcpListener:
 
     def close(self) -> None:
         self._server.close()
-
-    async def wait_closed(self) -> None:
-        await self._server.wait_closed()
 
 
 async def listen(listener: ListenerConfig, make_pipe: MakePipe) -> TcpListener:

@@ -21,13 +21,8 @@ from typing import Any, cast
 
 from lxml import etree
 
+from edgerq import defaults
 from edgerq.config.model import (
-    DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_REQUEST_BUFFER,
-    DEFAULT_REQUEST_TTL,
-    DEFAULT_RESOLVE_INTERVAL,
-    DEFAULT_SHUTDOWN_GRACE,
-    DEFAULT_STREAM_WINDOW,
     AdminConfig,
     Carrier,
     ConsumerConfig,
@@ -346,10 +341,10 @@ def load_consumer(path: Path, env: Mapping[str, str] | None = None) -> ConsumerC
     _validate(path, tree, "consumer")
     env = os.environ if env is None else env
 
-    default_max = int(_text(root, "max_connections") or DEFAULT_MAX_CONNECTIONS)
-    default_buffer = int(_text(root, "request_buffer") or DEFAULT_REQUEST_BUFFER)
-    default_ttl = float(Decimal(_text(root, "request_ttl") or DEFAULT_REQUEST_TTL))
-    default_window = int(_text(root, "stream_window") or DEFAULT_STREAM_WINDOW)
+    default_max = int(_text(root, "max_connections") or defaults.MAX_CONNECTIONS)
+    default_buffer = int(_text(root, "request_buffer") or defaults.REQUEST_BUFFER)
+    default_ttl = float(Decimal(_text(root, "request_ttl") or defaults.REQUEST_TTL))
+    default_window = int(_text(root, "stream_window") or defaults.STREAM_WINDOW)
     default_idle = _seconds(_text(root, "idle_timeout"))
 
     _check_root_cardinality(path, root)
@@ -485,7 +480,7 @@ def load_provider(path: Path, env: Mapping[str, str] | None = None) -> ProviderC
                 insecure=insecure,
                 all_addresses=_yes(_text(pipe_elem, "all_addresses")),
                 resolve_interval=float(
-                    Decimal(_text(pipe_elem, "resolve_interval") or DEFAULT_RESOLVE_INTERVAL)
+                    Decimal(_text(pipe_elem, "resolve_interval") or defaults.RESOLVE_INTERVAL)
                 ),
             )
         )
@@ -499,7 +494,7 @@ def load_provider(path: Path, env: Mapping[str, str] | None = None) -> ProviderC
 
 
 def _shutdown_grace(root: etree._Element) -> float:
-    return float(Decimal(_text(root, "shutdown_grace") or DEFAULT_SHUTDOWN_GRACE))
+    return float(Decimal(_text(root, "shutdown_grace") or defaults.SHUTDOWN_GRACE))
 
 
 def load_any(path: Path, env: Mapping[str, str] | None = None) -> ConsumerConfig | ProviderConfig:

@@ -7,17 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from edgerq import defaults
+
 Carrier = Literal["tcp", "udp"]
 ServiceType = Literal["tcp", "http"]
-
-DEFAULT_MAX_CONNECTIONS = 50
-DEFAULT_REQUEST_BUFFER = 4096
-DEFAULT_REQUEST_TTL = 3.0
-DEFAULT_STREAM_WINDOW = 1024 * 1024
-DEFAULT_SHUTDOWN_GRACE = 5.0
-DEFAULT_CONTROL_BACKLOG = 4 * 1024 * 1024
-DEFAULT_STREAMS_PER_PIPE = 16384
-DEFAULT_RESOLVE_INTERVAL = 5.0
 
 
 class Secret:
@@ -90,13 +83,13 @@ class ConsumerService:
     name: str
     port: int
     inaddr_any: bool = False
-    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_connections: int = defaults.MAX_CONNECTIONS
     """Most concurrent tunneled connections; further clients wait in the backlog."""
-    request_buffer: int = DEFAULT_REQUEST_BUFFER
+    request_buffer: int = defaults.REQUEST_BUFFER
     """Bytes read from a socket at a time, and the largest data frame."""
-    request_ttl: float = DEFAULT_REQUEST_TTL
+    request_ttl: float = defaults.REQUEST_TTL
     """Seconds a new connection may take to reach the service end to end."""
-    stream_window: int = DEFAULT_STREAM_WINDOW
+    stream_window: int = defaults.STREAM_WINDOW
     """Flow-control window of one stream, in bytes."""
     type: ServiceType = "tcp"
     """``http`` answers 502/503/504 when the tunnel cannot serve."""
@@ -115,21 +108,21 @@ class ConsumerService:
 class PipeLimits:
     """Limits against abuse on the pipes a daemon accepts or dials (``<limits>``)."""
 
-    auth_failures: int = 5
+    auth_failures: int = defaults.AUTH_FAILURES
     """Failed authentications from one source address within ``auth_window`` that block it."""
-    auth_window: float = 60.0
-    auth_block: float = 300.0
+    auth_window: float = defaults.AUTH_WINDOW
+    auth_block: float = defaults.AUTH_BLOCK
     """Seconds a blocked source's pipes are refused before the handshake."""
-    tracked_sources: int = 10000
+    tracked_sources: int = defaults.TRACKED_SOURCES
     """Most source addresses remembered at once (the oldest are forgotten first)."""
-    unauthenticated_pipes: int = 64
+    unauthenticated_pipes: int = defaults.UNAUTHENTICATED_PIPES
     """Most pipes at once that have not completed the handshake; further ones are refused."""
-    handshake_timeout: float = 10.0
+    handshake_timeout: float = defaults.HANDSHAKE_TIMEOUT
     """Seconds a pipe may take to authenticate."""
-    control_backlog: int = DEFAULT_CONTROL_BACKLOG
+    control_backlog: int = defaults.CONTROL_BACKLOG
     """Most bytes of control frames (PONG, WINDOW, OPEN_OK, ...) queued towards a peer
     that does not read; past it the pipe is closed. DATA is bounded by stream windows."""
-    streams_per_pipe: int = DEFAULT_STREAMS_PER_PIPE
+    streams_per_pipe: int = defaults.STREAMS_PER_PIPE
     """Most concurrent streams the peer may open on one pipe (SP side)."""
 
 
@@ -142,7 +135,7 @@ class ConsumerConfig:
     token_source: str = "none"
     """Where the token came from: config, EDGERQ_AUTH_TOKEN, EDGERQ_AUTH_TOKEN_FILE or none."""
     admin: AdminConfig | None = None
-    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
+    shutdown_grace: float = defaults.SHUTDOWN_GRACE
     """Seconds open streams may take to finish on SIGTERM (or when a reload removes
     their service) before they are cut."""
     limits: PipeLimits = PipeLimits()
@@ -189,7 +182,7 @@ class PipeConfig:
     all_addresses: bool = False
     """Dial every address ``hostname`` resolves to, one pipe each (SC replicas behind a
     Swarm ``tasks.<service>`` name or a Kubernetes headless Service)."""
-    resolve_interval: float = DEFAULT_RESOLVE_INTERVAL
+    resolve_interval: float = defaults.RESOLVE_INTERVAL
     """With ``all_addresses``: seconds between two lookups of ``hostname``."""
 
 
@@ -198,7 +191,7 @@ class ProviderConfig:
     path: Path
     pipes: tuple[PipeConfig, ...] = field(default_factory=tuple)
     admin: AdminConfig | None = None
-    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
+    shutdown_grace: float = defaults.SHUTDOWN_GRACE
     """Seconds open streams may take to finish on SIGTERM (or when a reload removes
     their pipe) before they are cut."""
     limits: PipeLimits = PipeLimits()

@@ -38,7 +38,7 @@ class OpenFailure(IntEnum):
 class ResetCode(IntEnum):
     CANCELLED = 0
     LOCAL_ERROR = 1
-    PIPE_CLOSED = 2
+    # 2 was PIPE_CLOSED, never sent: reserved, so older peers' frames stay readable.
     FLOW_CONTROL = 3
 
 
@@ -47,7 +47,7 @@ class GoawayCode(IntEnum):
     PROTOCOL_ERROR = 1
     VERSION_MISMATCH = 2
     AUTH_FAILED = 3
-    HEARTBEAT_TIMEOUT = 4
+    # 4 was HEARTBEAT_TIMEOUT, never sent (a silent pipe is aborted): reserved.
     SHUTDOWN = 5
     DRAINING = 6
     """Not a close: no new streams on this pipe; open ones finish, then it closes."""

@@ -1,0 +1,47 @@
+"""Every default value in one place: the config model and the pipe code both read these.
+
+Values a config file can override are filled into ``config.model`` from here;
+the pipe takes its timings and bounds as plain arguments whose defaults come
+from here too, so the two can never disagree.
+"""
+
+from __future__ import annotations
+
+# --- per service (consumer.xml) ------------------------------------------------------
+
+MAX_CONNECTIONS = 50
+"""Most concurrent tunneled connections for a service at the SC."""
+REQUEST_BUFFER = 4096
+"""Bytes read from a socket at a time, and the largest DATA frame."""
+REQUEST_TTL = 3.0
+"""Seconds a new connection may take to reach the service end to end."""
+STREAM_WINDOW = 1024 * 1024
+"""A stream's flow-control window, in bytes."""
+SHUTDOWN_GRACE = 5.0
+"""Seconds open streams may take to finish on SIGTERM or when a reload removes them."""
+
+# --- per pipe (provider.xml) ----------------------------------------------------------
+
+RESOLVE_INTERVAL = 5.0
+"""With <all_addresses>: seconds between two lookups of the pipe's hostname."""
+
+# --- limits against abuse (<limits>) ------------------------------------------------
+
+AUTH_FAILURES = 5
+AUTH_WINDOW = 60.0
+AUTH_BLOCK = 300.0
+TRACKED_SOURCES = 10000
+UNAUTHENTICATED_PIPES = 64
+HANDSHAKE_TIMEOUT = 10.0
+"""Seconds a pipe may take to authenticate."""
+CONTROL_BACKLOG = 4 * 1024 * 1024
+"""Most bytes of control frames queued towards a peer that does not read."""
+STREAMS_PER_PIPE = 16384
+"""Most concurrent streams the peer may open on one pipe (also QUIC's stream limit)."""
+
+# --- pipe timings (not configurable) --------------------------------------------------
+
+HEARTBEAT_INTERVAL = 1.0
+HEARTBEAT_TIMEOUT = 8.0
+CLOSE_TIMEOUT = 2.0
+"""Seconds a pipe closed with GOAWAY may take to flush before it is aborted (both carriers)."""

@@ -1,0 +1,1 @@
+"""Checks for developers and CI; nothing here runs in the daemons."""

@@ -1,0 +1,41 @@
+"""The fixed sets of names that metrics label things with.
+
+Each is a ``StrEnum``: the member is what code passes around and matches on,
+its value the label an operator sees in ``/metrics`` (unchanged from the
+strings used before these enums existed).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Limit(StrEnum):
+    """A limit against abuse that refused a pipe, a stream or a frame."""
+
+    AUTH_BLOCKED = "auth_blocked"
+    UNAUTHENTICATED_PIPES = "unauthenticated_pipes"
+    PINGS = "pings"
+    CONTROL_BACKLOG = "control_backlog"
+    STREAMS_PER_PIPE = "streams_per_pipe"
+
+
+class Outcome(StrEnum):
+    """How a tunneled connection ended (``edgerq_streams_total{outcome=...}``)."""
+
+    OK = "ok"
+    BAD_GATEWAY = "502"
+    UNAVAILABLE = "503"
+    GATEWAY_TIMEOUT = "504"
+    IDLE_TIMEOUT = "idle_timeout"
+    PIPE_CLOSED = "pipe_closed"
+    RESET = "reset"
+    CLOSED_EARLY = "closed_early"
+    """The local end closed before the stream was done both ways."""
+    ERROR = "error"
+    """A local error, a refused open, or a stream cut on purpose."""
+
+    @classmethod
+    def for_status(cls, status: int) -> Outcome:
+        """The outcome of answering a client with an HTTP error ``status``."""
+        return cls(str(status))
