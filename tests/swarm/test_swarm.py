@@ -309,9 +309,11 @@ def test_every_replica_serves_and_survives_kills_updates_and_scaling(client: Cli
     docker("wait", client.container, timeout=60, check=False)
     client.read()
 
+    # A request belongs to the last event that began before it ended: one still in
+    # flight when the next event hit (an SP killed under it) is that event's.
     bounds = [o.started for o in outcomes[1:]] + [float("inf")]
     for outcome, end in zip(outcomes, bounds, strict=True):
-        window = [r for r in client.requests if outcome.started <= r["t0"] < end]
+        window = [r for r in client.requests if outcome.started <= r["t1"] < end]
         failures = [r for r in window if r["error"] is not None]
         outcome.failed = len(failures)
         stayed = outcome.serving_before - outcome.removed
