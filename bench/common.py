@@ -169,6 +169,21 @@ def write_json(path: Path, data: object) -> None:
     write_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table, one line each; the first column is shown only where it changes
+    and every column after the second is right-aligned."""
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" if i < 2 else "---:" for i in range(len(header))) + "|",
+    ]
+    previous = None
+    for row in rows:
+        shown = ["" if row[0] == previous else row[0], *row[1:]]
+        previous = row[0]
+        lines.append("| " + " | ".join(shown) + " |")
+    return lines
+
+
 # --- processes ---------------------------------------------------------------------------
 
 

@@ -37,6 +37,7 @@ from bench.common import (
     is_root,
     log,
     machine,
+    markdown_table,
     missing_reason,
     sample_setting,
     start_edgerq,
@@ -658,14 +659,8 @@ def markdown(
         "direct; ratio = path / direct (req/s, MB/s for 1 MiB); CPU = user + system time the "
         "relay processes themselves spent per request (per MB for 1 MiB), median of the rounds.",
         "",
-        "| " + " | ".join(HEADER) + " |",
-        "|" + "|".join("---" if i < 2 else "---:" for i in range(len(HEADER))) + "|",
+        *markdown_table(HEADER, rows),
     ]
-    previous = None
-    for row in rows:
-        shown = ["" if row[0] == previous else row[0], *row[1:]]
-        previous = row[0]
-        out.append("| " + " | ".join(shown) + " |")
     if skipped or notes:
         out.append("")
     for name, reason in skipped.items():

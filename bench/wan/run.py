@@ -48,6 +48,7 @@ from bench.common import (
     interruptible,
     log,
     machine,
+    markdown_table,
     missing_reason,
     provider_config,
     sc_fingerprint,
@@ -552,14 +553,8 @@ def markdown(rows: list[list[str]], meta: dict[str, Any]) -> str:
         f"{CONNECTIONS} connections of {SMALL}-byte request/response for {plan['small_s']:g} s; "
         f"* = transfer stopped at {plan['transfer_limit_s']:g} s.",
         "",
-        "| " + " | ".join(HEADER) + " |",
-        "|" + "|".join("---" if i < 2 else "---:" for i in range(len(HEADER))) + "|",
+        *markdown_table(HEADER, rows),
     ]
-    previous = None
-    for row in rows:
-        shown = ["" if row[0] == previous else row[0], *row[1:]]
-        previous = row[0]
-        lines.append("| " + " | ".join(shown) + " |")
     return "\n".join(lines) + "\n"
 
 
