@@ -17,6 +17,16 @@ REQUEST_TTL = 3.0
 """Seconds a new connection may take to reach the service end to end."""
 STREAM_WINDOW = 1024 * 1024
 """A stream's flow-control window, in bytes."""
+WAITING_PER_SOURCE = 64
+"""Most connections of one source address waiting for a slot of one service."""
+HEADER_TIMEOUT = 10.0
+"""``http`` services: seconds a client has to send the head of its first request."""
+MIN_RATE_HTTP = 2.0
+"""``http`` services: bytes per second below which a window with traffic is too slow."""
+MIN_RATE_TCP = 0.0
+"""``tcp`` services: no minimum rate (a tcp protocol may trickle legitimately)."""
+RATE_WINDOW = 30.0
+"""Seconds over which a connection's transfer rate is judged."""
 SHUTDOWN_GRACE = 5.0
 """Seconds open streams may take to finish on SIGTERM or when a reload removes them."""
 

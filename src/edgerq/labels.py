@@ -18,6 +18,14 @@ class Limit(StrEnum):
     PINGS = "pings"
     CONTROL_BACKLOG = "control_backlog"
     STREAMS_PER_PIPE = "streams_per_pipe"
+    CONNECTIONS_PER_SOURCE = "connections_per_source"
+    """A client waited because its source address held its share of a service's slots."""
+    WAITING_PER_SOURCE = "waiting_per_source"
+    """A client was refused: its source address already had that many waiting."""
+    HEADER_TIMEOUT = "header_timeout"
+    """An ``http`` client did not send its request head in time (408)."""
+    MIN_RATE = "min_rate"
+    """A connection moved bytes, but fewer than ``min_rate`` per second over a window."""
 
 
 class Outcome(StrEnum):
@@ -28,6 +36,7 @@ class Outcome(StrEnum):
     UNAVAILABLE = "503"
     GATEWAY_TIMEOUT = "504"
     IDLE_TIMEOUT = "idle_timeout"
+    """Idle (``idle_timeout``) or too slow (``header_timeout``, ``min_rate``)."""
     PIPE_CLOSED = "pipe_closed"
     RESET = "reset"
     CLOSED_EARLY = "closed_early"

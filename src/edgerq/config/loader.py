@@ -28,6 +28,7 @@ from edgerq.config.model import (
     ConsumerConfig,
     ConsumerService,
     ListenerConfig,
+    Network,
     PipeConfig,
     PipeLimits,
     ProviderConfig,
@@ -56,6 +57,12 @@ SINGLE_ROOT_CHILDREN = (
     "shutdown_grace",
     "auth_token",
     "idle_timeout",
+    "connections_per_source",
+    "waiting_per_source",
+    "trusted_sources",
+    "header_timeout",
+    "min_rate",
+    "rate_window",
     "limits",
     "services",
 )
@@ -289,6 +296,40 @@ def _seconds(value: str | None) -> float | None:
     return float(Decimal(value)) if value else None
 
 
+def _trusted_sources(path: Path, root: etree._Element) -> tuple[Network, ...]:
+    """``<trusted_sources>``: addresses or networks (CIDR), separated by spaces or commas."""
+    text = _text(root, "trusted_sources")
+    if not text:
+        return ()
+    networks = []
+    for word in text.replace(",", " ").split():
+        try:
+            networks.append(ipaddress.ip_network(word, strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"{path}:{_line(root, 'trusted_sources')}: <trusted_sources>: {word!r} is "
+                "not an IP address or network (e.g. 10.0.0.5 or 172.16.0.0/12)"
+            ) from None
+    return tuple(networks)
+
+
+def _fairness(elem: etree._Element, inherited: dict[str, Any]) -> dict[str, Any]:
+    """The fair-port knobs of ``elem`` (the root or a service), over ``inherited``."""
+    values = dict(inherited)
+    for name in ("connections_per_source", "waiting_per_source"):
+        text = _text(elem, name)
+        if text:
+            values[name] = int(text)
+    header = _text(elem, "header_timeout")
+    if header:
+        values["header_timeout"] = float(Decimal(header)) or None  # 0: no deadline
+    for name in ("min_rate", "rate_window"):
+        text = _text(elem, name)
+        if text:
+            values[name] = float(Decimal(text))
+    return values
+
+
 def _limits(root: etree._Element) -> PipeLimits:
     """``<limits>``: every child optional, each absent one keeps its default."""
     elem = root.find("limits")
@@ -346,6 +387,7 @@ def load_consumer(path: Path, env: Mapping[str, str] | None = None) -> ConsumerC
     default_ttl = float(Decimal(_text(root, "request_ttl") or defaults.REQUEST_TTL))
     default_window = int(_text(root, "stream_window") or defaults.STREAM_WINDOW)
     default_idle = _seconds(_text(root, "idle_timeout"))
+    default_fairness = _fairness(root, {"trusted_sources": _trusted_sources(path, root)})
 
     _check_root_cardinality(path, root)
     listeners = []
@@ -387,6 +429,7 @@ def load_consumer(path: Path, env: Mapping[str, str] | None = None) -> ConsumerC
                 type=cast(ServiceType, _text(elem, "type") or "tcp"),
                 idle_timeout=_seconds(_text(elem, "idle_timeout")) or default_idle,
                 bind_address=_bind_address(path, elem),
+                **_fairness(elem, default_fairness),
             )
         )
     token, source = _env_token(path, _text(root, "auth_token"), env)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ from edgerq import defaults
 
 Carrier = Literal["tcp", "udp"]
 ServiceType = Literal["tcp", "http"]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class Secret:
@@ -98,10 +100,36 @@ class ConsumerService:
     bind_address: str | None = None
     """One local address to listen on (e.g. where only the front can reach it), instead
     of all addresses (``inaddr_any``) or 127.0.0.1."""
+    connections_per_source: int | None = None
+    """Most of ``max_connections`` one source address may hold (None: all but a fifth)."""
+    waiting_per_source: int = defaults.WAITING_PER_SOURCE
+    """Most connections of one source address waiting for a slot; more are refused."""
+    trusted_sources: tuple[Network, ...] = ()
+    """Source addresses (a reverse proxy in front) held only to ``max_connections``."""
+    header_timeout: float | None = defaults.HEADER_TIMEOUT
+    """``http``: seconds to send the head of the first request (None: no deadline)."""
+    min_rate: float | None = None
+    """Bytes per second below which a window with traffic closes the connection
+    (0: never; None: ``MIN_RATE_HTTP`` or ``MIN_RATE_TCP`` by ``type``)."""
+    rate_window: float = defaults.RATE_WINDOW
+    """Seconds over which ``min_rate`` is judged."""
 
     @property
     def host(self) -> str:
         return bind_host(self.inaddr_any, self.bind_address)
+
+    @property
+    def per_source_cap(self) -> int:
+        """Most slots one (untrusted) source may hold at once."""
+        if self.connections_per_source is not None:
+            return min(self.connections_per_source, self.max_connections)
+        return self.max_connections - self.max_connections // 5
+
+    @property
+    def effective_min_rate(self) -> float:
+        if self.min_rate is not None:
+            return self.min_rate
+        return defaults.MIN_RATE_HTTP if self.type == "http" else defaults.MIN_RATE_TCP
 
 
 @dataclass(frozen=True, slots=True)

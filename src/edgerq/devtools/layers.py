@@ -33,6 +33,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "edgerq.sc",
             "edgerq.opening",
             "edgerq.open_attempt",
+            "edgerq.fairness",
             "edgerq.pipe_acceptance",
             "edgerq.sp",
             "edgerq.provider_pipe",
