@@ -300,6 +300,9 @@ class ClientOpener:
                     )
                 conn.fail(503, f"service '{service.name}' {why} for over {service.request_ttl:g} s")
                 return
+            if conn.done:  # the client left as the slot came (wait_for kept it)
+                slots.release(conn.source)
+                return
             conn.holds_slot = True
             attempt.slot_taken()
         pipe = await self.registry.wait_for(
