@@ -103,6 +103,22 @@ def describe(config: ConsumerConfig | ProviderConfig) -> str:
                 f"stream_window {s.stream_window}"
                 + (f", idle_timeout {s.idle_timeout:g} s" if s.idle_timeout else "")
             )
+            rate = s.effective_min_rate
+            lines.append(
+                f"    fair: {s.per_source_cap} connection(s) and {s.waiting_per_source} "
+                "waiting per client address"
+                + (
+                    f" ({len(s.trusted_sources)} trusted network(s) exempt)"
+                    if s.trusted_sources
+                    else ""
+                )
+                + (
+                    f", request head within {s.header_timeout:g} s"
+                    if s.type == "http" and s.header_timeout
+                    else ""
+                )
+                + (f", min_rate {rate:g} B/s over {s.rate_window:g} s" if rate else ", no min_rate")
+            )
         lim = config.limits
         lines.append(
             f"  limits: {lim.auth_failures} failed authentications in {lim.auth_window:g} s "

@@ -46,6 +46,8 @@ def is_trusted(source: str, networks: Iterable[Network]) -> bool:
         address = ipaddress.ip_address(source)
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # ::ffff:10.0.0.5 from a dual-stack socket
     return any(address in network for network in networks)
 
 

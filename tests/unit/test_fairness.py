@@ -227,6 +227,7 @@ def test_source_of_a_peer(peer: str, source: str) -> None:
 def test_is_trusted() -> None:
     networks = [ipaddress.ip_network("172.16.0.0/12")]
     assert is_trusted("172.18.0.5", networks)
+    assert is_trusted("::ffff:172.18.0.5", networks)
     assert not is_trusted("127.0.0.2", networks)
     assert not is_trusted("?", networks)
 
