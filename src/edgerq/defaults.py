@@ -17,7 +17,7 @@ REQUEST_TTL = 3.0
 """Seconds a new connection may take to reach the service end to end."""
 STREAM_WINDOW = 1024 * 1024
 """A stream's flow-control window, in bytes."""
-WAITING_PER_SOURCE = 64
+WAITING_PER_SOURCE = 1000
 """Most connections of one source address waiting for a slot of one service."""
 HEADER_TIMEOUT = 10.0
 """``http`` services: seconds a client has to send the head of its first request."""

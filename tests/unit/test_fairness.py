@@ -299,7 +299,7 @@ def test_fair_port_knobs_load_at_the_root_and_per_service(tmp_path: Path) -> Non
 
 def test_fair_port_defaults_when_the_file_sets_none(tmp_path: Path) -> None:
     tcp, http = load_consumer(consumer(tmp_path), env={}).services
-    assert tcp.per_source_cap == 40 and tcp.waiting_per_source == 64
+    assert tcp.per_source_cap == 40 and tcp.waiting_per_source == 1000
     assert tcp.effective_min_rate == 0 and http.effective_min_rate == 2
     assert http.header_timeout == 10 and http.rate_window == 30 and http.trusted_sources == ()
 
