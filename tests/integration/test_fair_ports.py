@@ -221,3 +221,50 @@ def test_a_connection_below_min_rate_is_cut_one_at_full_speed_is_not(
             digest.update(chunk)
     assert digest.hexdigest() == sha256(payload(300000, 7))
     assert metric(admin, "edgerq_limit_hits_total", '{limit="min_rate"}') == 1
+
+
+def connect_from(source: str, port: int) -> socket.socket:
+    sock = socket.socket()
+    sock.settimeout(15)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def test_one_address_gets_its_share_a_trusted_proxy_all_of_max_connections(
+    processes: Processes, tmp_path: Path, backend: HashService
+) -> None:
+    sc, listener, port, admin, _ = start_sc(
+        processes,
+        "tcp",
+        tmp_path,
+        service={
+            "type": "http",
+            "max_connections": 5,
+            "connections_per_source": 1,
+            "request_ttl": 1,
+        },
+        extra="<trusted_sources>127.0.0.1</trusted_sources>",
+    )
+    processes.start("sp", provider_xml([(listener, [(SERVICE_UUID, backend.port)], "s3cret")]))
+    sc.wait_log("now serve it", timeout=30)
+    held = []
+    try:
+        for source in (LEGIT, LEGIT, LEGIT, "127.0.0.2"):  # the trusted proxy takes 3 of 5
+            sock = connect_from(source, port)
+            sock.sendall(b"HOLD\n")
+            held.append(sock)
+        wait_for(lambda: backend.accepted >= 4, 10, "four connections held up to the service")
+        with connect_from("127.0.0.2", port) as over:  # over 127.0.0.2's share of 1
+            over.sendall(b"HOLD\n")
+            answer = over.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 503"), answer
+        assert b"holds its share (connections_per_source 1)" in answer
+        with connect_from("127.0.0.3", port) as other:  # the fifth slot was free all along
+            other.sendall(b"HOLD\n")
+            wait_for(lambda: backend.accepted >= 5, 10, "another address got the free slot")
+    finally:
+        for sock in held:
+            sock.close()
+    assert metric(admin, "edgerq_limit_hits_total", '{limit="connections_per_source"}') == 1
+    sc.wait_log("client 127.0.0.2 waits for a slot: it holds its share of the slots")
