@@ -78,7 +78,7 @@ class ClientConnection(LocalConnection):
         self._head_tail = b""
         self.rate: RateWindow | None = None
         self.accepted_at = 0.0
-        """When the client was accepted, on the loop's clock."""
+        """When the client got its slot (and began to be read), on the loop's clock."""
         self.guard: asyncio.TimerHandle | None = None
         """The next ``header_timeout`` or ``min_rate`` check."""
 
@@ -252,11 +252,11 @@ class ClientOpener:
         attempt: OpenAttempt[MuxPipe] = OpenAttempt(loop.time() + service.request_ttl)
         conn.attempt = attempt
         conn.source = source_of(conn.peer)
-        self._guard(conn, loop.time())
         slots = self.slots[service.uuid]
         if slots.try_take(conn.source):
             conn.holds_slot = True
             attempt.slot_taken()
+            self._guard(conn, loop.time())
             pipe = self.registry.choose(service.uuid)
             if pipe is not None:  # the common case: no task, no waiting
                 self._open(conn, pipe)
@@ -305,6 +305,7 @@ class ClientOpener:
                 return
             conn.holds_slot = True
             attempt.slot_taken()
+            self._guard(conn, loop.time())
         pipe = await self.registry.wait_for(
             service.uuid, max(0.0, deadline - loop.time()), exclude=attempt.tried
         )
@@ -320,8 +321,10 @@ class ClientOpener:
     # --- slow clients: header_timeout, min_rate -----------------------------------
 
     def _guard(self, conn: ClientConnection, now: float) -> None:
-        """Arm the first check of a new connection: its head deadline (``http``)
-        and the end of its first ``min_rate`` window, whichever comes first."""
+        """Arm the first check of a connection that just got its slot (and starts
+        being read; time spent waiting for a slot is the SC's, not the client's):
+        its head deadline (``http``) and the end of its first ``min_rate`` window,
+        whichever comes first."""
         service = conn.service
         conn.accepted_at = now
         rate = service.effective_min_rate
