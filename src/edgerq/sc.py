@@ -12,7 +12,7 @@ from typing import Any
 
 from edgerq import __version__
 from edgerq.admin import AdminServer
-from edgerq.carriers import carrier
+from edgerq.carriers import PipeListener, carrier
 from edgerq.config.model import ConsumerConfig, ConsumerService, ListenerConfig
 from edgerq.errors import ConfigError
 from edgerq.labels import Outcome
@@ -36,7 +36,7 @@ class ServiceConsumer:
         self.services = {s.uuid: s for s in config.services}
         self.registry = ServiceRegistry()
         self._servers: dict[uuid_mod.UUID, asyncio.Server] = {}
-        self._listeners: dict[str, Any] = {}
+        self._listeners: dict[str, PipeListener] = {}
         """Carrier name -> its pipe listener."""
         self.listener_addresses: dict[str, tuple[str, int]] = {}
         self.service_addresses: dict[uuid_mod.UUID, tuple[str, int]] = {}
@@ -45,6 +45,9 @@ class ServiceConsumer:
         self.opener = ClientOpener(config.services, self.registry, self.metrics)
         self.connections = self.opener.connections
         self.metrics.on_refresh(self.opener.count_bytes)
+        self.metrics.on_refresh(self._count_drops)
+        self._drops_counted: dict[PipeListener, dict[str, int]] = {}
+        """Per pipe listener: datagrams dropped by reason, already added to the metric."""
         self.acceptance = PipeAcceptance(config, self.services, self.registry, self.metrics)
         self.pipes = self.acceptance.pipes
         self.admin: AdminServer | None = None
@@ -74,6 +77,19 @@ class ServiceConsumer:
         self._listeners[listener.protocol] = pipe_listener
         self.listener_addresses[listener.protocol] = pipe_listener.address
         log.info("accepting pipes (%s) on %s:%d", listener.protocol, *pipe_listener.address)
+
+    def _count_drops(self) -> None:
+        """Add what the pipe listeners dropped since the last scrape to the metric."""
+        for listener in self._listeners.values():
+            self._count_drops_of(listener)
+
+    def _count_drops_of(self, listener: PipeListener) -> None:
+        counted = self._drops_counted.setdefault(listener, {})
+        for reason, total in listener.dropped().items():
+            new = total - counted.get(reason, 0)
+            if new > 0:
+                self.metrics.udp_dropped.labels(reason).inc(new)
+                counted[reason] = total
 
     async def _serve(self, service: ConsumerService) -> asyncio.Server:
         """Listen on the service's port; clients get the service's current settings."""
@@ -172,7 +188,10 @@ class ServiceConsumer:
         for protocol, listener in before.items():
             if after.get(protocol) != listener and protocol in self._listeners:
                 # Pipes already accepted stay up on tcp; udp pipes share the socket.
-                self._listeners.pop(protocol).close()
+                closing = self._listeners.pop(protocol)
+                self._count_drops_of(closing)
+                self._drops_counted.pop(closing, None)
+                closing.close()
                 self.listener_addresses.pop(protocol, None)
                 log.info("reload: stopped accepting %s pipes on port %d", protocol, listener.port)
         for protocol, listener in after.items():

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from qh3.quic.connection import QuicConnection
 
 from edgerq import defaults
+from edgerq.carriers import qh3_compat
 from edgerq.errors import ProtocolError, RemoteProtocolError
 from edgerq.pipe import MuxPipe, Refusal, Role
 from edgerq.protocol.frames import (
@@ -90,7 +91,7 @@ class QuicPipe(MuxPipe):
 
     def _learn_peer(self) -> None:
         if self._protocol is not None:
-            address = getattr(self._protocol._quic, "_remote_addr", None)
+            address = qh3_compat.remote_address(self._protocol._quic)
             if address is not None:
                 host = str(address[0]).removeprefix("::ffff:")
                 self.peer = f"{host}:{address[1]}"
