@@ -17,6 +17,9 @@ REQUEST_TTL = 3.0
 """Seconds a new connection may take to reach the service end to end."""
 STREAM_WINDOW = 1024 * 1024
 """A stream's flow-control window, in bytes."""
+LISTEN_BACKLOG = 4096
+"""Connections the kernel queues on a service port before the SC accepts them (a
+burst of clients must not be dropped there); net.core.somaxconn caps it."""
 SHUTDOWN_GRACE = 5.0
 """Seconds open streams may take to finish on SIGTERM or when a reload removes them."""
 

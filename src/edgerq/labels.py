@@ -18,6 +18,9 @@ class Limit(StrEnum):
     PINGS = "pings"
     CONTROL_BACKLOG = "control_backlog"
     STREAMS_PER_PIPE = "streams_per_pipe"
+    OPEN_FILES = "open_files"
+    """A client accepted with the daemon near its RLIMIT_NOFILE (past it, new
+    clients are reset by the event loop, unseen)."""
 
 
 class Outcome(StrEnum):

@@ -56,6 +56,7 @@ SINGLE_ROOT_CHILDREN = (
     "shutdown_grace",
     "auth_token",
     "idle_timeout",
+    "listen_backlog",
     "limits",
     "services",
 )
@@ -346,6 +347,7 @@ def load_consumer(path: Path, env: Mapping[str, str] | None = None) -> ConsumerC
     default_ttl = float(Decimal(_text(root, "request_ttl") or defaults.REQUEST_TTL))
     default_window = int(_text(root, "stream_window") or defaults.STREAM_WINDOW)
     default_idle = _seconds(_text(root, "idle_timeout"))
+    default_backlog = int(_text(root, "listen_backlog") or defaults.LISTEN_BACKLOG)
 
     _check_root_cardinality(path, root)
     listeners = []
@@ -386,6 +388,7 @@ def load_consumer(path: Path, env: Mapping[str, str] | None = None) -> ConsumerC
                 stream_window=int(_text(elem, "stream_window") or default_window),
                 type=cast(ServiceType, _text(elem, "type") or "tcp"),
                 idle_timeout=_seconds(_text(elem, "idle_timeout")) or default_idle,
+                listen_backlog=int(_text(elem, "listen_backlog") or default_backlog),
                 bind_address=_bind_address(path, elem),
             )
         )

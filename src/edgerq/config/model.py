@@ -98,6 +98,8 @@ class ConsumerService:
     bind_address: str | None = None
     """One local address to listen on (e.g. where only the front can reach it), instead
     of all addresses (``inaddr_any``) or 127.0.0.1."""
+    listen_backlog: int = defaults.LISTEN_BACKLOG
+    """Connections the kernel queues on the port before they are accepted."""
 
     @property
     def host(self) -> str:

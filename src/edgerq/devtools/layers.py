@@ -46,6 +46,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "edgerq.backoff",
             "edgerq.waiting",
             "edgerq.logs",
+            "edgerq.oslimits",
         ),
     ),
     ("cli", ("edgerq.cli", "edgerq.__main__", "edgerq.devtools")),
