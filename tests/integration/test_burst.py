@@ -22,6 +22,7 @@ from tests.integration.backends import HashService
 from tests.integration.conftest import (
     SERVICE_UUID,
     Processes,
+    carrier_settings,
     consumer_xml,
     free_port,
     provider_xml,
@@ -62,8 +63,9 @@ async def burst(port: int) -> list[tuple[str, float]]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("carrier", ["tcp", "udp"])
 def test_a_burst_of_5000_connections_is_answered_or_refused(
-    processes: Processes, backend: HashService, tmp_path: Path
+    processes: Processes, backend: HashService, tmp_path: Path, carrier: str
 ) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < CONNECTIONS + 500:
@@ -72,15 +74,20 @@ def test_a_burst_of_5000_connections_is_answered_or_refused(
     try:
         daemon_limit = ["prlimit", f"--nofile=1024:{hard}", "--"]
         listener, port = free_port(), free_port()
+        listener_extra, pipe_extra = carrier_settings(carrier, tmp_path)
         sc = processes.start(
             "sc",
-            consumer_xml(listener, [{"uuid": SERVICE_UUID, "name": "hash", "port": port}]),
+            consumer_xml(
+                listener,
+                [{"uuid": SERVICE_UUID, "name": "hash", "port": port}],
+                listener_extra=listener_extra,
+            ),
             prefix=daemon_limit,
         )
         sc.wait_log("accepting pipes")
         processes.start(
             "sp",
-            provider_xml([(listener, [(SERVICE_UUID, backend.port)], None)]),
+            provider_xml([(listener, [(SERVICE_UUID, backend.port)], None)], pipe_extra=pipe_extra),
             prefix=daemon_limit,
         )
         sc.wait_log("now serve it", timeout=30)
@@ -93,7 +100,7 @@ def test_a_burst_of_5000_connections_is_answered_or_refused(
     outcomes = Counter(outcome for outcome, _ in results)
     slowest = max(seconds for _, seconds in results)
     print(
-        f"{CONNECTIONS} connections at once: {dict(outcomes)}; "
+        f"{carrier}: {CONNECTIONS} connections at once: {dict(outcomes)}; "
         f"the slowest ended after {slowest:.1f} s (burst over in {took:.1f} s)"
     )
     assert outcomes["hung"] == 0, outcomes
