@@ -31,7 +31,7 @@ from qh3.quic.connection import QuicConnection
 from edgerq.carriers import (
     MakePipe,
     gone_notice,
-    qh3_compat,  # first: refuses an unknown qh3 release
+    qh3_compat,  # raises UnsupportedQh3 at import on a qh3 release it does not know
 )
 from edgerq.carriers.drop_report import DropReport
 from edgerq.carriers.quic_pipe import QuicPipe
