@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from edgerq import __version__, pki
+from edgerq import __version__, oslimits, pki
 from edgerq.config import ConsumerConfig, ProviderConfig, load_any, load_consumer, load_provider
 from edgerq.errors import ConfigError
 from edgerq.logs import setup_logging
@@ -362,6 +362,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     log.info(
         "edgerq %s %s starting from %s (%s)", __version__, args.command, args.config, loop_kind
     )
+    oslimits.raise_open_files_limit()
     return asyncio.run(_run_daemon(config))
 
 

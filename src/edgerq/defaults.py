@@ -27,6 +27,9 @@ MIN_RATE_TCP = 0.0
 """``tcp`` services: no minimum rate (a tcp protocol may trickle legitimately)."""
 RATE_WINDOW = 30.0
 """Seconds over which a connection's transfer rate is judged."""
+LISTEN_BACKLOG = 4096
+"""Connections the kernel queues on a service port before the SC accepts them (a
+burst of clients must not be dropped there); net.core.somaxconn caps it."""
 SHUTDOWN_GRACE = 5.0
 """Seconds open streams may take to finish on SIGTERM or when a reload removes them."""
 

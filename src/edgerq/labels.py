@@ -26,6 +26,9 @@ class Limit(StrEnum):
     """An ``http`` client did not send its request head in time (408)."""
     MIN_RATE = "min_rate"
     """A connection moved bytes, but fewer than ``min_rate`` per second over a window."""
+    OPEN_FILES = "open_files"
+    """A client accepted with the daemon near its RLIMIT_NOFILE (past it, new
+    clients are reset by the event loop, unseen)."""
 
 
 class Outcome(StrEnum):

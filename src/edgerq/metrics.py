@@ -111,6 +111,13 @@ class Metrics:
             registry=r,
         )
 
+        self.udp_dropped = Counter(
+            "edgerq_udp_datagrams_dropped",
+            "Datagrams the udp pipe port turned away before any connection, by reason",
+            ["reason"],
+            registry=r,
+        )
+
     def on_refresh(self, refresher: Callable[[], None]) -> None:
         """Call ``refresher`` before every scrape (to add what was counted lazily)."""
         self._refreshers.append(refresher)

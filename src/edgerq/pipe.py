@@ -175,6 +175,21 @@ class MuxPipe(asyncio.Protocol):
         """Bytes of control frames queued since the transport paused (the peer is not reading)."""
         self._pings = 0
 
+    # --- limits a reload may change (added for issue 12; keep when refactoring) ---
+
+    @property
+    def max_streams(self) -> int:
+        """Most concurrent streams the peer may open (``streams_per_pipe``)."""
+        return self._max_streams
+
+    def set_limits(self, *, max_streams: int, control_backlog: int) -> None:
+        """New bounds from a reload: streams already open go on; new OPENs and queued
+        control frames are checked against these from now on."""
+        self._max_streams = max_streams
+        self._control_backlog = control_backlog
+
+    # --- end of reloadable limits ---
+
     @property
     def last_heard(self) -> float:
         """``time.monotonic()`` when a frame last arrived (heartbeats included)."""

@@ -59,9 +59,17 @@ class PipeAcceptance:
             log.info("reload: new pipes authenticate with the new token; pipes up stay up")
             self.log_token()
         if new.limits != self.limits:
-            self.limits = new.limits
-            self.gate.reconfigure(new.limits)
-            log.info("reload: new limits apply to pipes that connect from now on")
+            self.limits = limits = new.limits
+            self.gate.reconfigure(limits)
+            backlog = limits.control_backlog
+            for pipe in self.pipes:
+                pipe.set_limits(max_streams=pipe.max_streams, control_backlog=backlog)
+            log.info(
+                "reload: new limits: auth_*, tracked_sources, unauthenticated_pipes and "
+                "control_backlog apply at once (control_backlog to the %d pipe(s) up too); "
+                "handshake_timeout to pipes that connect from now on",
+                len(self.pipes),
+            )
 
     def log_token(self) -> None:
         if self.token is None:

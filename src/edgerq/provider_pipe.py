@@ -49,6 +49,10 @@ class ProviderPipe:
         self.token = config.auth_token.reveal() if config.auth_token is not None else None
         self.services = {s.uuid: s for s in config.services}
         self.pipe: MuxPipe | None = None
+        self._dialing: MuxPipe | None = None
+        """The pipe of the latest dial, from before its handshake on."""
+        self._dialed_streams = self.limits.streams_per_pipe
+        """streams_per_pipe when that pipe was built (udp: what QUIC announced)."""
         self.accepted: set[uuid_mod.UUID] = set()
         self.connections: set[LocalConnection] = set()
         self.ready = asyncio.Event()
@@ -161,6 +165,35 @@ class ProviderPipe:
         self.config = config
         self.services = {s.uuid: s for s in config.services}
 
+    def apply_limits(self, limits: PipeLimits) -> None:
+        """A reload changed ``<limits>``: the next dial uses them all; the pipe up now
+        takes ``streams_per_pipe`` (for new streams; open ones go on) and
+        ``control_backlog`` at once. On udp, QUIC fixed its stream limit at the
+        handshake, so a raised ``streams_per_pipe`` waits for the next dial there."""
+        if limits == self.limits:
+            return
+        self.limits = limits
+        pipe = self._dialing
+        if pipe is None or pipe.closed.done():
+            return
+        streams = limits.streams_per_pipe
+        if pipe.carrier == "udp" and streams > self._dialed_streams:
+            log.info(
+                "%s: reload raised streams_per_pipe to %d; this udp pipe keeps %d until it "
+                "is next dialed (QUIC announced its stream limit at the handshake)",
+                self.label,
+                streams,
+                self._dialed_streams,
+            )
+            streams = self._dialed_streams
+        pipe.set_limits(max_streams=streams, control_backlog=limits.control_backlog)
+        log.info(
+            "%s: reload: streams_per_pipe %d and control_backlog %d apply to this pipe now",
+            self.label,
+            streams,
+            limits.control_backlog,
+        )
+
     def drain(self) -> None:
         """Take no new streams (the SC sends them to other pipes); open ones go on."""
         self.draining = True
@@ -176,7 +209,8 @@ class ProviderPipe:
     # --- ProviderOwner -------------------------------------------------------------------
 
     def _new_pipe(self, pipe_class: type[MuxPipe]) -> MuxPipe:
-        return pipe_class(
+        self._dialed_streams = self.limits.streams_per_pipe
+        self._dialing = pipe_class(
             Role.PROVIDER,
             ProviderHandshake(self.token, self.config.name),
             self,
@@ -186,6 +220,7 @@ class ProviderPipe:
             handshake_timeout=self.limits.handshake_timeout,
             on_limit=self.metrics.limit_hit,
         )
+        return self._dialing
 
     def pipe_authenticated(self, pipe: MuxPipe) -> None:
         self.pipe = pipe

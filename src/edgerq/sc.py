@@ -10,12 +10,12 @@ import time
 import uuid as uuid_mod
 from typing import Any
 
-from edgerq import __version__
+from edgerq import __version__, oslimits
 from edgerq.admin import AdminServer
-from edgerq.carriers import carrier
+from edgerq.carriers import PipeListener, carrier
 from edgerq.config.model import ConsumerConfig, ConsumerService, ListenerConfig
 from edgerq.errors import ConfigError
-from edgerq.labels import Outcome
+from edgerq.labels import Limit, Outcome
 from edgerq.metrics import Metrics
 from edgerq.opening import ClientConnection, ClientOpener
 from edgerq.pipe_acceptance import PipeAcceptance
@@ -36,7 +36,7 @@ class ServiceConsumer:
         self.services = {s.uuid: s for s in config.services}
         self.registry = ServiceRegistry()
         self._servers: dict[uuid_mod.UUID, asyncio.Server] = {}
-        self._listeners: dict[str, Any] = {}
+        self._listeners: dict[str, PipeListener] = {}
         """Carrier name -> its pipe listener."""
         self.listener_addresses: dict[str, tuple[str, int]] = {}
         self.service_addresses: dict[uuid_mod.UUID, tuple[str, int]] = {}
@@ -45,10 +45,15 @@ class ServiceConsumer:
         self.opener = ClientOpener(config.services, self.registry, self.metrics)
         self.connections = self.opener.connections
         self.metrics.on_refresh(self.opener.count_bytes)
+        self.metrics.on_refresh(self._count_drops)
+        self._drops_counted: dict[PipeListener, dict[str, int]] = {}
+        """Per pipe listener: datagrams dropped by reason, already added to the metric."""
         self.acceptance = PipeAcceptance(config, self.services, self.registry, self.metrics)
         self.pipes = self.acceptance.pipes
         self.admin: AdminServer | None = None
         self.draining = False
+        self.open_files = oslimits.OpenFilesWatch()
+        """Each client costs a descriptor, and so does its stream's share of the pipe."""
 
     # --- start and stop --------------------------------------------------------------
 
@@ -75,20 +80,72 @@ class ServiceConsumer:
         self.listener_addresses[listener.protocol] = pipe_listener.address
         log.info("accepting pipes (%s) on %s:%d", listener.protocol, *pipe_listener.address)
 
+    def _count_drops(self) -> None:
+        """Add what the pipe listeners dropped since the last scrape to the metric."""
+        for listener in self._listeners.values():
+            self._count_drops_of(listener)
+
+    def _count_drops_of(self, listener: PipeListener) -> None:
+        counted = self._drops_counted.setdefault(listener, {})
+        for reason, total in listener.dropped().items():
+            new = total - counted.get(reason, 0)
+            if new > 0:
+                self.metrics.udp_dropped.labels(reason).inc(new)
+                counted[reason] = total
+
     async def _serve(self, service: ConsumerService) -> asyncio.Server:
         """Listen on the service's port; clients get the service's current settings."""
         key = service.uuid
         server = await asyncio.get_running_loop().create_server(
-            lambda: self.opener.new_client(self.services.get(key, service)),
+            lambda: self._new_client(self.services.get(key, service)),
             service.host,
             service.port,
-            backlog=max(128, service.max_connections),
+            backlog=service.listen_backlog,
             reuse_address=True,
         )
         address = server.sockets[0].getsockname()[:2]
         self.service_addresses[key] = address
-        log.info("service '%s' (%s, %s) on %s:%d", service.name, key, service.type, *address)
+        log.info(
+            "service '%s' (%s, %s) on %s:%d, listen backlog %s",
+            service.name,
+            key,
+            service.type,
+            *address,
+            self._backlog(service),
+        )
         return server
+
+    def _new_client(self, service: ConsumerService) -> ClientConnection:
+        near, warning = self.open_files.check(len(self.connections), time.monotonic())
+        if near:
+            self.metrics.limit_hit(Limit.OPEN_FILES)
+        if warning is not None:
+            log.warning("%s", warning)
+        return self.opener.new_client(service)
+
+    @staticmethod
+    def _backlog(service: ConsumerService) -> str:
+        """The listen backlog in force, and why when the kernel capped it."""
+        effective = oslimits.effective_backlog(service.listen_backlog)
+        if effective < service.listen_backlog:
+            return (
+                f"{effective} (listen_backlog {service.listen_backlog} is capped by "
+                f"net.core.somaxconn = {effective}; raise that sysctl for more)"
+            )
+        return str(effective)
+
+    def _relisten(self, old: dict[uuid_mod.UUID, ConsumerService], new: ConsumerConfig) -> None:
+        """A reload changed only the listen backlog of a port kept open: listen() again."""
+        for service in new.services:
+            before = old.get(service.uuid)
+            server = self._servers.get(service.uuid)
+            if before is None or server is None or before.listen_backlog == service.listen_backlog:
+                continue
+            for sock in server.sockets:
+                sock.listen(service.listen_backlog)
+            log.info(
+                "reload: service '%s' listen backlog now %s", service.name, self._backlog(service)
+            )
 
     # --- reload ----------------------------------------------------------------------
 
@@ -142,6 +199,7 @@ class ServiceConsumer:
                     service.port,
                     exc.strerror or exc,
                 )
+        self._relisten(old_services, new)
         for service in added:
             self.acceptance.adopt_offers(service)
         self.acceptance.announce_registrations(removed, added)
@@ -172,7 +230,10 @@ class ServiceConsumer:
         for protocol, listener in before.items():
             if after.get(protocol) != listener and protocol in self._listeners:
                 # Pipes already accepted stay up on tcp; udp pipes share the socket.
-                self._listeners.pop(protocol).close()
+                closing = self._listeners.pop(protocol)
+                self._count_drops_of(closing)
+                self._drops_counted.pop(closing, None)
+                closing.close()
                 self.listener_addresses.pop(protocol, None)
                 log.info("reload: stopped accepting %s pipes on port %d", protocol, listener.port)
         for protocol, listener in after.items():

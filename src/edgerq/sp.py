@@ -12,6 +12,7 @@ from typing import Any
 
 from edgerq import __version__, defaults
 from edgerq.admin import AdminServer
+from edgerq.carriers import require_usable
 from edgerq.config.model import PipeConfig, ProviderConfig
 from edgerq.metrics import Metrics
 from edgerq.pipe_addresses import AddressBook, Resolver, system_resolver
@@ -46,6 +47,8 @@ class ServiceProvider:
         self._watcher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        for carrier_name in {p.protocol for p in self.config.pipes}:
+            require_usable(carrier_name)  # e.g. udp on an unknown qh3: refuse to start
         if self.config.admin is not None:
             self.admin = AdminServer(self.config.admin, self.metrics, self.ready, self.status)
             await self.admin.start()
@@ -92,6 +95,8 @@ class ServiceProvider:
         whose services only point elsewhere is updated in place (new streams go to
         the new address); other changed, and removed, pipes drain for up to
         ``shutdown_grace`` s while their replacements dial."""
+        for carrier_name in {p.protocol for p in new.pipes}:
+            require_usable(carrier_name)
         await self.addresses.refresh(new.pipes)
         started, updated, removed, unchanged = self._apply_pipes(new)
         if self.admin is not None and self.admin.config != new.admin:
@@ -122,6 +127,8 @@ class ServiceProvider:
         loop = asyncio.get_running_loop()
         for config in self.addresses.expand(new.pipes):
             old = current.pop(config.name, None)
+            if old is not None:
+                old[0].apply_limits(new.limits)  # kept or retargeted: new limits too
             if old is not None and old[0].config == config:
                 pipes.append(old[0])
                 tasks.append(old[1])

@@ -30,7 +30,7 @@ def sha256(data: bytes) -> str:
 class _Handler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         # The tunnel cut this connection (a test's doing): not worth a traceback.
-        with contextlib.suppress(ConnectionResetError):
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
             self._serve()
 
     def _serve(self) -> None:

@@ -6,7 +6,7 @@ import inspect
 import uuid
 
 from edgerq import defaults
-from edgerq.carriers.qh3_limits import MAX_STREAMS
+from edgerq.carriers import qh3_compat
 from edgerq.config.model import ConsumerService, PipeLimits
 from edgerq.pipe import MuxPipe
 
@@ -32,4 +32,9 @@ def test_a_pipe_built_without_settings_agrees_with_the_config_model() -> None:
 
 
 def test_quic_lets_a_pipe_carry_as_many_streams_as_the_pipe_allows() -> None:
-    assert MAX_STREAMS == defaults.STREAMS_PER_PIPE
+    from qh3.quic.configuration import QuicConfiguration
+
+    configuration = QuicConfiguration(is_client=True)
+    assert qh3_compat.stream_limit(configuration) >= defaults.STREAMS_PER_PIPE
+    qh3_compat.set_stream_limit(configuration, 7)
+    assert qh3_compat.stream_limit(configuration) == 7 + qh3_compat.STREAM_HEADROOM

@@ -9,7 +9,7 @@ which carrier it has.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
@@ -24,6 +24,9 @@ class PipeListener(Protocol):
     """An SC's port accepting pipes."""
 
     address: tuple[str, int]
+
+    def dropped(self) -> Mapping[str, int]:
+        """Datagrams (udp) turned away so far, by reason; empty for stream carriers."""
 
     def close(self) -> None:
         """Accept no more pipes; pipes already accepted stay up."""
@@ -54,3 +57,11 @@ def carrier(name: str) -> Carrier:
 
         return memory
     raise ValueError(f"unknown carrier {name!r}")
+
+
+def require_usable(name: str) -> None:
+    """Raise ``ConfigError`` when carrier ``name`` cannot run here (udp: an unknown qh3)."""
+    if name == "udp":
+        from edgerq.carriers import qh3_compat
+
+        qh3_compat.require_known_version()

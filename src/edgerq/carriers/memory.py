@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -123,6 +123,9 @@ class MemoryListener:
 
     def __init__(self, port: int) -> None:
         self.address = ("127.0.0.1", port)
+
+    def dropped(self) -> Mapping[str, int]:
+        return {}
 
     def close(self) -> None:
         _listeners.pop(self.address[1], None)

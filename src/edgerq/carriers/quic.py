@@ -7,7 +7,7 @@ qh3 against ~3 MB/s with aioquic, with the same asyncio glue.
 This module is the carrier (``listen``, ``dial``, the server fed batches of
 datagrams, the TLS configuration) and ``PipeProtocol``, qh3's asyncio glue for
 one pipe; ``quic_pipe.QuicPipe`` maps a pipe onto QUIC streams, and
-``qh3_limits`` is the one place qh3 itself is patched.
+``qh3_compat`` is the one place that touches qh3's internals (and checks its version).
 """
 
 from __future__ import annotations
@@ -18,19 +18,22 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
-from qh3.asyncio._transport import create_optimized_datagram_transport
 from qh3.asyncio.client import connect
 from qh3.asyncio.protocol import QuicConnectionProtocol
-from qh3.asyncio.server import QuicServer
 from qh3.quic import events
 from qh3.quic.configuration import QuicConfiguration
 from qh3.quic.connection import QuicConnection
 
-from edgerq.carriers import MakePipe, gone_notice, qh3_limits
+from edgerq.carriers import (
+    MakePipe,
+    gone_notice,
+    qh3_compat,  # raises UnsupportedQh3 at import on a qh3 release it does not know
+)
+from edgerq.carriers.drop_report import DropReport
 from edgerq.carriers.quic_pipe import QuicPipe
 from edgerq.config.model import ListenerConfig, PipeConfig
 from edgerq.errors import AuthError
@@ -39,7 +42,7 @@ from edgerq.tls import ensure_certificate, fingerprint_der
 
 log = logging.getLogger("edgerq.quic")
 
-qh3_limits.raise_stream_limit()
+qh3_compat.install()
 
 ALPN = "edgerq/1"
 IDLE_TIMEOUT = 10.0
@@ -62,7 +65,7 @@ def _enlarge_buffers(transport: asyncio.BaseTransport | None) -> None:
             log.debug("cannot set UDP socket buffer: %s", exc)
 
 
-class PipeProtocol(QuicConnectionProtocol):
+class PipeProtocol(qh3_compat.CompatProtocol):
     """aioquic's asyncio glue for one pipe: QUIC events in, ``QuicPipe`` calls out."""
 
     def __init__(
@@ -84,23 +87,30 @@ class PipeProtocol(QuicConnectionProtocol):
         self._pin = pin
         self.pipe = cast(QuicPipe, make_pipe(QuicPipe))
         self.pipe.attach(self)
+        if is_client:
+            # The SC opens the streams: the SP's QUIC stream limit is its pipe's
+            # streams_per_pipe (set before qh3 starts the connection, in connect()).
+            qh3_compat.set_stream_limit(quic.configuration, self.pipe.max_streams)
         self._admitted = is_client
         self._sent_to = b""
         """SP: the connection id its latest packet was addressed to (see gone_notice)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        send_many = self._sendto_many
-        if self.is_client and send_many is not None:
+        if self.is_client:
+            self.wrap_batch_send(self._noting_id)
 
-            def send_and_note_id(datagrams: list[bytes], addr: Any) -> None:
-                # One look per batch: a connection's packets share its current id.
-                last = datagrams[-1]
-                if gone_notice.is_short_header(last):
-                    self._sent_to = gone_notice.destination_id(last)
-                send_many(datagrams, addr)
+    def _noting_id(
+        self, send_many: Callable[[list[bytes], Any], None]
+    ) -> Callable[[list[bytes], Any], None]:
+        def send_and_note_id(datagrams: list[bytes], addr: Any) -> None:
+            # One look per batch: a connection's packets share its current id.
+            last = datagrams[-1]
+            if gone_notice.is_short_header(last):
+                self._sent_to = gone_notice.destination_id(last)
+            send_many(datagrams, addr)
 
-            self._sendto_many = send_and_note_id
+        return send_and_note_id
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         # The first datagram of a connection always comes this way (batches only
@@ -126,7 +136,7 @@ class PipeProtocol(QuicConnectionProtocol):
         pipe = self.pipe
         pipe.quic_ready(addr)
         if pipe.refused:
-            self._connection_terminated_handler()  # the server forgets this connection
+            self.forget()  # the server forgets this connection
             return False
         return True
 
@@ -140,8 +150,7 @@ class PipeProtocol(QuicConnectionProtocol):
                 return
         pipe.begin_batch()
         try:
-            self._quic.receive_many_datagrams(data, addr, now=self._loop.time())
-            self._process_events()
+            self.receive_batch(data, addr)
         finally:
             pipe.end_batch()
         self.transmit()
@@ -164,7 +173,7 @@ class PipeProtocol(QuicConnectionProtocol):
     def _check_pin(self) -> bool:
         if self._pin is None:
             return True
-        certificate = self._quic.get_peercert()
+        certificate = self.quic.get_peercert()
         received = (
             fingerprint_der(certificate.public_bytes()) if certificate is not None else "none"
         )
@@ -180,9 +189,9 @@ class PipeProtocol(QuicConnectionProtocol):
 
     def close_transport_later(self) -> None:
         # Give the CONNECTION_CLOSE a moment to leave before the socket goes.
-        transport = self._transport
+        transport = self.transport
         if transport is not None:
-            self._loop.call_later(0.2, transport.close)
+            self.loop.call_later(0.2, transport.close)
 
 
 def _configuration(is_client: bool, **settings: Any) -> QuicConfiguration:
@@ -215,7 +224,7 @@ def client_configuration(pipe: PipeConfig) -> QuicConfiguration:
     return configuration
 
 
-class BatchingServer(QuicServer):
+class BatchingServer(qh3_compat.CompatServer):
     """qh3's server fed whole batches of datagrams (recvmmsg/GRO) by qh3's fast transport.
 
     qh3's ``serve`` handles one datagram at a time: a Python header parse,
@@ -229,22 +238,69 @@ class BatchingServer(QuicServer):
         super().__init__(*args, **kwargs)
         self._id_secret = id_secret
         self._notices = gone_notice.NoticeLimiter()
+        self.drops = DropReport()
+        self._flush_timer: asyncio.TimerHandle | None = None
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         data = cast(bytes, data)
-        if gone_notice.is_short_header(data) and (
-            gone_notice.destination_id(data) not in self._protocols
+        if (
+            gone_notice.is_short_header(data)
+            and len(data) >= self.min_datagram
+            and gone_notice.destination_id(data) not in self.protocols
         ):
+            self.dropped(qh3_compat.Drop.UNKNOWN_CONNECTION, data, addr)
             self._unknown_connection(data, addr)
             return
         super().datagram_received(data, addr)
+
+    def dropped(self, reason: str, data: bytes, addr: Any) -> None:
+        """Count it; one summary line per interval while drops go on (never one per datagram)."""
+        now = time.monotonic()
+        source = str(addr[0]).removeprefix("::ffff:") if addr else "?"
+        if self.drops.note(reason, source, now):
+            self._report(now)
+        elif self._flush_timer is None:
+            delay = max(0.0, self.drops.next_report() - now)
+            self._flush_timer = self.loop.call_later(delay, self._flush_report)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
+    def _flush_report(self) -> None:
+        self._flush_timer = None
+        if self.drops.pending:
+            self._report(time.monotonic())
+
+    def _report(self, now: float) -> None:
+        summary = self.drops.summary(now)
+        if summary is not None:
+            line, notable = summary
+            # A Retry or two is every pipe's handshake; anything else is worth a warning.
+            log.log(
+                logging.WARNING if notable else logging.DEBUG,
+                "udp pipe port %s: %s",
+                self._port(),
+                line,
+            )
+
+    def _port(self) -> str:
+        transport = self.transport
+        name = transport.get_extra_info("sockname") if transport is not None else None
+        return str(name[1]) if name else "?"
+
+    def close(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        super().close()  # type: ignore[no-untyped-call]
 
     def _unknown_connection(self, data: bytes, addr: Any) -> None:
         """A packet of a connection this SC does not have (qh3 would drop it in
         silence): most likely an SP's pipe to the process before a restart. Say so,
         so the SP redials now instead of after its heartbeat timeout."""
         notice = gone_notice.notice_for(data)
-        transport = self._transport
+        transport = self.transport
         if (
             notice is None
             or transport is None
@@ -264,8 +320,8 @@ class BatchingServer(QuicServer):
         transport.sendto(notice, addr)
 
     def datagrams_received(self, datagrams: list[bytes], addr: Any) -> None:
-        cid_end = 1 + self._configuration.connection_id_length
-        protocols = self._protocols
+        cid_end = 1 + self.connection_id_length
+        protocols = self.protocols
         batch: list[bytes] = []
         owner: QuicConnectionProtocol | None = None
         for data in datagrams:
@@ -286,17 +342,22 @@ class BatchingServer(QuicServer):
 class QuicListener:
     """An SC's UDP port accepting QUIC pipes."""
 
-    def __init__(self, server: QuicServer) -> None:
+    def __init__(self, server: BatchingServer) -> None:
         self._server = server
-        transport = server._transport
+        transport = server.transport
         assert transport is not None
         self.address: tuple[str, int] = transport.get_extra_info("sockname")[:2]
 
+    def dropped(self) -> Mapping[str, int]:
+        """Datagrams turned away so far, by reason (``qh3_compat.Drop``)."""
+        return self._server.drops.totals
+
     def close(self) -> None:
-        self._server.close()  # type: ignore[no-untyped-call]
+        self._server.close()
 
 
 async def listen(listener: ListenerConfig, make_pipe: MakePipe) -> QuicListener:
+    qh3_compat.require_known_version()
     configuration = server_configuration(listener)
     loop = asyncio.get_running_loop()
     family, kind, proto, _, address = (
@@ -310,7 +371,7 @@ async def listen(listener: ListenerConfig, make_pipe: MakePipe) -> QuicListener:
         raise
     assert listener.private_key is not None
     id_secret = gone_notice.tag_secret(listener.private_key.read_bytes())
-    _, server = await create_optimized_datagram_transport(
+    _, server = await qh3_compat.optimized_datagram_transport(
         loop,
         lambda: BatchingServer(
             configuration=configuration,
@@ -323,12 +384,13 @@ async def listen(listener: ListenerConfig, make_pipe: MakePipe) -> QuicListener:
         sock=sock,
     )
     server = cast(BatchingServer, server)
-    _enlarge_buffers(server._transport)
+    _enlarge_buffers(server.transport)
     return QuicListener(server)
 
 
 @asynccontextmanager
 async def dial(pipe: PipeConfig, make_pipe: MakePipe, timeout: float) -> AsyncIterator[MuxPipe]:
+    qh3_compat.require_known_version()
     configuration = client_configuration(pipe)
     created: list[PipeProtocol] = []
 
@@ -352,7 +414,7 @@ async def dial(pipe: PipeConfig, make_pipe: MakePipe, timeout: float) -> AsyncIt
             # Say why the QUIC handshake failed (certificate, ALPN, ...), not just "failed".
             reason = created[0].pipe.close_reason if created else ""
             raise ConnectionError(reason or "QUIC handshake failed") from exc
-    _enlarge_buffers(protocol._transport)
+    _enlarge_buffers(protocol.transport)
     try:
         yield protocol.pipe
     finally:

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from qh3.quic.connection import QuicConnection
 
 from edgerq import defaults
+from edgerq.carriers import qh3_compat
 from edgerq.errors import ProtocolError, RemoteProtocolError
 from edgerq.pipe import MuxPipe, Refusal, Role
 from edgerq.protocol.frames import (
@@ -51,7 +52,9 @@ FORGOTTEN_AFTER = 1.5
 class QuicLink(Protocol):
     """What a ``QuicPipe`` uses of its QUIC connection's asyncio glue (``PipeProtocol``)."""
 
-    _quic: QuicConnection
+    @property
+    def quic(self) -> QuicConnection: ...  # qh3's connection (see qh3_compat.CompatProtocol)
+
     is_client: bool
 
     def transmit(self) -> None: ...
@@ -90,7 +93,7 @@ class QuicPipe(MuxPipe):
 
     def _learn_peer(self) -> None:
         if self._protocol is not None:
-            address = getattr(self._protocol._quic, "_remote_addr", None)
+            address = qh3_compat.remote_address(self._protocol.quic)
             if address is not None:
                 host = str(address[0]).removeprefix("::ffff:")
                 self.peer = f"{host}:{address[1]}"
@@ -269,7 +272,7 @@ class QuicPipe(MuxPipe):
             self._queues.clear()
             self._to_end.clear()
             return
-        quic = protocol._quic
+        quic = protocol.quic
         control = CONTROL_STREAM in self._queues
         for quic_stream, chunks in self._queues.items():
             end = quic_stream in self._to_end
@@ -342,7 +345,7 @@ class QuicPipe(MuxPipe):
         if protocol is None:
             return
         try:
-            protocol._quic.close(error_code=0, reason_phrase=reason[:200])
+            protocol.quic.close(error_code=0, reason_phrase=reason[:200])
             protocol.transmit()
         except Exception as exc:  # already closed by the peer or by a timeout
             log.debug("%s: closing QUIC: %s", self, exc)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 from edgerq.carriers import MakePipe
@@ -17,6 +17,9 @@ class TcpListener:
     def __init__(self, server: asyncio.Server) -> None:
         self._server = server
         self.address: tuple[str, int] = server.sockets[0].getsockname()[:2]
+
+    def dropped(self) -> Mapping[str, int]:
+        return {}  # a stream port drops nothing: the kernel and the handshake refuse
 
     def close(self) -> None:
         self._server.close()

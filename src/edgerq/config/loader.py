@@ -63,6 +63,7 @@ SINGLE_ROOT_CHILDREN = (
     "header_timeout",
     "min_rate",
     "rate_window",
+    "listen_backlog",
     "limits",
     "services",
 )
@@ -388,6 +389,7 @@ def load_consumer(path: Path, env: Mapping[str, str] | None = None) -> ConsumerC
     default_window = int(_text(root, "stream_window") or defaults.STREAM_WINDOW)
     default_idle = _seconds(_text(root, "idle_timeout"))
     default_fairness = _fairness(root, {"trusted_sources": _trusted_sources(path, root)})
+    default_backlog = int(_text(root, "listen_backlog") or defaults.LISTEN_BACKLOG)
 
     _check_root_cardinality(path, root)
     listeners = []
@@ -428,6 +430,7 @@ def load_consumer(path: Path, env: Mapping[str, str] | None = None) -> ConsumerC
                 stream_window=int(_text(elem, "stream_window") or default_window),
                 type=cast(ServiceType, _text(elem, "type") or "tcp"),
                 idle_timeout=_seconds(_text(elem, "idle_timeout")) or default_idle,
+                listen_backlog=int(_text(elem, "listen_backlog") or default_backlog),
                 bind_address=_bind_address(path, elem),
                 **_fairness(elem, default_fairness),
             )

@@ -113,6 +113,8 @@ class ConsumerService:
     (0: never; None: ``MIN_RATE_HTTP`` or ``MIN_RATE_TCP`` by ``type``)."""
     rate_window: float = defaults.RATE_WINDOW
     """Seconds over which ``min_rate`` is judged."""
+    listen_backlog: int = defaults.LISTEN_BACKLOG
+    """Connections the kernel queues on the port before they are accepted."""
 
     @property
     def host(self) -> str:

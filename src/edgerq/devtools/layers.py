@@ -7,7 +7,7 @@ below it. From the bottom up:
     protocol   frames, messages, handshake: bytes in, bytes and events out
     pipe       the pipe core: multiplexing, flow control, heartbeats, limits
     config     the config model and its loader (the pipe takes plain values)
-    carriers   tcp and quic: how a pipe travels
+    carriers   tcp and quic: how a pipe travels (qh3_compat: all of qh3 that is not public)
     daemons    SC and SP orchestration and what they use (relay, registry, ...)
     cli        argument parsing, logging set-up, developer tools
 
@@ -47,6 +47,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "edgerq.backoff",
             "edgerq.waiting",
             "edgerq.logs",
+            "edgerq.oslimits",
         ),
     ),
     ("cli", ("edgerq.cli", "edgerq.__main__", "edgerq.devtools")),

@@ -1,0 +1,109 @@
+"""The udp carrier runs only on a qh3 release whose internals it was checked against."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from pathlib import Path
+
+import pytest
+import qh3
+
+from edgerq.carriers import qh3_compat, require_usable
+from edgerq.config.model import ConsumerConfig, ListenerConfig, PipeConfig, ProviderConfig
+from edgerq.errors import ConfigError
+from edgerq.sc import ServiceConsumer
+from edgerq.sp import ServiceProvider
+
+
+@pytest.fixture
+def unknown_qh3(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setattr(qh3, "__version__", "9.8.7")
+    return "9.8.7"
+
+
+def test_the_pinned_release_is_known() -> None:
+    assert qh3.__version__ in qh3_compat.KNOWN_VERSIONS
+    qh3_compat.require_known_version()
+    require_usable("udp")
+
+
+def test_an_unknown_release_is_refused_naming_both_versions(unknown_qh3: str) -> None:
+    with pytest.raises(qh3_compat.UnsupportedQh3) as refused:
+        qh3_compat.require_known_version()
+    message = str(refused.value)
+    assert f"qh3 {unknown_qh3} is installed" in message
+    for known in qh3_compat.KNOWN_VERSIONS:
+        assert known in message
+    assert isinstance(refused.value, ConfigError)  # the daemons report it and exit 1
+
+
+def test_the_tcp_carrier_does_not_care(unknown_qh3: str) -> None:
+    require_usable("tcp")
+
+
+def test_the_sc_refuses_to_accept_udp_pipes(unknown_qh3: str, tmp_path: Path) -> None:
+    listener = ListenerConfig(
+        port=0,
+        protocol="udp",
+        certificate=tmp_path / "cert.pem",
+        private_key=tmp_path / "key.pem",
+    )
+    sc = ServiceConsumer(ConsumerConfig(path=tmp_path / "consumer.xml", listeners=(listener,)))
+    with pytest.raises(qh3_compat.UnsupportedQh3, match=unknown_qh3):
+        asyncio.run(sc.start())
+    assert not sc.listener_addresses
+    assert not (tmp_path / "cert.pem").exists()  # refused before doing anything
+
+
+def test_the_sp_refuses_to_start_with_a_udp_pipe(unknown_qh3: str, tmp_path: Path) -> None:
+    pipe = PipeConfig(name="p", hostname="127.0.0.1", port=9, services=(), protocol="udp")
+    sp = ServiceProvider(ProviderConfig(path=tmp_path / "provider.xml", pipes=(pipe,)))
+    with pytest.raises(qh3_compat.UnsupportedQh3, match=unknown_qh3):
+        asyncio.run(sp.start())
+    assert not sp.pipes  # nothing dialed
+
+
+def streams_the_server_may_open(tmp_path: Path, streams_per_pipe: int | None) -> int:
+    """Handshake a qh3 client (the SP) and server (the SC) in memory; count the
+    bidirectional streams the server can open before qh3 refuses the next."""
+    from qh3.quic.configuration import QuicConfiguration
+    from qh3.quic.connection import QuicConnection
+
+    from edgerq.carriers import quic
+    from edgerq.tls import ensure_certificate
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    ensure_certificate(cert, key)
+    client_configuration = QuicConfiguration(is_client=True, alpn_protocols=[quic.ALPN])
+    client_configuration.verify_mode = ssl.CERT_NONE
+    if streams_per_pipe is not None:
+        qh3_compat.set_stream_limit(client_configuration, streams_per_pipe)
+    server_configuration = QuicConfiguration(is_client=False, alpn_protocols=[quic.ALPN])
+    server_configuration.load_cert_chain(str(cert), str(key))
+    client = QuicConnection(configuration=client_configuration)
+    server = QuicConnection(
+        configuration=server_configuration,
+        original_destination_connection_id=client.original_destination_connection_id,
+    )
+    address = ("192.0.2.1", 4433)
+    client.connect(address, now=0.0)
+    for _ in range(10):
+        for sender, receiver in ((client, server), (server, client)):
+            for datagram, _ in sender.datagrams_to_send(now=0.0):
+                receiver.receive_datagram(datagram, address, now=0.0)
+    opened = 0
+    while opened < 20000:
+        try:
+            server.send_stream_data(1 + 4 * opened, b"x")
+        except ValueError:  # "Bidirectional stream limit N exceeded"
+            return opened
+        opened += 1
+    return opened
+
+
+def test_the_sp_lets_the_sc_open_its_streams_per_pipe_and_no_more(tmp_path: Path) -> None:
+    """qh3 fixes 100; the SP's QUIC limit is its streams_per_pipe plus the headroom
+    that lets an OPEN past the limit reach the SP and be refused with a reason."""
+    assert streams_the_server_may_open(tmp_path, 5) == 5 + qh3_compat.STREAM_HEADROOM
+    assert streams_the_server_may_open(tmp_path, 300) == 300 + qh3_compat.STREAM_HEADROOM

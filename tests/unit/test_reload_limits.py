@@ -1,0 +1,45 @@
+"""What a reload's new ``<limits>`` do to a pipe already up (issue 12, finding 6)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from edgerq.carriers.quic_pipe import QuicPipe
+from edgerq.config.model import PipeConfig, PipeLimits
+from edgerq.pipe import MuxPipe
+from edgerq.provider_pipe import ProviderPipe
+
+PIPE = PipeConfig(name="p", hostname="127.0.0.1", port=9, services=())
+
+
+def test_streams_per_pipe_and_control_backlog_apply_to_the_pipe_up() -> None:
+    async def body() -> None:
+        provider = ProviderPipe(PIPE, limits=PipeLimits(streams_per_pipe=5))
+        pipe = provider._new_pipe(MuxPipe)
+        provider.apply_limits(PipeLimits(streams_per_pipe=3, control_backlog=65536))
+        assert (pipe.max_streams, pipe._control_backlog) == (3, 65536)
+        provider.apply_limits(PipeLimits(streams_per_pipe=50))  # tcp: a raise applies too
+        assert pipe.max_streams == 50
+
+    asyncio.run(body())
+
+
+def test_on_udp_a_raise_waits_for_the_next_dial(caplog: pytest.LogCaptureFixture) -> None:
+    """QUIC announced streams_per_pipe (+ headroom) at the handshake: more streams
+    than that would wait in QUIC instead of being refused with a reason."""
+
+    async def body() -> None:
+        provider = ProviderPipe(PIPE, limits=PipeLimits(streams_per_pipe=5))
+        pipe = provider._new_pipe(QuicPipe)
+        with caplog.at_level(logging.INFO, "edgerq.sp"):
+            provider.apply_limits(PipeLimits(streams_per_pipe=50))
+        assert pipe.max_streams == 5
+        assert "keeps 5 until it is next dialed" in caplog.text
+        provider.apply_limits(PipeLimits(streams_per_pipe=2))  # a lowering applies at once
+        assert pipe.max_streams == 2
+        assert provider._new_pipe(QuicPipe).max_streams == 2  # the next dial: the new value
+
+    asyncio.run(body())
