@@ -15,6 +15,12 @@ and the per-pipe limits (``streams_per_pipe``, PINGs per interval).
 
 Its life cycle is one ``State``: HANDSHAKE -> OPEN -> DRAINING -> CLOSING -> CLOSED
 (DRAINING and CLOSING may be skipped; CLOSED is final).
+
+Why this module is over 400 lines: it is the one state machine of a pipe, and
+its transitions (receiving, timers, closing) read best side by side; the parts
+with a job of their own are apart: ``pipe_events`` (states and events),
+``pipe_streams`` (the stream table), ``pipe_roles`` (SC- and SP-only frames),
+``pipe_bounds`` (the per-pipe limits) and ``pipe_outbox`` (frames out).
 """
 
 from __future__ import annotations
@@ -23,14 +29,23 @@ import itertools
 import logging
 import uuid as uuid_mod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from enum import Enum, IntEnum
-from typing import NamedTuple
 
 from edgerq import defaults
 from edgerq.errors import AuthError, LimitExceeded, ProtocolError, RemoteProtocolError, VersionError
 from edgerq.labels import Limit
+from edgerq.pipe_bounds import PipeBounds
+from edgerq.pipe_events import (
+    AbortTransport,
+    Authenticated,
+    CloseTransport,
+    PipeEvent,
+    Refusal,
+    Role,
+    State,
+)
 from edgerq.pipe_outbox import Outbox, Payload
+from edgerq.pipe_roles import ConsumerFrames, ProviderFrames, RoleFrames
+from edgerq.pipe_streams import StreamTable
 from edgerq.protocol.frames import MAX_PAYLOAD, Frame, FrameDecoder, FrameType, RawFrame
 from edgerq.protocol.frames import encode_frame as _encode_frame
 from edgerq.protocol.handshake import ConsumerHandshake, ProviderHandshake
@@ -38,7 +53,6 @@ from edgerq.protocol.messages import (
     CodedReason,
     GoawayCode,
     Open,
-    OpenFailure,
     Register,
     Registered,
     RegisterStatus,
@@ -50,87 +64,8 @@ from edgerq.stream import OpenRefused, Stream, StreamSink
 
 log = logging.getLogger("edgerq.pipe")
 
-MAX_PINGS_PER_INTERVAL = 32
-"""PINGs a peer may send per heartbeat interval (it needs one): each costs us a PONG."""
-
 _pipe_ids = itertools.count(1)
 _DATA = int(FrameType.DATA)
-
-
-class Role(Enum):
-    CONSUMER = "sc"
-    PROVIDER = "sp"
-
-
-class State(IntEnum):
-    """A pipe's life cycle; ordered, so ``state >= State.CLOSING`` reads as "closing or closed"."""
-
-    HANDSHAKE = 1
-    """Authenticating (the handshake timeout runs)."""
-    OPEN = 2
-    """Authenticated: streams, registrations and heartbeats."""
-    DRAINING = 3
-    """Either side said GOAWAY DRAINING: no new streams; open ones go on."""
-    CLOSING = 4
-    """Closed or refused here, or by the peer: waiting for the connection to go."""
-    CLOSED = 5
-    """The connection is gone; every stream was reset."""
-
-
-class Refusal(NamedTuple):
-    """Why a new pipe is turned away before its handshake (see limits.PipeGate)."""
-
-    code: GoawayCode
-    reason: str
-
-
-# --- events: what the adapter (and through it, the daemon) must act on ------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Authenticated:
-    """The handshake succeeded."""
-
-
-@dataclass(frozen=True, slots=True)
-class RegisterReceived:
-    """SC: the SP offers these services; answer with ``send_registered``."""
-
-    uuids: tuple[uuid_mod.UUID, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class RegisteredReceived:
-    """SP: the SC's answer to REGISTER (a second one: the SC reloaded)."""
-
-    results: tuple[tuple[uuid_mod.UUID, RegisterStatus], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class OpenRequested:
-    """SP: the SC opens a stream; ``accept_stream`` it, then ``answer_open``."""
-
-    request: Open
-
-
-@dataclass(frozen=True, slots=True)
-class CloseTransport:
-    """Write what is queued, then close the connection."""
-
-
-@dataclass(frozen=True, slots=True)
-class AbortTransport:
-    """Cut the connection now, without writing what is queued."""
-
-
-PipeEvent = (
-    Authenticated
-    | RegisterReceived
-    | RegisteredReceived
-    | OpenRequested
-    | CloseTransport
-    | AbortTransport
-)
 
 
 def _ignore(_: object = None) -> None:
@@ -170,10 +105,9 @@ class PipeConnection:
         self._wake = wake
         self._handshake: ConsumerHandshake | ProviderHandshake | None = handshake
         self._decoder = FrameDecoder()
-        self.streams: dict[int, Stream] = {}
-        self._next_stream_id = 1
-        self._stream_id_step = stream_id_step
-        self.registered = False
+        self.table = StreamTable(stream_id_step)
+        self.streams = self.table.streams
+        """Stream id -> ``Stream`` (the table's own dict)."""
         self.paused = False
         """The carrier cannot take more now (the peer is slow to read)."""
         self.close_reason = ""
@@ -182,25 +116,34 @@ class PipeConnection:
         self.last_heard = now
         """``now`` when a frame last arrived (heartbeats included)."""
         self.opened_at = now
-        self.streams_total = 0
-        self.unknown_stream_frames = 0
         self._heartbeat_interval = heartbeat_interval
         self._heartbeat_timeout = heartbeat_timeout
         self._handshake_timeout = handshake_timeout
         self._deadline: float | None = None
         """When ``handle_timer`` has work: the handshake timeout, the next heartbeat,
         or the abort of a close that did not finish."""
-        self._limit_hit = on_limit
-        self._max_streams = max_streams
-        self._streams_refused = 0
-        self._control_backlog = control_backlog
-        self._paused_control = 0
-        """Bytes of control frames queued since the carrier paused (the peer is not reading)."""
-        self._pings = 0
+        self.bounds = PipeBounds(max_streams, control_backlog, on_limit)
+        self._role_frames: RoleFrames = (
+            ProviderFrames(self, self.table, self.bounds, emit)
+            if role is Role.PROVIDER
+            else ConsumerFrames(self.table, emit)
+        )
 
     def __str__(self) -> str:
         who = f" '{self.name}'" if self.name else ""
         return f"pipe {self.id}{who} ({self.peer})"
+
+    @property
+    def streams_total(self) -> int:
+        return self.table.total
+
+    @property
+    def unknown_stream_frames(self) -> int:
+        return self.table.unknown_frames
+
+    @property
+    def registered(self) -> bool:
+        return self._role_frames.registered
 
     @property
     def authenticated(self) -> bool:
@@ -237,7 +180,7 @@ class PipeConnection:
             log.warning("%s: no heartbeat for %.1f s, closing", self, idle)
             self.abort(f"heartbeat timeout ({idle:.1f} s without a frame)")
             return
-        self._pings = 0
+        self.bounds.new_interval()
         self.send_raw(encode_ping(FrameType.PING, int(now * 1000)))
         self._deadline = now + self._heartbeat_interval
 
@@ -256,6 +199,10 @@ class PipeConnection:
         self.close_reason = refusal.reason
         self._deadline = None
         return CodedReason(FrameType.GOAWAY, 0, refusal.code, refusal.reason).encode()
+
+    def heard(self, now: float) -> None:
+        """Something arrived from the peer (a carrier may know before any frame is whole)."""
+        self.last_heard = now
 
     def receive(self, data: bytes, now: float) -> None:
         """Bytes from a byte-stream carrier."""
@@ -296,7 +243,7 @@ class PipeConnection:
         elif isinstance(exc, AuthError):
             self._fail(GoawayCode.AUTH_FAILED, str(exc), now)
         elif isinstance(exc, LimitExceeded):
-            self._limit_hit(exc.limit)
+            self.bounds.on_limit(exc.limit)
             self._fail(GoawayCode.LIMIT_EXCEEDED, str(exc), now)
         else:
             prefix = "" if self.authenticated else "not an edgerq pipe, or a broken one: "
@@ -331,51 +278,29 @@ class PipeConnection:
         for ftype, stream_id, payload in frames:
             if ftype == _DATA:
                 if stream_id != run_id and run:
-                    self._deliver_data(run_id, run)
+                    self.table.data(run_id, run)
                     run = []
                 run_id = stream_id
                 run.append(payload)
                 continue
             if run:
-                self._deliver_data(run_id, run)
+                self.table.data(run_id, run)
                 run = []
             self._dispatch(Frame(FrameType(ftype), stream_id, bytes(payload)), now)
         if run:
-            self._deliver_data(run_id, run)
-
-    def _deliver_data(self, stream_id: int, chunks: list[bytes | memoryview]) -> None:
-        stream = self.streams.get(stream_id)
-        if stream is None:
-            self._unknown_stream(stream_id, "DATA")
-            return
-        stream.receive_data(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            self.table.data(run_id, run)
 
     def _dispatch(self, frame: Frame, now: float) -> None:
         ftype = frame.type
         if ftype is FrameType.WINDOW:
-            increment = decode_window(frame.payload)
-            stream = self.streams.get(frame.stream_id)
-            if stream is not None:
-                stream.receive_window(increment)
+            self.table.window(frame.stream_id, decode_window(frame.payload))
         elif ftype is FrameType.FIN:
-            stream = self.streams.get(frame.stream_id)
-            if stream is None:
-                self._unknown_stream(frame.stream_id, "FIN")
-            else:
-                stream.receive_eof()
+            self.table.eof(frame.stream_id)
         elif ftype is FrameType.RESET:
             reset = CodedReason.decode(ftype, frame.stream_id, frame.payload)
-            stream = self.streams.get(frame.stream_id)
-            if stream is not None:
-                stream.receive_reset(f"reset by {self.role_peer}: {reset.reason}")
+            self.table.reset(frame.stream_id, f"reset by {self.role_peer}: {reset.reason}")
         elif ftype is FrameType.PING:
-            self._pings += 1
-            if self._pings > MAX_PINGS_PER_INTERVAL:
-                raise LimitExceeded(
-                    f"{self.role_peer} sent more than {MAX_PINGS_PER_INTERVAL} PINGs within "
-                    f"{self._heartbeat_interval:g} s",
-                    Limit.PINGS,
-                )
+            self.bounds.ping(self.role_peer, self._heartbeat_interval)
             self.send_raw(encode_ping(FrameType.PONG, decode_ping(frame.payload)))
         elif ftype is FrameType.PONG:
             decode_ping(frame.payload)
@@ -392,63 +317,8 @@ class PipeConnection:
                     goaway.reason,
                     len(self.streams),
                 )
-        elif self.role is Role.PROVIDER:
-            self._dispatch_provider(frame)
         else:
-            self._dispatch_consumer(frame)
-
-    def _dispatch_provider(self, frame: Frame) -> None:
-        if frame.type is FrameType.OPEN:
-            request = Open.decode(frame.stream_id, frame.payload)
-            if request.stream_id == 0 or request.stream_id in self.streams:
-                raise RemoteProtocolError(f"OPEN reuses stream id {request.stream_id}")
-            if request.max_frame > MAX_PAYLOAD:
-                raise RemoteProtocolError(f"OPEN asks for frames of {request.max_frame} bytes")
-            if len(self.streams) >= self._max_streams:
-                self._refuse_stream(request)
-                return
-            self._emit(OpenRequested(request))
-        elif frame.type is FrameType.REGISTERED:
-            # A second REGISTERED is an update: the SC's config was reloaded.
-            self.registered = True
-            self._emit(RegisteredReceived(Registered.decode(frame.payload).results))
-        else:
-            raise RemoteProtocolError(f"unexpected {frame.type.name} from the SC")
-
-    def _dispatch_consumer(self, frame: Frame) -> None:
-        if frame.type is FrameType.OPEN_OK:
-            stream = self.streams.get(frame.stream_id)
-            if stream is not None:
-                stream.receive_open_result(None)
-        elif frame.type is FrameType.OPEN_FAIL:
-            failure = CodedReason.decode(frame.type, frame.stream_id, frame.payload)
-            stream = self.streams.get(frame.stream_id)
-            if stream is not None:
-                stream.receive_open_result(OpenRefused(failure.code, failure.reason))
-        elif frame.type is FrameType.REGISTER:
-            if self.registered:
-                raise RemoteProtocolError("second REGISTER on one pipe")
-            register = Register.decode(frame.payload)
-            self.registered = True
-            self._emit(RegisterReceived(tuple(register.uuids)))
-        else:
-            raise RemoteProtocolError(f"unexpected {frame.type.name} from the SP")
-
-    def _refuse_stream(self, request: Open) -> None:
-        """OPEN beyond ``streams_per_pipe``: refuse that stream (the SC answers its client)."""
-        self._streams_refused += 1
-        self._limit_hit(Limit.STREAMS_PER_PIPE)
-        reason = f"the SP's pipe carries its limit of {self._max_streams} concurrent streams"
-        if self._streams_refused == 1:
-            log.warning("%s: %s: refusing new streams (only counted from now on)", self, reason)
-        stream = self.accept_stream(request)
-        self.answer_open(stream, OpenRefused(OpenFailure.CONNECT_ERROR, reason))
-
-    def _unknown_stream(self, stream_id: int, what: str) -> None:
-        # A stream closed here may still receive frames the peer sent before it
-        # learnt of the close: count them, never let them touch another stream.
-        self.unknown_stream_frames += 1
-        log.debug("%s: %s for unknown stream %d dropped", self, what, stream_id)
+            self._role_frames.handle(frame)
 
     # --- sending (the streams' ``StreamWriter``) -------------------------------------
 
@@ -457,9 +327,9 @@ class PipeConnection:
         if self.state >= State.CLOSING:
             return
         if self.paused:
-            self._paused_control += len(data)
-            if self._paused_control > self._control_backlog:
-                self.control_backlog_exceeded(self._paused_control)
+            queued = self.bounds.queue_paused(len(data))
+            if queued is not None:
+                self.control_backlog_exceeded(queued)
                 return
         self.outbox.frame(data)
         self._wake()
@@ -471,8 +341,7 @@ class PipeConnection:
         self._wake()
 
     def forget_stream(self, stream: Stream) -> None:
-        if self.streams.get(stream.id) is stream:
-            del self.streams[stream.id]
+        self.table.forget(stream)
         if self.outbox.end_stream(stream.id):
             self._wake()
 
@@ -498,20 +367,13 @@ class PipeConnection:
         destination: str = "",
     ) -> Stream:
         """SC side: open a stream to ``service`` (OPEN_OK or OPEN_FAIL answers it)."""
-        stream_id = self._next_stream_id
-        self._next_stream_id += self._stream_id_step
-        stream = Stream(self, stream_id, service, window, max_frame, sink)
-        self.streams[stream_id] = stream
-        self.streams_total += 1
-        self.send_raw(Open(stream_id, service, window, max_frame, client, destination).encode())
+        stream = self.table.outgoing(self, service, window, max_frame, sink)
+        self.send_raw(Open(stream.id, service, window, max_frame, client, destination).encode())
         return stream
 
     def accept_stream(self, request: Open) -> Stream:
         """SP side: create the stream for an OPEN (bind a sink before data flows)."""
-        stream = Stream(self, request.stream_id, request.uuid, request.window, request.max_frame)
-        self.streams[request.stream_id] = stream
-        self.streams_total += 1
-        return stream
+        return self.table.incoming(self, request)
 
     def answer_open(self, stream: Stream, failure: OpenRefused | None) -> None:
         if failure is None:
@@ -527,28 +389,21 @@ class PipeConnection:
 
     def pause_writing(self) -> None:
         self.paused = True
-        for stream in self.streams.values():
-            if stream.sink is not None:
-                stream.sink.on_pipe_paused(True)
+        self.table.pipe_paused(True)
 
     def resume_writing(self) -> None:
         self.paused = False
-        self._paused_control = 0
-        for stream in list(self.streams.values()):
-            if stream.sink is not None:
-                stream.sink.on_pipe_paused(False)
+        self.bounds.resumed()
+        self.table.pipe_paused(False)
 
     def control_backlog_exceeded(self, queued: int) -> None:
         """The peer makes us answer but does not read: stop holding its frames."""
-        if queued <= self._control_backlog or self.state is State.CLOSED:
+        if self.state is State.CLOSED:
             return
-        message = (
-            f"{self.role_peer} does not read: {queued} bytes of control frames queued "
-            f"(limit {self._control_backlog})"
-        )
-        log.warning("%s: %s, closing", self, message)
-        self._limit_hit(Limit.CONTROL_BACKLOG)
-        self.abort(message, LimitExceeded(message, Limit.CONTROL_BACKLOG))
+        error = self.bounds.backlog_exceeded(self.role_peer, queued)
+        if error is not None:
+            log.warning("%s: %s, closing", self, error)
+            self.abort(str(error), error)
 
     def connection_lost(self, reason: str) -> str:
         """The connection is gone: reset every stream; returns why the pipe closed."""
@@ -556,9 +411,7 @@ class PipeConnection:
         self._deadline = None
         if not self.close_reason:
             self.close_reason = reason
-        for stream in list(self.streams.values()):
-            stream.receive_reset(f"pipe closed: {self.close_reason}", pipe_lost=True)
-        self.streams.clear()
+        self.table.reset_all(f"pipe closed: {self.close_reason}")
         self.outbox.clear()
         return self.close_reason
 

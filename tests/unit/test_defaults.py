@@ -8,7 +8,7 @@ import uuid
 from edgerq import defaults
 from edgerq.carriers.qh3_limits import MAX_STREAMS
 from edgerq.config.model import ConsumerService, PipeLimits
-from edgerq.pipe import CarrierPipe
+from edgerq.pipe_adapter import CarrierPipe
 from edgerq.pipe_core import PipeConnection
 
 

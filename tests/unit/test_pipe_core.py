@@ -15,13 +15,13 @@ import pytest
 from edgerq import defaults
 from edgerq.errors import AuthError
 from edgerq.labels import Limit, Outcome
-from edgerq.pipe_core import (
-    MAX_PINGS_PER_INTERVAL,
+from edgerq.pipe_bounds import MAX_PINGS_PER_INTERVAL
+from edgerq.pipe_core import PipeConnection
+from edgerq.pipe_events import (
     AbortTransport,
     Authenticated,
     CloseTransport,
     OpenRequested,
-    PipeConnection,
     PipeEvent,
     Refusal,
     RegisteredReceived,

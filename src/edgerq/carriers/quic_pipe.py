@@ -31,7 +31,8 @@ from typing import Any, Protocol
 from qh3.quic.connection import QuicConnection
 
 from edgerq.errors import ProtocolError, RemoteProtocolError
-from edgerq.pipe import CarrierPipe, Refusal, Role
+from edgerq.pipe import Refusal, Role
+from edgerq.pipe_adapter import CarrierPipe
 from edgerq.pipe_outbox import StreamOutbox
 from edgerq.protocol.frames import HANDSHAKE_MAX_PAYLOAD, MAX_PAYLOAD, FrameDecoder
 
@@ -125,14 +126,15 @@ class QuicPipe(CarrierPipe):
 
     def _stream_data(self, quic_stream: int, data: bytes, end_stream: bool) -> None:
         core = self.core
-        now = core.last_heard = time.monotonic()
+        now = time.monotonic()
+        core.heard(now)
         if core.peer == "?":
             self._learn_peer()
         decoder = self._decoders.get(quic_stream)
         if decoder is None:
             if quic_stream in self._out.ended and not core.streams.get(quic_stream):
                 # Late data for a stream we already closed: ignore, count.
-                core.unknown_stream_frames += 1
+                core.table.unknown(quic_stream, "data on an ended QUIC stream")
                 return
             if core.role is Role.CONSUMER and quic_stream % 4 == 0 and quic_stream > 0:
                 # Only the SC opens data streams: each one the SP opens would cost a decoder

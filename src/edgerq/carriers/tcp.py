@@ -18,7 +18,8 @@ from typing import Any, cast
 
 from edgerq.carriers import MakePipe
 from edgerq.config.model import ListenerConfig, PipeConfig
-from edgerq.pipe import CarrierPipe, MuxPipe, Refusal
+from edgerq.pipe import MuxPipe, Refusal
+from edgerq.pipe_adapter import CarrierPipe
 from edgerq.pipe_outbox import ByteOutbox
 
 WRITE_HIGH_WATER = 256 * 1024
