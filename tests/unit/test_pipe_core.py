@@ -160,18 +160,25 @@ def test_a_handshake_with_the_same_token_opens_both_sides_and_starts_heartbeats(
     assert sc.core.next_deadline() == defaults.HEARTBEAT_INTERVAL
 
 
-@pytest.mark.parametrize(
-    ("sc_token", "sp_token"), [(b"right", b"wrong"), (b"right", None)], ids=["wrong", "none"]
-)
-def test_a_handshake_with_another_token_fails_with_auth_failed(
-    sc_token: bytes, sp_token: bytes | None
+HANDSHAKE_FAILURES = [
+    # (SC's token, SP's token, who finds out, why; the other side is told so)
+    (b"right", b"wrong", Role.CONSUMER, "SP's token proof is wrong"),
+    (b"right", None, Role.PROVIDER, "the SC requires a token and none is configured for this pipe"),
+]
+
+
+@pytest.mark.parametrize(("sc_token", "sp_token", "finder", "reason"), HANDSHAKE_FAILURES)
+def test_a_handshake_with_another_token_fails_with_auth_failed_on_both_sides(
+    sc_token: bytes, sp_token: bytes | None, finder: Role, reason: str
 ) -> None:
     sc, sp = pair(sc_token, sp_token)
-    assert not sc.core.authenticated and not sp.core.authenticated
-    assert isinstance(sc.core.error, AuthError) or isinstance(sp.core.error, AuthError)
-    failed = sc if isinstance(sc.core.error, AuthError) else sp
-    assert failed.core.state is State.CLOSING and CloseTransport() in failed.events
-    assert Authenticated() not in sc.events + sp.events
+    found, told = (sc, sp) if finder is Role.CONSUMER else (sp, sc)
+    assert str(found.core.error) == reason and found.core.close_reason == reason
+    assert isinstance(told.core.error, AuthError)
+    assert told.core.close_reason == f"peer closed the pipe: {reason}"
+    for end in (sc, sp):
+        assert end.events == [CloseTransport()] and end.core.state is State.CLOSING
+        assert not end.core.authenticated
 
 
 def test_a_handshake_not_completed_in_time_closes_then_aborts() -> None:
