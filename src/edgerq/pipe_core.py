@@ -46,14 +46,19 @@ from edgerq.pipe_events import (
 from edgerq.pipe_outbox import Outbox, Payload
 from edgerq.pipe_roles import ConsumerFrames, ProviderFrames, RoleFrames
 from edgerq.pipe_streams import StreamTable
-from edgerq.protocol.frames import MAX_PAYLOAD, Frame, FrameDecoder, FrameType, RawFrame
-from edgerq.protocol.frames import encode_frame as _encode_frame
+from edgerq.protocol.frames import (
+    MAX_PAYLOAD,
+    Frame,
+    FrameDecoder,
+    FrameType,
+    RawFrame,
+    encode_frame,
+)
 from edgerq.protocol.handshake import ConsumerHandshake, ProviderHandshake
 from edgerq.protocol.messages import (
     CodedReason,
     GoawayCode,
     Open,
-    Register,
     Registered,
     RegisterStatus,
     decode_ping,
@@ -348,9 +353,6 @@ class PipeConnection:
     def log_stream_error(self, stream: Stream, message: str) -> None:
         log.warning("%s: stream %d: %s", self, stream.id, message)
 
-    def send_register(self, uuids: Sequence[uuid_mod.UUID]) -> None:
-        self.send_raw(Register(tuple(uuids)).encode())
-
     def send_registered(self, results: Sequence[tuple[uuid_mod.UUID, RegisterStatus]]) -> None:
         self.send_raw(Registered(tuple(results)).encode())
 
@@ -377,7 +379,7 @@ class PipeConnection:
 
     def answer_open(self, stream: Stream, failure: OpenRefused | None) -> None:
         if failure is None:
-            self.send_raw(_encode_frame(FrameType.OPEN_OK, stream.id))
+            self.send_raw(encode_frame(FrameType.OPEN_OK, stream.id))
             return
         self.send_raw(
             CodedReason(FrameType.OPEN_FAIL, stream.id, failure.code, failure.reason).encode()
