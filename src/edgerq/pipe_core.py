@@ -110,7 +110,7 @@ class PipeConnection:
         self._wake = wake
         self._handshake: ConsumerHandshake | ProviderHandshake | None = handshake
         self._decoder = FrameDecoder()
-        self.table = StreamTable(stream_id_step)
+        self.table = StreamTable(self, stream_id_step)
         self.streams = self.table.streams
         """Stream id -> ``Stream`` (the table's own dict)."""
         self.paused = False

@@ -21,9 +21,11 @@ log = logging.getLogger("edgerq.pipe")
 class StreamTable:
     """Stream id -> ``Stream``, for one pipe."""
 
-    __slots__ = ("_next_id", "_step", "streams", "total", "unknown_frames")
+    __slots__ = ("_next_id", "_step", "pipe", "streams", "total", "unknown_frames")
 
-    def __init__(self, id_step: int = 1) -> None:
+    def __init__(self, pipe: object, id_step: int = 1) -> None:
+        self.pipe = pipe
+        """What the log lines name (the pipe)."""
         self.streams: dict[int, Stream] = {}
         self._next_id = 1
         self._step = id_step
@@ -107,4 +109,4 @@ class StreamTable:
 
     def unknown(self, stream_id: int, what: str) -> None:
         self.unknown_frames += 1
-        log.debug("stream %d: %s for a stream this pipe does not have: dropped", stream_id, what)
+        log.debug("%s: %s for unknown stream %d dropped", self.pipe, what, stream_id)
