@@ -8,7 +8,8 @@ import uuid
 from edgerq import defaults
 from edgerq.carriers import qh3_compat
 from edgerq.config.model import ConsumerService, PipeLimits
-from edgerq.pipe import MuxPipe
+from edgerq.pipe_adapter import CarrierPipe
+from edgerq.pipe_core import PipeConnection
 
 
 def test_the_config_model_fills_in_the_defaults() -> None:
@@ -23,12 +24,13 @@ def test_the_config_model_fills_in_the_defaults() -> None:
 
 
 def test_a_pipe_built_without_settings_agrees_with_the_config_model() -> None:
-    parameters = inspect.signature(MuxPipe).parameters
     limits = PipeLimits()
-    assert parameters["handshake_timeout"].default == limits.handshake_timeout
-    assert parameters["control_backlog"].default == limits.control_backlog
-    assert parameters["max_streams"].default == limits.streams_per_pipe
-    assert parameters["heartbeat_timeout"].default == defaults.HEARTBEAT_TIMEOUT
+    for pipe_class in (PipeConnection, CarrierPipe):
+        parameters = inspect.signature(pipe_class).parameters
+        assert parameters["handshake_timeout"].default == limits.handshake_timeout
+        assert parameters["control_backlog"].default == limits.control_backlog
+        assert parameters["max_streams"].default == limits.streams_per_pipe
+        assert parameters["heartbeat_timeout"].default == defaults.HEARTBEAT_TIMEOUT
 
 
 def test_quic_lets_a_pipe_carry_as_many_streams_as_the_pipe_allows() -> None:

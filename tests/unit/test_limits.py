@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from edgerq.carriers.tcp import TcpPipe
 from edgerq.config import load_consumer, load_provider
 from edgerq.config.model import PipeLimits
 from edgerq.errors import AuthError, ConfigError
@@ -191,7 +192,7 @@ def test_gate_caps_unauthenticated_pipes_and_logs_per_episode(
     assert "accepting new pipes again; 10 refused" in messages[1]
 
 
-# --- per-pipe bounds on a real MuxPipe with an in-memory transport -----------------
+# --- per-pipe bounds on a real TcpPipe with an in-memory transport -----------------
 
 
 def in_loop(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
@@ -263,16 +264,16 @@ def frames_of(data: bytes | bytearray) -> list[tuple[FrameType, int, bytes]]:
     return [(FrameType(t), s, bytes(p)) for t, s, p in decoder.receive(bytes(data))]
 
 
-async def authenticated_sp_side(**kwargs: int) -> tuple[MuxPipe, MemoryTransport, Owner, list[str]]:
+async def authenticated_sp_side(**kwargs: int) -> tuple[TcpPipe, MemoryTransport, Owner, list[str]]:
     """An SP-side pipe past the handshake (no token), fed by hand."""
     owner = Owner()
     hits: list[str] = []
-    pipe = MuxPipe(
+    pipe = TcpPipe(
         Role.PROVIDER,
         ProviderHandshake(None, "sp"),
         owner,
         on_limit=hits.append,
-        **kwargs,  # type: ignore[arg-type]
+        **kwargs,
     )
     transport = MemoryTransport()
     pipe.connection_made(transport)
@@ -375,7 +376,7 @@ async def test_a_refused_pipe_gets_one_goaway_and_no_handshake() -> None:
 
     owner = Owner()
     refusal = Refusal(GoawayCode.AUTH_FAILED, "too many failed authentications")
-    pipe = MuxPipe(Role.CONSUMER, ConsumerHandshake(b"t"), owner, admit=lambda p: refusal)
+    pipe = TcpPipe(Role.CONSUMER, ConsumerHandshake(b"t"), owner, admit=lambda p: refusal)
     transport = MemoryTransport()
     pipe.connection_made(transport)
     assert pipe.refused and transport.closed
@@ -489,13 +490,65 @@ def test_bad_limits_name_the_line_and_element(tmp_path: Path, xml: str, words: l
         assert word in message
 
 
+class FakeQuic:
+    """What a ``QuicPipe`` uses of qh3's ``QuicConnection``: records what is sent."""
+
+    def __init__(self) -> None:
+        self.sent: dict[int, bytearray] = {}
+        self.closed_with: str | None = None
+
+    def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
+        self.sent.setdefault(stream_id, bytearray()).extend(data)
+
+    def get_send_buffer_size(self, stream_id: int) -> int:
+        return 0
+
+    def close(self, error_code: int = 0, reason_phrase: str = "") -> None:
+        self.closed_with = reason_phrase
+
+
+class FakeLink:
+    """What a ``QuicPipe`` uses of its asyncio glue (``quic.PipeProtocol``)."""
+
+    def __init__(self) -> None:
+        self.quic = FakeQuic()
+        self.is_client = False
+
+    def transmit(self) -> None:
+        pass
+
+    def close_transport_later(self) -> None:
+        pass
+
+
 @in_loop
 async def test_an_sp_opening_quic_streams_at_the_sc_loses_its_pipe() -> None:
     from edgerq.carriers.quic import QuicPipe
+    from edgerq.protocol.frames import Frame
 
-    pipe = QuicPipe(Role.CONSUMER, ConsumerHandshake(None), Owner())
-    pipe.authenticated = True
+    owner = Owner()
+    pipe = QuicPipe(Role.CONSUMER, ConsumerHandshake(None), owner)
+    link = FakeLink()
+    pipe.attach(link)  # type: ignore[arg-type]
+    pipe.quic_ready(("127.0.0.7", 4242))
+    # The real handshake on the control stream, as an SP does it.
+    sp = ProviderHandshake(None, "sp")
+    pipe.quic_stream_data(0, sp.start(), False)
+    await asyncio.sleep(0)
+    (challenge,) = frames_of(link.quic.sent.pop(0))
+    for out in sp.receive(Frame(challenge[0], 0, challenge[2])):
+        pipe.quic_stream_data(0, out, False)
+    assert pipe.authenticated
+    await asyncio.sleep(0)
+    link.quic.sent.clear()
+    # Then half a frame on a QUIC stream only the SC may open.
     pipe.quic_stream_data(4, encode_frame(FrameType.DATA, 4, b"x" * 100)[:50], False)
-    assert pipe.error is not None
+    assert pipe.error is not None and pipe.closing
     assert "the SP opened QUIC stream 4; only the SC opens streams" in str(pipe.error)
-    assert 4 not in pipe._decoders  # nothing kept for it
+    ((ftype, _, payload),) = frames_of(link.quic.sent[0])
+    goaway = CodedReason.decode(ftype, 0, payload)
+    assert goaway.code == GoawayCode.PROTOCOL_ERROR and "QUIC stream 4" in goaway.reason
+    assert link.quic.closed_with is not None and "QUIC stream 4" in link.quic.closed_with
+    # The rest of that frame is not decoded: it would be a protocol error of its own.
+    pipe.quic_stream_data(4, b"garbage", False)
+    assert "QUIC stream 4" in str(pipe.error)

@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Sequence
 from typing import Any, cast
 
 import pytest
 
-from edgerq.config.model import PipeConfig, ProviderService
-from edgerq.pipe import MuxPipe
-from edgerq.protocol.messages import Open
+from edgerq.carriers import memory
+from edgerq.config.model import ListenerConfig, PipeConfig, ProviderService
+from edgerq.labels import Outcome
+from edgerq.pipe import MuxPipe, Role
+from edgerq.protocol.handshake import ConsumerHandshake
+from edgerq.protocol.messages import RegisterStatus
 from edgerq.provider_pipe import ProviderPipe
 from edgerq.relay import LocalConnection
 from edgerq.stream import Stream
@@ -80,34 +84,117 @@ def test_data_that_arrived_while_connecting_follows_the_preamble(preamble: bytes
 SERVICE = uuid.UUID("11111111-2222-3333-4444-555555555555")
 
 
-def provider_pipe(version: int) -> ProviderPipe:
-    service = ProviderService(SERVICE, "web", "127.0.0.1", 8080, proxy_protocol=version)
-    return ProviderPipe(PipeConfig("pipe1", "127.0.0.1", 2080, (service,)))
+class ConsumerSide:
+    """A hand-driven SC end of the pipe: accepts every service, keeps its pipes."""
+
+    def __init__(self) -> None:
+        self.pipes: list[MuxPipe] = []
+
+    def make(self, pipe_class: type[MuxPipe]) -> MuxPipe:
+        return pipe_class(Role.CONSUMER, ConsumerHandshake(None), self)
+
+    def pipe_authenticated(self, pipe: MuxPipe) -> None:
+        self.pipes.append(pipe)
+
+    def pipe_register(
+        self, pipe: MuxPipe, uuids: Sequence[uuid.UUID]
+    ) -> list[tuple[uuid.UUID, RegisterStatus]]:
+        return [(u, RegisterStatus.ACCEPTED) for u in uuids]
+
+    def pipe_closed(self, pipe: MuxPipe, reason: str) -> None:
+        pass
+
+
+class Client:
+    """The SC's client end of a stream (nothing to do with what comes back)."""
+
+    def on_data(self, data: bytes | memoryview) -> None:
+        pass
+
+    def on_eof(self) -> None:
+        pass
+
+    def on_reset(self, reason: str, outcome: Outcome) -> None:
+        pass
+
+    def on_credit(self) -> None:
+        pass
+
+    def on_pipe_paused(self, paused: bool) -> None:
+        pass
+
+
+async def through_a_pipe(version: int, client: str) -> tuple[bytes, MuxPipe, int]:
+    """Open a stream reporting ``client`` over an in-memory pipe to a real
+    ``ProviderPipe``; returns what its service received first, the SP's pipe and
+    the stream id."""
+    received: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    async def service(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        data = b""
+        while not data.endswith(b"hello"):
+            chunk = await reader.read(4096)
+            if not chunk:
+                break
+            data += chunk
+        received.set_result(data)
+        writer.close()
+
+    server = await asyncio.start_server(service, "127.0.0.1", 0)
+    sc = ConsumerSide()
+    listener = await memory.listen(ListenerConfig(port=0, protocol="memory"), sc.make)  # type: ignore[arg-type]
+    port = server.sockets[0].getsockname()[1]
+    provided = ProviderService(SERVICE, "web", "127.0.0.1", port, proxy_protocol=version)
+    sp = ProviderPipe(
+        PipeConfig("pipe1", "127.0.0.1", listener.address[1], (provided,), protocol="memory")  # type: ignore[arg-type]
+    )
+    task = asyncio.get_running_loop().create_task(sp.run())
+    try:
+        await asyncio.wait_for(sp.ready.wait(), 10)
+        (pipe,) = sc.pipes
+        stream = pipe.open_stream(
+            SERVICE,
+            window=65536,
+            max_frame=4096,
+            client=client,
+            sink=Client(),
+            destination="198.51.100.1:443",
+        )
+        stream.send(b"hello")
+        assert stream.opened is not None
+        await asyncio.wait_for(stream.opened, 10)
+        assert sp.pipe is not None
+        return await asyncio.wait_for(received, 10), sp.pipe, stream.id
+    finally:
+        task.cancel()
+        sp.close()
+        listener.close()
+        server.close()
 
 
 @pytest.mark.parametrize("version", [1, 2])
 def test_sp_builds_the_header_from_open(version: int, caplog: pytest.LogCaptureFixture) -> None:
-    request = Open(9, SERVICE, 65536, 4096, "203.0.113.9:51000", "198.51.100.1:443")
     with caplog.at_level(logging.WARNING, logger="edgerq.sp"):
-        header = provider_pipe(version)._proxy_header(cast(MuxPipe, "pipe"), request, version)
+        data, _, _ = asyncio.run(through_a_pipe(version, "203.0.113.9:51000"))
     if version == 1:
-        assert header == b"PROXY TCP4 203.0.113.9 198.51.100.1 51000 443\r\n"
+        assert data == b"PROXY TCP4 203.0.113.9 198.51.100.1 51000 443\r\nhello"
     else:
+        header = data.removesuffix(b"hello")
         assert header.endswith(bytes([203, 0, 113, 9, 198, 51, 100, 1, 0xC7, 0x38, 0x01, 0xBB]))
-    assert not caplog.records
+    assert not [r for r in caplog.records if "PROXY" in r.getMessage()]
 
 
 @pytest.mark.parametrize("version", [1, 2])
 def test_sp_warns_when_the_client_address_is_unusable(
     version: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    request = Open(9, SERVICE, 65536, 4096, "?", "198.51.100.1:443")
     with caplog.at_level(logging.WARNING, logger="edgerq.sp"):
-        header = provider_pipe(version)._proxy_header(cast(MuxPipe, "pipe"), request, version)
+        data, pipe, stream_id = asyncio.run(through_a_pipe(version, "?"))
+    header = data.removesuffix(b"hello")
     assert header in (b"PROXY UNKNOWN\r\n", b"\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00")
     assert header.startswith(b"PROXY") == (version == 1)
-    [record] = caplog.records
+    [record] = [r for r in caplog.records if "PROXY header" in r.getMessage()]
     message = record.getMessage()
     assert record.levelno == logging.WARNING
-    assert "pipe stream 9" in message and "'?'" in message
+    assert f"{pipe} stream {stream_id}" in message and "'?'" in message
     assert ("PROXY UNKNOWN" if version == 1 else "LOCAL") in message

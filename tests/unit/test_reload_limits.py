@@ -8,8 +8,8 @@ import logging
 import pytest
 
 from edgerq.carriers.quic_pipe import QuicPipe
+from edgerq.carriers.tcp import TcpPipe
 from edgerq.config.model import PipeConfig, PipeLimits
-from edgerq.pipe import MuxPipe
 from edgerq.provider_pipe import ProviderPipe
 
 PIPE = PipeConfig(name="p", hostname="127.0.0.1", port=9, services=())
@@ -18,9 +18,10 @@ PIPE = PipeConfig(name="p", hostname="127.0.0.1", port=9, services=())
 def test_streams_per_pipe_and_control_backlog_apply_to_the_pipe_up() -> None:
     async def body() -> None:
         provider = ProviderPipe(PIPE, limits=PipeLimits(streams_per_pipe=5))
-        pipe = provider._new_pipe(MuxPipe)
+        pipe = provider._new_pipe(TcpPipe)
+        assert isinstance(pipe, TcpPipe)
         provider.apply_limits(PipeLimits(streams_per_pipe=3, control_backlog=65536))
-        assert (pipe.max_streams, pipe._control_backlog) == (3, 65536)
+        assert (pipe.max_streams, pipe.core.bounds.control_backlog) == (3, 65536)
         provider.apply_limits(PipeLimits(streams_per_pipe=50))  # tcp: a raise applies too
         assert pipe.max_streams == 50
 

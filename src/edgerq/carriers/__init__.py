@@ -3,7 +3,9 @@
 Each carrier implements the ``Carrier`` interface: ``listen(listener,
 make_pipe)`` (SC side, returns a ``PipeListener``) and ``dial(pipe,
 make_pipe, timeout)`` (SP side, an async context manager yielding the
-pipe). Both hand the daemons ``MuxPipe`` objects; no daemon code depends on
+pipe). Each hands the daemons pipes that satisfy the typed ``pipe.MuxPipe``
+interface: its own thin adapter (``tcp.TcpPipe``, ``quic_pipe.QuicPipe``)
+around the sans-I/O ``pipe_core.PipeConnection``; no daemon code depends on
 which carrier it has.
 """
 

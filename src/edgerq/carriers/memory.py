@@ -6,7 +6,8 @@ redials) run in one process with no socket between them and no sleep: what
 one side writes reaches the other on the next loop iteration, in order; a
 close is seen as end-of-file, then as the connection lost, by both sides.
 
-It implements the ``Carrier`` interface like ``tcp`` and ``quic``. Listeners
+It implements the ``Carrier`` interface like ``tcp`` and ``quic``, and its pipes
+are ``tcp``'s ``TcpPipe`` adapters on an in-memory transport. Listeners
 live in a table of this module keyed by port (``0`` picks a free one), so an
 SP's ``PipeConfig`` reaches an SC's ``ListenerConfig`` by port number. Config
 files cannot select it (the XSD allows ``tcp`` and ``udp`` only).
@@ -18,9 +19,10 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 from edgerq.carriers import MakePipe
+from edgerq.carriers.tcp import TcpPipe
 from edgerq.config.model import ListenerConfig, PipeConfig
 from edgerq.pipe import MuxPipe
 
@@ -105,13 +107,13 @@ class MemoryTransport(asyncio.Transport):
             self.protocol.connection_lost(None)
 
 
-def connect_pair(accept: MakePipe, dial: MakePipe, port: int = 0) -> tuple[MuxPipe, MuxPipe]:
+def connect_pair(accept: MakePipe, dial: MakePipe, port: int = 0) -> tuple[TcpPipe, TcpPipe]:
     """Two pipes joined in memory: (the accepting side's, the dialing side's)."""
     here = ("127.0.0.1", next(_client_ports))
     there = ("127.0.0.1", port)
     server_end, client_end = MemoryTransport(there, here), MemoryTransport(here, there)
     server_end.peer, client_end.peer = client_end, server_end
-    server, client = accept(MuxPipe), dial(MuxPipe)
+    server, client = cast(TcpPipe, accept(TcpPipe)), cast(TcpPipe, dial(TcpPipe))
     server_end.protocol, client_end.protocol = server, client
     server.connection_made(server_end)
     client.connection_made(client_end)

@@ -14,32 +14,28 @@ Mapping onto QUIC:
   left in use; a QUIC-level reset from the peer is answered the same way.
 
 Reliability, congestion control, encryption and path migration are QUIC's.
-The per-stream windows of ``MuxPipe`` still bound what a slow reader can make
-either side buffer.
+The per-stream windows of the pipe core still bound what a slow reader can
+make either side buffer.
+
+``QuicPipe`` is a thin adapter: one frame decoder per QUIC stream, the
+frames handed to the sans-I/O ``PipeConnection`` with ``now``, and what it
+queues (a ``StreamOutbox``) sent on the QUIC streams it names.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from qh3.quic.connection import QuicConnection
 
-from edgerq import defaults
 from edgerq.carriers import qh3_compat
 from edgerq.errors import ProtocolError, RemoteProtocolError
-from edgerq.pipe import MuxPipe, Refusal, Role
-from edgerq.protocol.frames import (
-    HANDSHAKE_MAX_PAYLOAD,
-    MAX_PAYLOAD,
-    FrameDecoder,
-    FrameType,
-    encode_data_header,
-)
-from edgerq.protocol.messages import CodedReason, GoawayCode
-from edgerq.stream import Stream
+from edgerq.pipe import Refusal, Role
+from edgerq.pipe_adapter import CarrierPipe
+from edgerq.pipe_outbox import StreamOutbox
+from edgerq.protocol.frames import HANDSHAKE_MAX_PAYLOAD, MAX_PAYLOAD, FrameDecoder
 
 log = logging.getLogger("edgerq.quic")
 
@@ -61,22 +57,20 @@ class QuicLink(Protocol):
     def close_transport_later(self) -> None: ...
 
 
-class QuicPipe(MuxPipe):
-    """A ``MuxPipe`` whose frames travel on QUIC streams instead of one byte stream."""
+class QuicPipe(CarrierPipe):
+    """A pipe whose frames travel on QUIC streams instead of one byte stream."""
 
     carrier = "udp"
+    stream_id_step = 4  # server-initiated bidirectional QUIC streams: 1, 5, 9, …
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        self._out = StreamOutbox()
         self._protocol: QuicLink | None = None
-        self._queues: dict[int, list[bytes]] = {}
         self._decoders: dict[int, FrameDecoder] = {}
-        self._to_end: set[int] = set()
-        self._ended: set[int] = set()
-        self._next_quic_stream = 1  # server-initiated bidirectional: 1, 5, 9, …
         self._batching = False
         self._rx_pending: dict[int, list[bytes]] = {}
         """Stream data of one batch of datagrams, delivered as one write per stream."""
+        super().__init__(*args, outbox=self._out, **kwargs)
 
     # --- wiring to the QUIC connection ----------------------------------------------
 
@@ -87,23 +81,16 @@ class QuicPipe(MuxPipe):
         """The QUIC handshake is done (SP) or the connection exists (SC): start ours.
         ``source``: the address of the first datagram (SC), when known."""
         if source is not None:
-            self.peer = f"{str(source[0]).removeprefix('::ffff:')}:{source[1]}"
+            self.core.peer = f"{str(source[0]).removeprefix('::ffff:')}:{source[1]}"
         self._learn_peer()
-        self._start_handshake()
+        self._start()
 
     def _learn_peer(self) -> None:
         if self._protocol is not None:
             address = qh3_compat.remote_address(self._protocol.quic)
             if address is not None:
                 host = str(address[0]).removeprefix("::ffff:")
-                self.peer = f"{host}:{address[1]}"
-
-    def refuse(self, refusal: Refusal) -> None:
-        """Turned away before the QUIC handshake: nothing is sent, the datagram is dropped."""
-        self.refused = True
-        self.closing = True
-        self.close_reason = refusal.reason
-        self.connection_lost(None)
+                self.core.peer = f"{host}:{address[1]}"
 
     def begin_batch(self) -> None:
         self._batching = True
@@ -111,6 +98,7 @@ class QuicPipe(MuxPipe):
     def end_batch(self) -> None:
         self._batching = False
         self.deliver_pending()
+        self._sync_timer()
 
     def deliver_pending(self) -> None:
         """Hand over the data stream events held back in this batch (in order, per stream)."""
@@ -136,46 +124,64 @@ class QuicPipe(MuxPipe):
             return
         self.deliver_pending()
         self._stream_data(quic_stream, data, end_stream)
+        if not self._batching:
+            self._sync_timer()
 
     def _stream_data(self, quic_stream: int, data: bytes, end_stream: bool) -> None:
-        self._last_rx = time.monotonic()
-        if self.peer == "?":
+        core = self.core
+        now = time.monotonic()
+        core.heard(now)
+        if core.peer == "?":
             self._learn_peer()
         decoder = self._decoders.get(quic_stream)
         if decoder is None:
-            if quic_stream in self._ended and not self.streams.get(quic_stream):
+            if quic_stream in self._out.ended and not core.streams.get(quic_stream):
                 # Late data for a stream we already closed: ignore, count.
-                self.unknown_stream_frames += 1
+                core.table.unknown(quic_stream, "data on an ended QUIC stream")
                 return
-            if self.role is Role.CONSUMER and quic_stream % 4 == 0 and quic_stream > 0:
+            if core.role is Role.CONSUMER and quic_stream % 4 == 0 and quic_stream > 0:
                 # Only the SC opens data streams: each one the SP opens would cost a decoder
                 # holding up to a whole frame, thousands of them at once.
-                self.protocol_failure(
+                core.protocol_failure(
                     RemoteProtocolError(
                         f"the SP opened QUIC stream {quic_stream}; only the SC opens streams"
-                    )
+                    ),
+                    now,
                 )
                 return
-            limit = MAX_PAYLOAD if self.authenticated else HANDSHAKE_MAX_PAYLOAD
+            limit = MAX_PAYLOAD if core.authenticated else HANDSHAKE_MAX_PAYLOAD
             decoder = self._decoders[quic_stream] = FrameDecoder(limit)
-        self._guarded(self._receive_on, quic_stream, decoder, data)
+        control = quic_stream == CONTROL_STREAM
+        try:
+            frames = decoder.receive(data)
+            for _, stream_id, _ in frames:
+                if stream_id != quic_stream:
+                    raise RemoteProtocolError(
+                        f"frame for stream {stream_id} arrived on QUIC stream {quic_stream}"
+                    )
+        except ProtocolError as exc:
+            core.protocol_failure(exc, now)
+        else:
+            core.receive_frames(frames, now, control=control)
+            if control and core.authenticated:
+                decoder.max_payload = MAX_PAYLOAD
         if end_stream:
             self._decoders.pop(quic_stream, None)
-            if quic_stream == CONTROL_STREAM:
-                self._shutdown(f"{self.role_peer} closed the control stream")
+            if control:
+                core.shutdown(f"{self.role_peer} closed the control stream", now)
                 return
-            stream = self.streams.get(quic_stream)
+            stream = core.streams.get(quic_stream)
             if stream is not None and not stream.eof_received:
                 stream.receive_reset("QUIC stream ended without FIN")
 
     def quic_stream_reset(self, quic_stream: int) -> None:
         self.deliver_pending()
         self._decoders.pop(quic_stream, None)
-        stream = self.streams.get(quic_stream)
+        stream = self.core.streams.get(quic_stream)
         if stream is not None:
             stream.receive_reset(f"stream reset by {self.role_peer}")
-        elif quic_stream not in self._ended:
-            self._end_quic_stream(quic_stream)
+        elif self._out.end_stream(quic_stream):
+            self._schedule_flush()
 
     def peer_forgot(self) -> None:
         """SP: the SC answered that it has no such connection. Believed once the
@@ -183,7 +189,7 @@ class QuicPipe(MuxPipe):
         id's retirement changes nothing while the SC is still heard from."""
         if self.closing:
             return
-        silent = time.monotonic() - self._last_rx
+        silent = time.monotonic() - self.core.last_heard
         if silent < FORGOTTEN_AFTER:
             log.debug("%s: SC notice of an unknown connection while heard from; ignored", self)
             return
@@ -195,93 +201,28 @@ class QuicPipe(MuxPipe):
 
     def quic_terminated(self, reason: str) -> None:
         self.deliver_pending()
-        if not self.close_reason:
-            self.close_reason = reason
-        self.connection_lost(None)
+        self._lost(reason)
 
-    # --- receiving ----------------------------------------------------------------
+    # --- CarrierPipe ----------------------------------------------------------------
 
-    def _receive_on(self, quic_stream: int, decoder: FrameDecoder, data: bytes) -> None:
-        frames = decoder.receive(data)
-        for _, stream_id, _ in frames:
-            if stream_id != quic_stream:
-                raise RemoteProtocolError(
-                    f"frame for stream {stream_id} arrived on QUIC stream {quic_stream}"
-                )
-        if quic_stream == CONTROL_STREAM:
-            if self._handshake is not None:
-                frames = self._handshake_frames(frames)
-                if self.authenticated:
-                    decoder.max_payload = MAX_PAYLOAD
-        elif not self.authenticated:
-            raise RemoteProtocolError("stream opened before the pipe was authenticated")
-        self._deliver(frames)
-
-    def _guarded(self, handler: Callable[..., None], *args: Any) -> None:
-        try:
-            handler(*args)
-        except ProtocolError as exc:
-            self.protocol_failure(exc)
-
-    # --- sending ------------------------------------------------------------------
-
-    def send_raw(self, data: bytes) -> None:
-        if self.closing:
-            return
-        self._queue(int.from_bytes(data[5:9], "big"), data)
-
-    def send_data(
-        self, stream_id: int, data: bytes | bytearray | memoryview, max_frame: int
-    ) -> None:
-        if self.closing:
-            return
-        header = encode_data_header
-        n = len(data)
-        if n <= max_frame:
-            self._queue(stream_id, header(stream_id, n) + bytes(data))
-            return
-        view = memoryview(data)
-        for start in range(0, n, max_frame):
-            chunk = view[start : start + max_frame]
-            self._queue(stream_id, header(stream_id, len(chunk)) + bytes(chunk))
-
-    def _queue(self, quic_stream: int, data: bytes) -> None:
-        if quic_stream in self._ended:
-            return
-        queue = self._queues.get(quic_stream)
-        if queue is None:
-            self._queues[quic_stream] = [data]
-        else:
-            queue.append(data)
-        self._schedule_flush()
-
-    def _end_quic_stream(self, quic_stream: int) -> None:
-        if quic_stream not in self._ended:
-            self._to_end.add(quic_stream)
-            self._schedule_flush()
-
-    def _schedule_flush(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+    def _connected(self) -> bool:
+        return self._protocol is not None
 
     def _flush(self) -> None:
         self._flush_scheduled = False
         protocol = self._protocol
         if protocol is None or self.closed.done():
-            self._queues.clear()
-            self._to_end.clear()
+            self._out.clear()
             return
         quic = protocol.quic
-        control = CONTROL_STREAM in self._queues
-        for quic_stream, chunks in self._queues.items():
-            end = quic_stream in self._to_end
-            self._send(quic, quic_stream, b"".join(chunks), end)
-        for quic_stream in self._to_end:
-            if quic_stream not in self._ended:
-                self._send(quic, quic_stream, b"", True)
-        self._queues.clear()
-        self._to_end.clear()
+        control = False
+        for quic_stream, data, end in self._out.take():
+            control = control or quic_stream == CONTROL_STREAM
+            try:
+                quic.send_stream_data(quic_stream, data, end_stream=end)
+            except Exception as exc:  # qh3 raises QuicConnectionError, ValueError, …
+                # The peer reset or finished the stream already: nothing left to say on it.
+                log.debug("%s: QUIC stream %d: %s", self, quic_stream, exc)
         protocol.transmit()
         if control:
             self._check_control_backlog(quic)
@@ -292,53 +233,22 @@ class QuicPipe(MuxPipe):
             queued = quic.get_send_buffer_size(CONTROL_STREAM)
         except Exception:  # closed meanwhile
             return
-        if queued > self._control_backlog:
-            self._control_backlog_exceeded(queued)
+        self.core.control_backlog_exceeded(queued)
 
-    def _send(self, quic: QuicConnection, quic_stream: int, data: bytes, end: bool) -> None:
-        if end:
-            self._ended.add(quic_stream)
-        try:
-            quic.send_stream_data(quic_stream, data, end_stream=end)
-        except Exception as exc:  # qh3 raises QuicConnectionError, ValueError, …
-            # The peer reset or finished the stream already: nothing left to say on it.
-            log.debug("%s: QUIC stream %d: %s", self, quic_stream, exc)
-
-    # --- streams ------------------------------------------------------------------
-
-    def _allocate_stream_id(self) -> int:
-        stream_id = self._next_quic_stream
-        self._next_quic_stream += 4
-        return stream_id
-
-    def forget_stream(self, stream: Stream) -> None:
-        super().forget_stream(stream)
-        self._end_quic_stream(stream.id)
-
-    # --- life cycle ---------------------------------------------------------------
-
-    def _shutdown(self, reason: str) -> None:
-        if not self.close_reason:
-            self.close_reason = reason
-        self._close_quic(reason)
-
-    def close(self, code: GoawayCode = GoawayCode.NORMAL, reason: str = "closing") -> None:
-        if self.closing or self._protocol is None:
-            return
-        self.send_raw(CodedReason(FrameType.GOAWAY, 0, code, reason).encode())
+    def _close_transport(self) -> None:
         self._flush()
-        self.closing = True
-        self.close_reason = reason
-        self._close_quic(reason)
-        self._loop.call_later(defaults.CLOSE_TIMEOUT, self.abort)
+        self._close_quic(self.core.close_reason)
 
-    def abort(self, reason: str = "", error: ProtocolError | None = None) -> None:
+    def _abort_transport(self) -> None:
         if self.closed.done():
             return
-        self._note_abort(reason, error)
-        self.closing = True
-        self._close_quic(self.close_reason or "aborted")
-        self.connection_lost(None)
+        self._close_quic(self.core.close_reason or "aborted")
+        self._lost(f"{self.role_peer} closed the connection")
+
+    def _refuse(self, refusal: Refusal) -> None:
+        """Turned away before the QUIC handshake: nothing is sent, the datagram is dropped."""
+        self.core.refuse(refusal)
+        self._lost(refusal.reason)
 
     def _close_quic(self, reason: str) -> None:
         protocol = self._protocol
@@ -352,11 +262,9 @@ class QuicPipe(MuxPipe):
         if protocol.is_client:
             protocol.close_transport_later()
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def _lost(self, reason: str) -> None:
         if self.closed.done():
             return
-        super().connection_lost(exc)
+        super()._lost(reason)
         self._decoders.clear()
-        self._queues.clear()
-        self._to_end.clear()
         self._rx_pending.clear()

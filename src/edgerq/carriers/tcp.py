@@ -1,14 +1,96 @@
-"""The ``tcp`` carrier: one TCP connection per pipe (plain, or through stunnel)."""
+"""The ``tcp`` carrier: one TCP connection per pipe (plain, or through stunnel).
+
+``TcpPipe`` is the thin adapter between an asyncio TCP transport and the
+sans-I/O ``PipeConnection``: bytes in with ``now``, the frames it queued
+written together once per loop iteration, the transport closed or aborted
+when the core says so. The ``memory`` carrier uses it too (a byte stream is
+a byte stream).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from typing import Any, cast
 
 from edgerq.carriers import MakePipe
 from edgerq.config.model import ListenerConfig, PipeConfig
-from edgerq.pipe import MuxPipe
+from edgerq.pipe import MuxPipe, Refusal
+from edgerq.pipe_adapter import CarrierPipe
+from edgerq.pipe_outbox import ByteOutbox
+
+WRITE_HIGH_WATER = 256 * 1024
+WRITE_LOW_WATER = 64 * 1024
+
+
+class TcpPipe(CarrierPipe, asyncio.Protocol):
+    """A pipe on one byte stream: the asyncio protocol of its connection."""
+
+    carrier = "tcp"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._out = ByteOutbox()
+        self._transport: asyncio.Transport | None = None
+        super().__init__(*args, outbox=self._out, **kwargs)
+
+    # --- asyncio.Protocol --------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.core.peer = f"{peer[0]}:{peer[1]}"
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
+        self._start()
+
+    def data_received(self, data: bytes) -> None:
+        self.core.receive(data, time.monotonic())
+        self._sync_timer()
+
+    def eof_received(self) -> bool:
+        self.core.shutdown(f"{self.role_peer} closed the connection", time.monotonic())
+        self._sync_timer()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost(f"connection lost: {exc}" if exc else f"{self.role_peer} closed the connection")
+
+    # --- CarrierPipe -------------------------------------------------------------------
+
+    def _connected(self) -> bool:
+        return self._transport is not None
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            self._out.clear()
+            return
+        if self._out.buffer:
+            transport.write(self._out.take())  # the transport may keep it: a fresh buffer
+
+    def _close_transport(self) -> None:
+        if self._transport is not None:
+            self._flush()
+            self._transport.close()
+
+    def _abort_transport(self) -> None:
+        if self._transport is not None and not self.closed.done():
+            self._transport.abort()
+
+    def _refuse(self, refusal: Refusal) -> None:
+        """One small GOAWAY, then close (no handshake, no timer)."""
+        goaway = self.core.refuse(refusal)
+        if self._transport is not None:
+            self._transport.write(goaway)
+            self._transport.close()
 
 
 class TcpListener:
@@ -29,7 +111,7 @@ async def listen(listener: ListenerConfig, make_pipe: MakePipe) -> TcpListener:
     """Accept pipes on the listener's port; each connection gets a fresh pipe."""
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: make_pipe(MuxPipe),
+        lambda: cast(TcpPipe, make_pipe(TcpPipe)),
         listener.host,
         listener.port,
         backlog=512,
@@ -44,7 +126,7 @@ async def dial(pipe: PipeConfig, make_pipe: MakePipe, timeout: float) -> AsyncIt
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(timeout):
         _, protocol = await loop.create_connection(
-            lambda: make_pipe(MuxPipe), pipe.hostname, pipe.port
+            lambda: cast(TcpPipe, make_pipe(TcpPipe)), pipe.hostname, pipe.port
         )
     try:
         yield protocol

@@ -24,7 +24,20 @@ from pathlib import Path
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("edgerq", "edgerq.defaults", "edgerq.errors", "edgerq.labels")),
     ("protocol", ("edgerq.protocol",)),
-    ("pipe", ("edgerq.pipe", "edgerq.stream")),
+    (
+        "pipe",
+        (
+            "edgerq.pipe",
+            "edgerq.pipe_adapter",
+            "edgerq.pipe_bounds",
+            "edgerq.pipe_core",
+            "edgerq.pipe_events",
+            "edgerq.pipe_outbox",
+            "edgerq.pipe_roles",
+            "edgerq.pipe_streams",
+            "edgerq.stream",
+        ),
+    ),
     ("config", ("edgerq.config", "edgerq.tls", "edgerq.pki")),
     ("carriers", ("edgerq.carriers",)),
     (

@@ -1,0 +1,468 @@
+"""The pipe protocol engine, sans I/O: frames in, events and frames out, the clock passed in.
+
+``PipeConnection`` is one pipe between SC and SP as a state machine, in the
+spirit of h11 and aioquic: it never touches a socket, a timer or the clock.
+Its carrier adapter (``carriers.tcp.TcpPipe``, ``carriers.quic_pipe.QuicPipe``)
+feeds it what arrives (``receive`` / ``receive_frames``) with ``now``, takes
+what it queued from its ``Outbox``, acts on the events it emits
+(``Authenticated``, ``OpenRequested``, ``CloseTransport``, ...) and keeps one
+timer at ``next_deadline()``, calling ``handle_timer(now)`` when it fires.
+
+Here live the handshake, multiplexing and stream-id allocation, flow-control
+dispatch to each ``Stream``, heartbeats, GOAWAY/drain/close, the handshake
+timeout, the bound on control frames queued for a peer that does not read,
+and the per-pipe limits (``streams_per_pipe``, PINGs per interval).
+
+Its life cycle is one ``State``: HANDSHAKE -> OPEN -> DRAINING -> CLOSING -> CLOSED
+(DRAINING and CLOSING may be skipped; CLOSED is final).
+
+Why this module is over 400 lines: it is the one state machine of a pipe, and
+its transitions (receiving, timers, closing) read best side by side; the parts
+with a job of their own are apart: ``pipe_events`` (states and events),
+``pipe_streams`` (the stream table), ``pipe_roles`` (SC- and SP-only frames),
+``pipe_bounds`` (the per-pipe limits) and ``pipe_outbox`` (frames out).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import uuid as uuid_mod
+from collections.abc import Callable, Sequence
+
+from edgerq import defaults
+from edgerq.errors import AuthError, LimitExceeded, ProtocolError, RemoteProtocolError, VersionError
+from edgerq.labels import Limit
+from edgerq.pipe_bounds import PipeBounds
+from edgerq.pipe_events import (
+    AbortTransport,
+    Authenticated,
+    CloseTransport,
+    PipeEvent,
+    Refusal,
+    Role,
+    State,
+)
+from edgerq.pipe_outbox import Outbox, Payload
+from edgerq.pipe_roles import ConsumerFrames, ProviderFrames, RoleFrames
+from edgerq.pipe_streams import StreamTable
+from edgerq.protocol.frames import (
+    MAX_PAYLOAD,
+    Frame,
+    FrameDecoder,
+    FrameType,
+    RawFrame,
+    encode_frame,
+)
+from edgerq.protocol.handshake import ConsumerHandshake, ProviderHandshake
+from edgerq.protocol.messages import (
+    CodedReason,
+    GoawayCode,
+    Open,
+    Registered,
+    RegisterStatus,
+    decode_ping,
+    decode_window,
+    encode_ping,
+)
+from edgerq.stream import OpenRefused, Stream, StreamSink
+
+log = logging.getLogger("edgerq.pipe")
+
+_pipe_ids = itertools.count(1)
+_DATA = int(FrameType.DATA)
+
+
+def _ignore(_: object = None) -> None:
+    pass
+
+
+class PipeConnection:
+    """One pipe's protocol state: handshake, streams, heartbeats, limits, close."""
+
+    def __init__(
+        self,
+        role: Role,
+        handshake: ConsumerHandshake | ProviderHandshake,
+        outbox: Outbox,
+        *,
+        now: float,
+        emit: Callable[[PipeEvent], None] = _ignore,
+        wake: Callable[[], None] = _ignore,
+        name: str = "",
+        heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL,
+        heartbeat_timeout: float = defaults.HEARTBEAT_TIMEOUT,
+        handshake_timeout: float = defaults.HANDSHAKE_TIMEOUT,
+        on_limit: Callable[[Limit], None] = _ignore,
+        max_streams: int = defaults.STREAMS_PER_PIPE,
+        control_backlog: int = defaults.CONTROL_BACKLOG,
+        stream_id_step: int = 1,
+    ) -> None:
+        """``emit`` receives every event at once, in order; ``wake`` is told frames
+        were queued in ``outbox`` (the adapter writes them out soon, once)."""
+        self.id = next(_pipe_ids)
+        self.role = role
+        self.name = name
+        self.peer = "?"
+        self.state = State.HANDSHAKE
+        self.outbox = outbox
+        self._emit = emit
+        self._wake = wake
+        self._handshake: ConsumerHandshake | ProviderHandshake | None = handshake
+        self._decoder = FrameDecoder()
+        self.table = StreamTable(self, stream_id_step)
+        self.streams = self.table.streams
+        """Stream id -> ``Stream`` (the table's own dict)."""
+        self.paused = False
+        """The carrier cannot take more now (the peer is slow to read)."""
+        self.close_reason = ""
+        self.error: ProtocolError | None = None
+        self.refusal: Refusal | None = None
+        self.last_heard = now
+        """``now`` when a frame last arrived (heartbeats included)."""
+        self.opened_at = now
+        self._heartbeat_interval = heartbeat_interval
+        self._heartbeat_timeout = heartbeat_timeout
+        self._handshake_timeout = handshake_timeout
+        self._deadline: float | None = None
+        """When ``handle_timer`` has work: the handshake timeout, the next heartbeat,
+        or the abort of a close that did not finish."""
+        self.bounds = PipeBounds(max_streams, control_backlog, on_limit)
+        self._role_frames: RoleFrames = (
+            ProviderFrames(self, self.table, self.bounds, emit)
+            if role is Role.PROVIDER
+            else ConsumerFrames(self.table, emit)
+        )
+
+    def __str__(self) -> str:
+        who = f" '{self.name}'" if self.name else ""
+        return f"pipe {self.id}{who} ({self.peer})"
+
+    @property
+    def streams_total(self) -> int:
+        return self.table.total
+
+    @property
+    def unknown_stream_frames(self) -> int:
+        return self.table.unknown_frames
+
+    @property
+    def registered(self) -> bool:
+        return self._role_frames.registered
+
+    @property
+    def authenticated(self) -> bool:
+        """The handshake succeeded (stays true once the pipe closes)."""
+        return self._handshake is None
+
+    @property
+    def role_peer(self) -> str:
+        return "SP" if self.role is Role.CONSUMER else "SC"
+
+    # --- timers ----------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """When ``handle_timer`` must next be called (None: no timer needed)."""
+        return self._deadline
+
+    def handle_timer(self, now: float) -> None:
+        deadline = self._deadline
+        if deadline is None or now < deadline:
+            return
+        self._deadline = None
+        if self.state is State.CLOSING:
+            self._emit(AbortTransport())  # the close did not finish in time
+        elif self.state is State.CLOSED:
+            pass
+        elif self._handshake is not None:
+            self._fail(GoawayCode.PROTOCOL_ERROR, "handshake not completed in time", now)
+        else:
+            self._heartbeat(now)
+
+    def _heartbeat(self, now: float) -> None:
+        idle = now - self.last_heard
+        if idle > self._heartbeat_timeout:
+            log.warning("%s: no heartbeat for %.1f s, closing", self, idle)
+            self.abort(f"heartbeat timeout ({idle:.1f} s without a frame)")
+            return
+        self.bounds.new_interval()
+        self.send_raw(encode_ping(FrameType.PING, int(now * 1000)))
+        self._deadline = now + self._heartbeat_interval
+
+    # --- receiving -------------------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        """The connection is up: the SP says HELLO, the handshake timeout starts."""
+        if isinstance(self._handshake, ProviderHandshake):
+            self.send_raw(self._handshake.start())
+        self._deadline = now + self._handshake_timeout
+
+    def refuse(self, refusal: Refusal) -> bytes:
+        """Turn the pipe away before its handshake; returns the GOAWAY to send, if any."""
+        self.refusal = refusal
+        self.state = State.CLOSING
+        self.close_reason = refusal.reason
+        self._deadline = None
+        return CodedReason(FrameType.GOAWAY, 0, refusal.code, refusal.reason).encode()
+
+    def heard(self, now: float) -> None:
+        """Something arrived from the peer (a carrier may know before any frame is whole)."""
+        self.last_heard = now
+
+    def receive(self, data: bytes, now: float) -> None:
+        """Bytes from a byte-stream carrier."""
+        self.last_heard = now
+        if self._ignores_input():
+            return
+        try:
+            self._receive_frames(self._decoder.receive(data), now, control=True)
+        except ProtocolError as exc:
+            self.protocol_failure(exc, now)
+
+    def receive_frames(self, frames: list[RawFrame], now: float, *, control: bool) -> None:
+        """Frames a carrier decoded itself; ``control``: they came where the handshake runs."""
+        if self._ignores_input():
+            return
+        try:
+            self._receive_frames(frames, now, control=control)
+        except ProtocolError as exc:
+            self.protocol_failure(exc, now)
+
+    def _ignores_input(self) -> bool:
+        """Closed, or closing before it authenticated (refused, failed): nothing to do."""
+        state = self.state
+        return state is State.CLOSED or (state is State.CLOSING and self._handshake is not None)
+
+    def _receive_frames(self, frames: list[RawFrame], now: float, *, control: bool) -> None:
+        if self._handshake is not None:
+            if not control:
+                raise RemoteProtocolError("stream opened before the pipe was authenticated")
+            frames = self._handshake_frames(frames, now)
+        self._deliver(frames, now)
+
+    def protocol_failure(self, exc: ProtocolError, now: float) -> None:
+        """Close the pipe for ``exc`` with the GOAWAY code that names it."""
+        self.error = exc
+        if isinstance(exc, VersionError):
+            self._fail(GoawayCode.VERSION_MISMATCH, str(exc), now)
+        elif isinstance(exc, AuthError):
+            self._fail(GoawayCode.AUTH_FAILED, str(exc), now)
+        elif isinstance(exc, LimitExceeded):
+            self.bounds.on_limit(exc.limit)
+            self._fail(GoawayCode.LIMIT_EXCEEDED, str(exc), now)
+        else:
+            prefix = "" if self.authenticated else "not an edgerq pipe, or a broken one: "
+            self._fail(GoawayCode.PROTOCOL_ERROR, f"{prefix}{exc}", now)
+
+    def _handshake_frames(self, frames: list[RawFrame], now: float) -> list[RawFrame]:
+        handshake = self._handshake
+        assert handshake is not None
+        for index, (ftype, stream_id, payload) in enumerate(frames):
+            for out in handshake.receive(Frame(FrameType(ftype), stream_id, bytes(payload))):
+                self.send_raw(out)
+            if handshake.done:
+                self._authenticated(handshake, now)
+                return frames[index + 1 :]
+        return []
+
+    def _authenticated(self, handshake: ConsumerHandshake | ProviderHandshake, now: float) -> None:
+        self._handshake = None
+        if isinstance(handshake, ConsumerHandshake) and handshake.peer_name:
+            self.name = handshake.peer_name
+        self._decoder.max_payload = MAX_PAYLOAD
+        if self.state is State.HANDSHAKE:
+            self.state = State.OPEN
+        if self.state < State.CLOSING:
+            self._deadline = now + self._heartbeat_interval
+        self._emit(Authenticated())
+
+    def _deliver(self, frames: list[RawFrame], now: float) -> None:
+        """Dispatch frames; consecutive DATA frames of one stream reach it as one write."""
+        run_id = 0
+        run: list[bytes | memoryview] = []
+        for ftype, stream_id, payload in frames:
+            if ftype == _DATA:
+                if stream_id != run_id and run:
+                    self.table.data(run_id, run)
+                    run = []
+                run_id = stream_id
+                run.append(payload)
+                continue
+            if run:
+                self.table.data(run_id, run)
+                run = []
+            self._dispatch(Frame(FrameType(ftype), stream_id, bytes(payload)), now)
+        if run:
+            self.table.data(run_id, run)
+
+    def _dispatch(self, frame: Frame, now: float) -> None:
+        ftype = frame.type
+        if ftype is FrameType.WINDOW:
+            self.table.window(frame.stream_id, decode_window(frame.payload))
+        elif ftype is FrameType.FIN:
+            self.table.eof(frame.stream_id)
+        elif ftype is FrameType.RESET:
+            reset = CodedReason.decode(ftype, frame.stream_id, frame.payload)
+            self.table.reset(frame.stream_id, f"reset by {self.role_peer}: {reset.reason}")
+        elif ftype is FrameType.PING:
+            self.bounds.ping(self.role_peer, self._heartbeat_interval)
+            self.send_raw(encode_ping(FrameType.PONG, decode_ping(frame.payload)))
+        elif ftype is FrameType.PONG:
+            decode_ping(frame.payload)
+        elif ftype is FrameType.GOAWAY:
+            goaway = CodedReason.decode(ftype, 0, frame.payload)
+            if goaway.code != GoawayCode.DRAINING:
+                self.shutdown(f"{self.role_peer} closed the pipe: {goaway.reason}", now)
+            elif self.state < State.DRAINING:
+                self.state = State.DRAINING
+                log.info(
+                    "%s: %s is draining (%s): no new streams here, %d open may finish",
+                    self,
+                    self.role_peer,
+                    goaway.reason,
+                    len(self.streams),
+                )
+        else:
+            self._role_frames.handle(frame)
+
+    # --- sending (the streams' ``StreamWriter``) -------------------------------------
+
+    def send_raw(self, data: bytes) -> None:
+        """Queue one encoded frame (nothing once closing)."""
+        if self.state >= State.CLOSING:
+            return
+        if self.paused:
+            queued = self.bounds.queue_paused(len(data))
+            if queued is not None:
+                self.control_backlog_exceeded(queued)
+                return
+        self.outbox.frame(data)
+        self._wake()
+
+    def send_data(self, stream_id: int, data: Payload, max_frame: int) -> None:
+        if self.state >= State.CLOSING:
+            return
+        self.outbox.data(stream_id, data, max_frame)
+        self._wake()
+
+    def forget_stream(self, stream: Stream) -> None:
+        self.table.forget(stream)
+        if self.outbox.end_stream(stream.id):
+            self._wake()
+
+    def log_stream_error(self, stream: Stream, message: str) -> None:
+        log.warning("%s: stream %d: %s", self, stream.id, message)
+
+    def send_registered(self, results: Sequence[tuple[uuid_mod.UUID, RegisterStatus]]) -> None:
+        self.send_raw(Registered(tuple(results)).encode())
+
+    # --- streams ---------------------------------------------------------------------
+
+    def open_stream(
+        self,
+        service: uuid_mod.UUID,
+        *,
+        window: int,
+        max_frame: int,
+        client: str,
+        sink: StreamSink,
+        destination: str = "",
+    ) -> Stream:
+        """SC side: open a stream to ``service`` (OPEN_OK or OPEN_FAIL answers it)."""
+        stream = self.table.outgoing(self, service, window, max_frame, sink)
+        self.send_raw(Open(stream.id, service, window, max_frame, client, destination).encode())
+        return stream
+
+    def accept_stream(self, request: Open) -> Stream:
+        """SP side: create the stream for an OPEN (bind a sink before data flows)."""
+        return self.table.incoming(self, request)
+
+    def answer_open(self, stream: Stream, failure: OpenRefused | None) -> None:
+        if failure is None:
+            self.send_raw(encode_frame(FrameType.OPEN_OK, stream.id))
+            return
+        self.send_raw(
+            CodedReason(FrameType.OPEN_FAIL, stream.id, failure.code, failure.reason).encode()
+        )
+        stream.finished = True
+        self.forget_stream(stream)
+
+    # --- the carrier's state ---------------------------------------------------------
+
+    def pause_writing(self) -> None:
+        self.paused = True
+        self.table.pipe_paused(True)
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self.bounds.resumed()
+        self.table.pipe_paused(False)
+
+    def control_backlog_exceeded(self, queued: int) -> None:
+        """The peer makes us answer but does not read: stop holding its frames."""
+        if self.state is State.CLOSED:
+            return
+        error = self.bounds.backlog_exceeded(self.role_peer, queued)
+        if error is not None:
+            log.warning("%s: %s, closing", self, error)
+            self.abort(str(error), error)
+
+    def connection_lost(self, reason: str) -> str:
+        """The connection is gone: reset every stream; returns why the pipe closed."""
+        self.state = State.CLOSED
+        self._deadline = None
+        if not self.close_reason:
+            self.close_reason = reason
+        self.table.reset_all(f"pipe closed: {self.close_reason}")
+        self.outbox.clear()
+        return self.close_reason
+
+    # --- closing ---------------------------------------------------------------------
+
+    def drain(self, reason: str) -> None:
+        """Tell the peer no new streams will be taken here; open ones go on."""
+        if self.state >= State.DRAINING:
+            return
+        self.send_raw(CodedReason(FrameType.GOAWAY, 0, GoawayCode.DRAINING, reason).encode())
+        self.state = State.DRAINING
+
+    def close(self, code: GoawayCode, reason: str, now: float) -> None:
+        """Say GOAWAY with ``reason``, then close (abort after ``CLOSE_TIMEOUT``)."""
+        if self.state >= State.CLOSING:
+            return
+        self.send_raw(CodedReason(FrameType.GOAWAY, 0, code, reason).encode())
+        if self.state >= State.CLOSING:
+            return  # sending it overran the control backlog: aborted
+        self._closing(reason, now)
+
+    def shutdown(self, reason: str, now: float) -> None:
+        """The peer is done (GOAWAY, end of stream): close without a GOAWAY of ours."""
+        if self.state >= State.CLOSING:
+            if not self.close_reason:
+                self.close_reason = reason
+            return
+        self._closing(self.close_reason or reason, now)
+
+    def _closing(self, reason: str, now: float) -> None:
+        self.state = State.CLOSING
+        self.close_reason = reason
+        self._deadline = now + defaults.CLOSE_TIMEOUT
+        self._emit(CloseTransport())
+
+    def abort(self, reason: str = "", error: ProtocolError | None = None) -> None:
+        """Cut the pipe now (no GOAWAY); ``reason`` and ``error`` say why."""
+        if reason:
+            self.close_reason = reason
+        if error is not None:
+            self.error = error
+        if self.state is State.CLOSED:
+            return
+        self.state = State.CLOSING
+        self._deadline = None
+        self._emit(AbortTransport())
+
+    def _fail(self, code: GoawayCode, reason: str, now: float) -> None:
+        # Before authentication the owner logs the close with this reason (SC:
+        # "closed before authenticating", SP: "pipe closed ...; redial"): once is enough.
+        log.log(logging.WARNING if self.authenticated else logging.DEBUG, "%s: %s", self, reason)
+        self.close(code, reason, now)
