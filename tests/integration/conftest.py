@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -25,8 +26,16 @@ from tests.integration.backends import HashService
 SERVICE_UUID = uuid.UUID("11111111-2222-3333-4444-555555555555")
 
 ADMIN_ANY_PORT = "<admin><port>0</port></admin>"
-"""Added to every config the helpers below write, unless it has its own ``<admin>``:
-the admin endpoint is how tests learn a daemon's state (``/status``, ``/readyz``)."""
+"""Added to every config ``Processes.start`` is given, unless it has its own
+``<admin>``: the admin endpoint is how tests learn a daemon's state (``/status``,
+``/readyz``)."""
+
+
+def with_admin(xml: str) -> str:
+    """``xml`` with an admin endpoint on any free port, unless it configures one."""
+    if "<admin>" in xml:
+        return xml
+    return re.sub(r"(<service_(?:consumer|provider)>)", r"\1" + ADMIN_ANY_PORT, xml, count=1)
 
 
 def free_port() -> int:
@@ -222,8 +231,6 @@ def consumer_xml(
         inner = "".join(f"<{k}>{v}</{k}>" for k, v in s.items())
         parts.append(f"<service>{inner}</service>")
     token_xml = f"<auth_token>{token}</auth_token>" if token else ""
-    if "<admin>" not in extra:
-        extra += ADMIN_ANY_PORT
     return (
         f"<service_consumer>{token_xml}{extra}<request_ttl>3</request_ttl>"
         f"<listener><inaddr_any>{'yes' if inaddr_any else 'no'}</inaddr_any>"
@@ -251,8 +258,6 @@ def provider_xml(
             f"<pipe><name>pipe{index}</name><hostname>{sc_host}</hostname><port>{port}</port>"
             f"{token_xml}{pipe_extra}<services>{svc}</services></pipe>"
         )
-    if "<admin>" not in extra:
-        extra += ADMIN_ANY_PORT
     return f"<service_provider>{extra}<pipes>{''.join(out)}</pipes></service_provider>"
 
 
@@ -284,7 +289,7 @@ class Processes:
     ) -> Daemon:
         self._n += 1
         config = self.tmp_path / f"{command}{self._n}.xml"
-        config.write_text(xml)
+        config.write_text(with_admin(xml))
         daemon = Daemon(
             command,
             config,
