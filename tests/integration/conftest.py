@@ -57,6 +57,23 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def wait_steady(
+    read: Callable[[], float], at_least: float, timeout: float, what: str, quiet: float = 1.0
+) -> float:
+    """Until ``read()`` is at least ``at_least`` and has not moved for ``quiet`` s (a
+    flow that has stalled, e.g. a stream whose window is used up); its value then."""
+    deadline = time.monotonic() + timeout
+    last, since = read(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = read()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif last >= at_least and time.monotonic() - since >= quiet:
+            return last
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last {last})")
+
+
 @dataclass
 class Daemon:
     """An `edgerq sc|sp` process; its log is kept in a file."""
@@ -121,15 +138,37 @@ class Daemon:
         (after at least ``count`` of them), with the ports it bound."""
 
         def seen() -> bool:
+            if len(self.ready_lines()) >= count:
+                return True
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(
                     f"{self.command} exited with {self.proc.returncode} before it was ready:\n"
                     + "\n".join(self.log.splitlines()[-20:])
                 )
-            return len(self.ready_lines()) >= count
+            return False
 
         wait_for(seen, timeout, f"{self.command}'s ready line in {self.out_path}")
         return self.ready_lines()[-1]
+
+    def pinned_config(self) -> str:
+        """Its config with every port it bound as 0 written out: for a test that
+        restarts the daemon where its peers know to find it."""
+        from lxml import etree
+
+        bound = self.ready()
+        root = etree.fromstring(self.config.read_bytes())
+
+        def pin(elem: Any, port: object) -> None:
+            if port is not None:
+                elem.find("port").text = str(port)
+
+        for listener in root.iterfind("listener"):
+            pin(listener, bound["listeners"][(listener.findtext("protocol") or "tcp").strip()])
+        for service in root.iterfind("services/service"):
+            pin(service, bound["services"].get((service.findtext("uuid") or "").strip()))
+        for admin in root.iterfind("admin"):
+            pin(admin, bound["admin"])
+        return str(etree.tostring(root, encoding="unicode"))
 
     def listener_port(self, protocol: str = "tcp") -> int:
         return int(self.ready()["listeners"][protocol])
@@ -169,6 +208,20 @@ class Daemon:
 
         wait_for(check, timeout, f"{what} in {self.command}'s /status")
         return found[0]
+
+    def metric(self, sample: str) -> float:
+        """One sample of ``/metrics`` (``name{labels}`` as printed), 0 when absent."""
+        code, body = self.get("/metrics")
+        assert code == 200, body
+        match = re.search(rf"^{re.escape(sample)} (\S+)$", body, re.M)
+        return float(match.group(1)) if match else 0.0
+
+    def open_connections(self, service: uuid.UUID = SERVICE_UUID) -> int:
+        """SC: client connections of ``service`` open now (queued ones too)."""
+        for s in self.status()["services"]:
+            if s["uuid"] == str(service):
+                return int(s["open"])
+        raise AssertionError(f"{service} is not a service of {self.config}")
 
     def serving(self, service: uuid.UUID = SERVICE_UUID) -> int:
         """SC: how many registered pipes serve ``service`` now."""

@@ -164,7 +164,7 @@ def test_over_max_connections_gives_503(processes: Processes, backend: HashServi
     sc.wait_log("now serve it")
     with connect(port) as holder:
         holder.sendall(b"HOLD\n")
-        time.sleep(0.3)
+        wait_for(lambda: sc.open_connections() == 1, 10, "the holder to take the only slot")
         status, body = http_status(port)
         assert status == 503 and b"max_connections" in body
     # Once the slot is free the service answers again.
@@ -248,14 +248,17 @@ def test_sc_restarted_while_sp_runs(tunnel: Tunnel, processes: Processes) -> Non
     assert download(tunnel.service_port, 1000) == sha256(payload(1000))
     held = connect(tunnel.service_port)
     held.sendall(b"HOLD\n")
-    tunnel.sp.wait_log("pipe 1 'pipe1'")
-    time.sleep(0.3)
+    wait_for(
+        lambda: tunnel.sp.status()["pipes"][0]["streams_open"] == 1,
+        10,
+        "the SP to hold the stream open",
+    )
     tunnel.sc.kill()
     held.close()
     tunnel.sp.wait_log("pipe closed")
     # The SP's side of the held stream was closed with the pipe, not left open.
     tunnel.sp.wait_log("stream 2: service")
-    sc2 = processes.start("sc", tunnel.sc.config.read_text())
+    sc2 = processes.start("sc", tunnel.sc.pinned_config())
     sc2.wait_log("now serve it", timeout=40)
     assert download(tunnel.service_port, 1 << 20) == sha256(payload(1 << 20))
 

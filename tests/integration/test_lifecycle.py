@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -60,16 +59,15 @@ def refused(port: int) -> bool:
 def sc_and_sp(
     processes: Processes, backend: HashService, grace: float = 30
 ) -> tuple[Daemon, Daemon, int]:
-    listener, port = free_port(), free_port()
     sc = processes.start(
         "sc",
         consumer_xml(
-            listener,
-            [{"uuid": SERVICE_UUID, "name": "hash", "port": port}],
+            0,
+            [{"uuid": SERVICE_UUID, "name": "hash", "port": 0}],
             extra=f"<shutdown_grace>{grace}</shutdown_grace>",
         ),
     )
-    sc.wait_log("accepting pipes")
+    listener, port = sc.listener_port(), sc.service_port()
     sp = processes.start(
         "sp",
         provider_xml(
@@ -77,7 +75,7 @@ def sc_and_sp(
             extra=f"<shutdown_grace>{grace}</shutdown_grace>",
         ),
     )
-    sc.wait_log("now serve it", timeout=30)
+    sp.wait_registered()
     return sc, sp, port
 
 
@@ -109,7 +107,7 @@ def test_sigterm_cuts_what_is_left_after_the_grace_period(
     sc, _sp, port = sc_and_sp(processes, backend, grace=1)
     with connect(port) as client:
         client.sendall(b"HOLD\n")
-        time.sleep(0.3)
+        wait_for(lambda: sc.open_connections() == 1, 10, "the SC to hold the connection")
         signal_daemon(sc, signal.SIGTERM)
         assert exit_code(sc) == 0
         client.settimeout(10)
@@ -122,7 +120,7 @@ def test_a_second_sigterm_stops_at_once(processes: Processes, backend: HashServi
     sc, _sp, port = sc_and_sp(processes, backend, grace=600)
     with connect(port) as client:
         client.sendall(b"HOLD\n")
-        time.sleep(0.3)
+        wait_for(lambda: sc.open_connections() == 1, 10, "the SC to hold the connection")
         signal_daemon(sc, signal.SIGTERM)
         sc.wait_log("draining")
         signal_daemon(sc, signal.SIGTERM)
@@ -220,7 +218,7 @@ def test_sighup_with_an_invalid_config_keeps_the_running_one(
     processes: Processes, backend: HashService
 ) -> None:
     sc, _sp, port = sc_and_sp(processes, backend)
-    good = sc.config.read_text()
+    good = sc.pinned_config()
     sc.config.write_text(good.replace("<services>", "<services><bogus/>"))
     signal_daemon(sc, signal.SIGHUP)
     sc.wait_log("reload refused")

@@ -166,7 +166,7 @@ def test_sc_restart_over_udp(processes: Processes, backend: HashService, tmp_pat
     tunnel.sp.wait_log("pipe closed", timeout=15)
     noticed = time.monotonic() - started
     assert noticed < 12, f"dead SC noticed after {noticed:.1f} s"
-    sc2 = processes.start("sc", tunnel.sc.config.read_text())
+    sc2 = processes.start("sc", tunnel.sc.pinned_config())
     sc2.wait_log("now serve it", timeout=60)
     assert download(tunnel.service_port, 1 << 20) == sha256(payload(1 << 20))
 
@@ -180,7 +180,7 @@ def test_sp_redials_at_once_when_the_restarted_sc_does_not_know_its_pipe(
     assert download(tunnel.service_port, 1000) == sha256(payload(1000))
     tunnel.sc.kill()
     killed = time.monotonic()
-    sc2 = processes.start("sc", tunnel.sc.config.read_text())
+    sc2 = processes.start("sc", tunnel.sc.pinned_config())
     sc2.wait_log("accepting pipes (udp)", timeout=60)
     tunnel.sp.wait_log("registered", count=2, timeout=60)
     healed = time.monotonic() - killed

@@ -6,9 +6,10 @@ import json
 import re
 import subprocess
 import sys
-import time
+from functools import partial
 from pathlib import Path
 
+from edgerq.defaults import STREAM_WINDOW
 from tests.integration.backends import HashService, payload, sha256
 from tests.integration.clients import connect, download
 from tests.integration.conftest import (
@@ -19,6 +20,7 @@ from tests.integration.conftest import (
     free_port,
     provider_xml,
     wait_for,
+    wait_steady,
 )
 
 
@@ -84,7 +86,17 @@ def test_stalled_reader_memory_is_bounded_by_the_window(tunnel: Tunnel) -> None:
     before_sc, before_sp = rss_kib(tunnel.sc.proc.pid), rss_kib(tunnel.sp.proc.pid)
     stalled = connect(tunnel.service_port)
     stalled.sendall(f"DOWN {200 * 1024 * 1024} 5\n".encode())
-    time.sleep(3)  # the service would fill any unbounded buffer with 200 MiB by now
+    # Both daemons stop passing bytes on once the window is used up (an unbounded
+    # buffer would instead keep taking the service's 200 MiB).
+    down = 'edgerq_stream_bytes_total{direction="down",service="%s"}'
+    for daemon, name in ((tunnel.sp, "svc0"), (tunnel.sc, "hash")):
+        held = wait_steady(
+            partial(daemon.metric, down % name),
+            STREAM_WINDOW,
+            30,
+            f"the stalled stream to stop at the {daemon.command}",
+        )
+        assert held < 50 * 1024 * 1024, f"{daemon.command} took {held} bytes for a stalled reader"
     grown_sc = rss_kib(tunnel.sc.proc.pid) - before_sc
     grown_sp = rss_kib(tunnel.sp.proc.pid) - before_sp
     stalled.close()
