@@ -1,0 +1,50 @@
+"""Published figures name the code that made them: a bench run refuses a tree with
+uncommitted changes unless told otherwise, and then says so in its table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bench.run
+import bench.scale
+import pytest
+from bench.common import provenance, provenance_line
+
+DIRTY = {"commit": "0" * 40, "revision": "abc1234-dirty", "dirty": True, "date": "2026-01-01"}
+CLEAN = {**DIRTY, "revision": "abc1234", "dirty": False}
+
+
+def test_provenance_names_the_commit_checked_out() -> None:
+    prov = provenance()
+    assert len(prov["commit"]) == 40 and prov["revision"].endswith("-dirty") == prov["dirty"]
+
+
+def test_a_dirty_tree_is_said_in_the_header_line() -> None:
+    assert "DIRTY TREE" in provenance_line(DIRTY)
+    assert "DIRTY" not in provenance_line(CLEAN) and "0000000000" in provenance_line(CLEAN)
+
+
+@pytest.mark.parametrize("module", [bench.run, bench.scale])
+def test_bench_refuses_a_dirty_tree_before_measuring(
+    module: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(module, "provenance", lambda: dict(DIRTY))
+    measured: list[bool] = []
+    # Anything past the refusal would look for tools or open sockets first.
+    monkeypatch.setattr(module, "interruptible", lambda: measured.append(True))
+    assert module.main(["--quick"] if module is bench.run else ["--connections", "10"]) == 2
+    assert measured == []
+    assert "--allow-dirty" in capsys.readouterr().err
+
+
+def test_the_markdown_table_says_dirty_tree() -> None:
+    meta: dict[str, Any] = {
+        "date": "2026-01-01",
+        "machine": {"cores": 2, "cpu_model": "x", "kernel": "6", "python": "3.11"},
+        "revision": "abc1234-dirty",
+        "dirty": True,
+        "rounds": 1,
+        "duration_s": 1.0,
+    }
+    assert "**Dirty tree**" in bench.run.markdown([], meta, {}, [])
+    assert "Dirty" not in bench.run.markdown([], {**meta, "dirty": False}, {}, [])
