@@ -48,3 +48,24 @@ def test_the_markdown_table_says_dirty_tree() -> None:
     }
     assert "**Dirty tree**" in bench.run.markdown([], meta, {}, [])
     assert "Dirty" not in bench.run.markdown([], {**meta, "dirty": False}, {}, [])
+
+
+def test_each_fault_figure_carries_the_run_that_made_it(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """faults.json merges sections from several runs: each entry says its own."""
+    import json
+
+    from tests.fault import report
+
+    path = tmp_path / "faults.json"
+    path.write_text(json.dumps({"kill9": {"udp": {"ok": 1, "run": {"commit": "older"}}}}))
+    monkeypatch.setenv("EDGERQ_FAULT_RESULTS", str(path))
+    monkeypatch.setattr(report, "RESULTS", {})
+    monkeypatch.setattr(report, "RUN", {})
+    report.record("soak", "tcp", {"requests": 5})
+    report.write()
+    data = json.loads(path.read_text())
+    assert data["kill9"]["udp"]["run"] == {"commit": "older"}  # kept, with its own origin
+    run = data["soak"]["tcp"]["run"]
+    assert run["commit"] == provenance()["commit"] and "date" in run and "dirty" in run
