@@ -69,3 +69,21 @@ def test_each_fault_figure_carries_the_run_that_made_it(
     assert data["kill9"]["udp"]["run"] == {"commit": "older"}  # kept, with its own origin
     run = data["soak"]["tcp"]["run"]
     assert run["commit"] == provenance()["commit"] and "date" in run and "dirty" in run
+
+
+def test_the_loss_table_is_rendered_from_its_results_with_their_commit() -> None:
+    from bench.loss import render
+
+    run = {**CLEAN, "commit": "1234567890abcdef"}
+    entry = {"run": run, "up_mib_s": 12.04, "down_mib_s": 9.7}
+    data = {
+        "results": {
+            "udp 0.02": {**entry, "carrier": "udp", "loss": 0.02},
+            "tcp 0.02": {**entry, "carrier": "tcp", "loss": 0.02, "up_mib_s": 150.3},
+        }
+    }
+    text = render(data)
+    assert "edgerq 1234567890" in text and "DIRTY" not in text
+    assert "| 2 % | 12.0 MiB/s | 9.7 MiB/s | 150.3 MiB/s | 9.7 MiB/s |" in text
+    other = {**data["results"]["tcp 0.02"], "run": {**run, "commit": "f" * 16}}
+    assert "more than one run" in render({"results": {**data["results"], "tcp 0.02": other}})
