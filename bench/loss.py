@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, markdown_table, provenance_line
+from bench.common import RESULTS, provenance_line
 
 COLUMNS = [("udp", "up"), ("udp", "down"), ("tcp", "up"), ("tcp", "down")]
 
@@ -32,10 +32,15 @@ def render(data: dict[str, Any]) -> str:
             row.append(f"{entry[f'{direction}_mib_s']:.1f} MiB/s" if entry else "-")
         rows.append(row)
     header = ["loss", *(f"{c} {d}" for c, d in COLUMNS)]
+    table = [
+        "| " + " | ".join(header) + " |",
+        "|---|" + "---:|" * len(COLUMNS),
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
     origin = [provenance_line(json.loads(r)) for r in sorted(runs)]
     if len(runs) > 1:
         origin.insert(0, "Entries from more than one run:")
-    return "\n".join([*origin, "", *markdown_table(header, rows)]) + "\n"
+    return "\n".join([*origin, "", *table]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
