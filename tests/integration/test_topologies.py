@@ -17,7 +17,6 @@ from tests.integration.conftest import (
     Processes,
     Tunnel,
     consumer_xml,
-    free_port,
     provider_xml,
     wait_for,
     wait_steady,
@@ -32,17 +31,17 @@ def rss_kib(pid: int) -> int:
 
 
 def test_one_sp_with_pipes_to_two_scs(processes: Processes, backend: HashService) -> None:
-    l1, p1, l2, p2 = free_port(), free_port(), free_port(), free_port()
-    sc1 = processes.start("sc", consumer_xml(l1, [{"uuid": SERVICE_UUID, "port": p1}]))
-    sc2 = processes.start("sc", consumer_xml(l2, [{"uuid": SERVICE_UUID, "port": p2}]))
+    sc1 = processes.start("sc", consumer_xml(0, [{"uuid": SERVICE_UUID, "port": 0}]))
+    sc2 = processes.start("sc", consumer_xml(0, [{"uuid": SERVICE_UUID, "port": 0}]))
+    (l1, p1), (l2, p2) = ((sc.listener_port(), sc.service_port()) for sc in (sc1, sc2))
     processes.start(
         "sp",
         provider_xml(
             [(l1, [(SERVICE_UUID, backend.port)], None), (l2, [(SERVICE_UUID, backend.port)], None)]
         ),
     )
-    sc1.wait_log("now serve it", timeout=30)
-    sc2.wait_log("now serve it", timeout=30)
+    sc1.wait_serving(timeout=30)
+    sc2.wait_serving(timeout=30)
     assert download(p1, 300_000, 1) == sha256(payload(300_000, 1))
     assert download(p2, 300_000, 2) == sha256(payload(300_000, 2))
 
@@ -55,13 +54,12 @@ def stream_pipes(log: str) -> list[str]:
 def test_two_sps_share_a_uuid_and_survivor_takes_over(
     processes: Processes, backend: HashService
 ) -> None:
-    listener, port = free_port(), free_port()
-    sc = processes.start("sc", consumer_xml(listener, [{"uuid": SERVICE_UUID, "port": port}]))
-    sc.wait_log("accepting pipes")
+    sc = processes.start("sc", consumer_xml(0, [{"uuid": SERVICE_UUID, "port": 0}]))
+    listener, port = sc.listener_port(), sc.service_port()
     xml = provider_xml([(listener, [(SERVICE_UUID, backend.port)], None)])
     sp1 = processes.start("sp", xml)
     processes.start("sp", xml)
-    sc.wait_log("2 pipe(s) now serve it", timeout=30)
+    sc.wait_serving(pipes=2, timeout=30)
     # Streams are spread: connections held open at once go to the least busy pipe,
     # and the SC's line for each names the pipe it took.
     accepted = backend.accepted
@@ -76,7 +74,7 @@ def test_two_sps_share_a_uuid_and_survivor_takes_over(
     for i in range(10):
         assert download(port, 10_000, i) == sha256(payload(10_000, i))
     sp1.kill()
-    sc.wait_log("services withdrawn", timeout=15)
+    wait_for(lambda: sc.serving() == 1, 15, "the SC to withdraw the dead SP's pipe")
     for i in range(10):
         assert download(port, 10_000, i) == sha256(payload(10_000, i))
 
@@ -106,9 +104,8 @@ def test_stalled_reader_memory_is_bounded_by_the_window(tunnel: Tunnel) -> None:
 
 
 def test_json_log_lines(processes: Processes, backend: HashService, tmp_path: Path) -> None:
-    listener, port = free_port(), free_port()
     config = tmp_path / "json-sc.xml"
-    config.write_text(consumer_xml(listener, [{"uuid": SERVICE_UUID, "port": port}]))
+    config.write_text(consumer_xml(0, [{"uuid": SERVICE_UUID, "port": 0}]))
     out = subprocess.run(
         [sys.executable, "-m", "edgerq", "check", str(config), "--log-format", "json"],
         capture_output=True,
