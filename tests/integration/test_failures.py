@@ -256,9 +256,9 @@ def test_sc_restarted_while_sp_runs(tunnel: Tunnel, processes: Processes) -> Non
     )
     tunnel.sc.kill()
     held.close()
-    tunnel.sp.wait_log("pipe closed")
-    # The SP's side of the held stream was closed with the pipe, not left open.
-    tunnel.sp.wait_log("stream 2: service")
+    # The SP's side of the held stream is closed with the pipe, not left open.
+    wait_for(lambda: tunnel.backend.open == 0, 15, "the service's connection to be closed")
+    wait_for(lambda: tunnel.sp.get("/readyz")[0] == 503, 15, "the SP to know it has no pipe")
     sc2 = processes.start("sc", tunnel.sc.pinned_config())
     sc2.wait_serving(timeout=40)
     assert download(tunnel.service_port, 1 << 20) == sha256(payload(1 << 20))

@@ -196,7 +196,14 @@ def test_sighup_adds_removes_and_moves_services_and_keeps_the_pipe(
         assert upload(moved_port, b"two") == sha256(b"two")
         assert upload(other_port, b"three") == sha256(b"three")
         assert echo_round(held, b"still") == b"still"
-    sp.wait_log(f"service 'svc1' ({OTHER_UUID}) registered", timeout=10)
+    # The SC told the SP that the service it added is now accepted.
+    sp.wait_status(
+        lambda s: any(
+            x["uuid"] == str(OTHER_UUID) and x["accepted"] for x in s["pipes"][0]["services"]
+        ),
+        f"{OTHER_UUID} accepted",
+        timeout=10,
+    )
 
     # Remove the first service: its port closes, the other stays.
     sc.config.write_text(
