@@ -285,7 +285,11 @@ def announce_ready(daemon: ServiceConsumer | ServiceProvider) -> None:
     """One line on stdout, ``EDGERQ_READY {json}``, once every port is bound (again
     after each reload): the ports it bound, for whoever started it (a configured
     port 0 is any free one). Logs go to stderr, so stdout carries only these lines."""
-    print(READY_PREFIX + json.dumps(daemon.bound(), sort_keys=True), flush=True)
+    line = READY_PREFIX + json.dumps(daemon.bound(), sort_keys=True)
+    try:
+        print(line, flush=True)
+    except (OSError, ValueError, AttributeError) as exc:  # stdout closed, or none at all
+        log.debug("ready line not written (%s): %s", exc, line)
 
 
 class Reloader:
