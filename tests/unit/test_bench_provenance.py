@@ -3,10 +3,10 @@ uncommitted changes unless told otherwise, and then says so in its table."""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import bench.run
-import bench.scale
 import pytest
 from bench.common import provenance, provenance_line
 
@@ -24,15 +24,28 @@ def test_a_dirty_tree_is_said_in_the_header_line() -> None:
     assert "DIRTY" not in provenance_line(CLEAN) and "0000000000" in provenance_line(CLEAN)
 
 
-@pytest.mark.parametrize("module", [bench.run, bench.scale])
+ARGS: dict[str, list[str]] = {
+    "bench.run": ["--quick"],
+    "bench.scale": ["--connections", "10"],
+    "bench.capacity": ["--quick"],
+    "bench.wan.run": ["--quick"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(ARGS))
 def test_bench_refuses_a_dirty_tree_before_measuring(
-    module: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    module = importlib.import_module(name)
     monkeypatch.setattr(module, "provenance", lambda: dict(DIRTY))
-    measured: list[bool] = []
-    # Anything past the refusal would look for tools or open sockets first.
-    monkeypatch.setattr(module, "interruptible", lambda: measured.append(True))
-    assert module.main(["--quick"] if module is bench.run else ["--connections", "10"]) == 2
+    measured: list[str] = []
+    # What each would do next, past the refusal: never reached.
+    for step in ("interruptible", "ensure_tools"):
+        if hasattr(module, step):
+            monkeypatch.setattr(module, step, lambda *a, s=step: measured.append(s))
+    if hasattr(module, "why_unavailable"):
+        monkeypatch.setattr(module, "why_unavailable", lambda: None)
+    assert module.main(ARGS[name]) == 2
     assert measured == []
     assert "--allow-dirty" in capsys.readouterr().err
 
