@@ -1,4 +1,19 @@
-"""Fixtures that run real SC and SP processes on 127.0.0.1."""
+"""Fixtures that run real SC and SP processes on 127.0.0.1.
+
+How a test learns what a daemon did, without guessing or grepping:
+
+- Ports: configure 0 and read what was bound from the daemon's ready line
+  (``sc.listener_port()``, ``sc.service_port()``, ``daemon.admin_url``); it is
+  printed once every port is bound, so ``daemon.ready()`` is also the wait for
+  readiness. ``free_port()`` only for a port needed before anything binds it.
+- State: every daemon ``Processes.start`` runs gets an admin endpoint on a free
+  port (unless its config has one): ``sc.wait_serving(pipes=n)``,
+  ``sp.wait_registered()``, ``daemon.status()`` / ``wait_status(...)``,
+  ``daemon.metric(sample)``, ``sc.open_connections()``; a reload applied prints
+  another ready line (``daemon.ready(count=2)``).
+- Logs: ``wait_log`` where what the log says is the subject (an error message).
+- A stalled flow: ``wait_steady(read, at_least, ...)``, not a sleep.
+"""
 
 from __future__ import annotations
 
