@@ -9,7 +9,7 @@ TARGET ?= tunnel
 LINT_PATHS := src tests $(wildcard bench)
 
 .PHONY: help up test lint typecheck unit integration fault-test compose-test two-site-test promtool-test swarm-test lock loadtest bench bench-scale bench-capacity clean
-.PHONY: bench-wan
+.PHONY: bench-wan bench-loss
 
 help:
 	@echo "make up            the dev suite on this machine: Docker bootstrapped if missing, Compose v2 or v1, up -d, healthy"
@@ -24,6 +24,7 @@ help:
 	@echo "make bench         edgerq vs direct, socat, ssh -R (about 14 min; BENCH_ARGS=--quick)"
 	@echo "make bench-capacity CPU per request, per new connection and per MB, memory per connection and per pipe (docs/scaling.md)"
 	@echo "make bench-scale   10,000 idle tunneled connections: RSS per connection, all answered"
+	@echo "make bench-loss    goodput across 0/2/10 % packet loss, tcp and udp (root) -> bench/results/loss.json"
 	@echo "make bench-wan     tcp, tcp + stunnel, udp across an emulated WAN (root; ~15 min; BENCH_ARGS=--quick)"
 
 $(STAMP): pyproject.toml
@@ -85,6 +86,11 @@ bench-capacity: $(STAMP)
 
 bench-scale: $(STAMP)
 	$(BIN)/python -m bench.scale $(BENCH_ARGS)
+
+# the README's lossy-link table: test_loss.py's goodput into a results file, then rendered
+bench-loss: $(STAMP)
+	EDGERQ_LOSS_RESULTS=bench/results/loss.json $(BIN)/pytest -q tests/integration/test_loss.py
+	$(BIN)/python -m bench.loss
 
 bench-wan: $(STAMP)
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[bench]'

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
+    DIRTY_REFUSAL,
     LOCALHOST,
     REPO,
     RESULTS,
@@ -42,10 +43,11 @@ from bench.common import (
     Stack,
     edgerq_argv,
     free_port,
-    git_revision,
     interruptible,
     log,
     machine,
+    provenance,
+    provenance_line,
     raise_nofile,
     start_edgerq,
     vm_rss_kib,
@@ -305,7 +307,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     raise_nofile()
     results: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "commit": git_revision(),
         "machine": machine(),
         "quick": args.quick,
         "carriers": {},
@@ -337,14 +338,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--carriers", nargs="+", default=["tcp", "udp"], choices=["tcp", "udp"])
     parser.add_argument("--out", type=Path, default=RESULTS / "capacity.json")
     parser.add_argument("--backend", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="measure a tree with uncommitted changes (the results say so)",
+    )
     args = parser.parse_args(argv)
     if args.backend:
         asyncio.run(_backend(args.backend))
         return 0
+    prov = provenance()  # the code measured: the tree may change during the run
+    if prov["dirty"] and not args.allow_dirty:
+        log(DIRTY_REFUSAL)
+        return 2
     with interruptible():
         results = asyncio.run(run(args))
+    results.update(commit=prov["revision"], commit_full=prov["commit"], dirty=prov["dirty"])
     results["table"] = table(results)
     write_json(args.out, results)
+    print(provenance_line(prov))
     print(f"capacity at {results['commit']}, {results['date']}:")
     print(results["table"])
     print(f"written: {args.out}")

@@ -155,6 +155,45 @@ def git_revision() -> str:
     return rev
 
 
+def provenance() -> dict[str, Any]:
+    """Which code made a figure: ``commit`` (full hash of HEAD), ``revision`` (``git
+    describe --always``, with ``-dirty`` as ``--dirty`` would add it), ``dirty``
+    (tracked files differ from that commit; results under bench/results/ do not
+    count: they are outputs) and ``date`` (UTC).
+    Take it when the run starts: the tree may change while it runs."""
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True
+            ).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results")
+    return {
+        "commit": git("rev-parse", "HEAD") or "unknown",
+        "revision": (git("describe", "--always") or "unknown") + ("-dirty" if changed else ""),
+        "dirty": bool(changed),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+DIRTY_REFUSAL = (
+    "refusing to measure: tracked files differ from the last commit (git status), so "
+    "no commit would name the code measured. Commit first, or pass --allow-dirty: the "
+    "results then say 'dirty tree'."
+)
+
+
+def provenance_line(prov: dict[str, Any]) -> str:
+    """One line for a table's header: the commit, and a warning for a dirty tree."""
+    line = f"edgerq {prov['commit'][:10]} ({prov['revision']}), {prov['date']}"
+    if prov["dirty"]:
+        line += "; DIRTY TREE: uncommitted changes were measured, no commit has this code"
+    return line
+
+
 def write_atomic(path: Path, data: str | bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

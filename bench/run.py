@@ -26,19 +26,21 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
+    DIRTY_REFUSAL,
     LOCALHOST,
     RESULTS,
     Skip,
     Stack,
     ensure_tools,
     free_port,
-    git_revision,
     interruptible,
     is_root,
     log,
     machine,
     markdown_table,
     missing_reason,
+    provenance,
+    provenance_line,
     sample_setting,
     start_edgerq,
     write_atomic,
@@ -653,6 +655,11 @@ def markdown(
 ) -> str:
     m = meta["machine"]
     out = [
+        *(
+            ["**Dirty tree**: uncommitted changes were measured; no commit has this code.", ""]
+            if meta.get("dirty")
+            else []
+        ),
         f"Measured {meta['date']} on {m['cores']} cores ({m['cpu_model']}), "
         f"Linux {m['kernel']}, Python {m['python']}, edgerq {meta['revision']}; "
         f"wrk, median of {meta['rounds']} rounds of {meta['duration_s']:g} s interleaved with "
@@ -757,6 +764,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--name", help="results file name under bench/results/ (default latest; quick: quick)"
     )
     p.add_argument("--results", type=Path, default=RESULTS, help="results directory")
+    p.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="measure a tree with uncommitted changes (the results say so)",
+    )
     args = p.parse_args(argv)
     if args.duration is None:
         args.duration = 2.0 if args.quick else 5.0
@@ -785,7 +797,11 @@ def _shown(path: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.time()
-    revision = git_revision()  # the code measured: the tree may change during the run
+    prov = provenance()  # the code measured: the tree may change during the run
+    if prov["dirty"] and not args.allow_dirty:
+        log(DIRTY_REFUSAL)
+        return 2
+    revision = prov["revision"]
     tools = ensure_tools(DEBIAN_TOOLS)
     for needed in ("nginx", "wrk"):
         if needed not in tools:
@@ -833,6 +849,8 @@ def main(argv: list[str] | None = None) -> int:
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
         "revision": revision,
+        "commit": prov["commit"],
+        "dirty": prov["dirty"],
         "duration_s": args.duration,
         "rounds": args.rounds,
         "elapsed_s": round(time.time() - started, 1),
@@ -843,6 +861,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     rows = table_rows(cells, args.scenario_list)
     print()
+    print(provenance_line(prov))
     print(text_table(rows))
     for name, reason in skipped.items():
         print(f"skipped {PATH_TITLES[name]}: {reason}")

@@ -22,16 +22,18 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
+    DIRTY_REFUSAL,
     LOCALHOST,
     REPO,
     RESULTS,
     Stack,
     Tunnel,
     free_port,
-    git_revision,
     interruptible,
     log,
     machine,
+    provenance,
+    provenance_line,
     raise_nofile,
     start_edgerq,
     vm_rss_kib,
@@ -208,6 +210,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--settle", type=float, default=2.0, help="seconds idle before RSS (2)")
     p.add_argument("--timeout", type=float, default=600.0, help="whole run bound, s (600)")
     p.add_argument("--output", type=Path, default=RESULTS / "scale.json")
+    p.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="measure a tree with uncommitted changes (the results say so)",
+    )
     p.add_argument("--backend", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.connections < 1 or args.batch < 1:
@@ -231,7 +238,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     started = time.time()
-    revision = git_revision()
+    prov = provenance()  # the code measured: the tree may change during the run
+    if prov["dirty"] and not args.allow_dirty:
+        log(DIRTY_REFUSAL)
+        return 2
     with interruptible(), Stack("edgerq-scale-") as stack:
         backend_port = free_port()
         stack.start(
@@ -249,13 +259,16 @@ def main(argv: list[str] | None = None) -> int:
     summary: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
-        "revision": revision,
+        "revision": prov["revision"],
+        "commit": prov["commit"],
+        "dirty": prov["dirty"],
         "client_loop": loop_kind,
         "nofile_limit": soft,
         "elapsed_s": round(time.time() - started, 1),
         **result,
     }
     per = summary["kib_per_connection"]
+    print(provenance_line(prov))
     print(
         f"{summary['connections']} idle tunneled connections through one pipe "
         f"(opened in {summary['open_s']} s, {summary['open_per_s']}/s):\n"

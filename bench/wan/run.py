@@ -27,7 +27,6 @@ import json
 import math
 import secrets
 import socket
-import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
+    DIRTY_REFUSAL,
     LOCALHOST,
     RESULTS,
     Proc,
@@ -50,6 +50,7 @@ from bench.common import (
     machine,
     markdown_table,
     missing_reason,
+    provenance,
     provider_config,
     sc_fingerprint,
     write_atomic,
@@ -631,22 +632,6 @@ def chart_title(meta: dict[str, Any]) -> str:
     )
 
 
-def git_state() -> tuple[str, bool]:
-    root = Path(__file__).resolve().parents[2]
-
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(
-                ["git", "-C", str(root), *args], capture_output=True, text=True, check=True
-            ).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return ""
-
-    commit = git("rev-parse", "HEAD") or "unknown"
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    return commit, dirty
-
-
 # --- main ------------------------------------------------------------------------------------
 
 
@@ -681,6 +666,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "the tcp pipe would do: less unsent data queued ahead of small answers)",
     )
     p.add_argument("--replot", type=Path, metavar="JSON", help="only redraw the chart of a run")
+    p.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="measure a tree with uncommitted changes (the results say so)",
+    )
     args = p.parse_args(argv)
     args.plan = QUICK if args.quick else FULL
     args.tcp_cc_used = "unknown"
@@ -815,7 +805,11 @@ def main(argv: list[str] | None = None) -> int:
         log(f"cannot run the WAN bench: {reason}")
         return 2
     started = time.monotonic()
-    commit, dirty = git_state()
+    prov = provenance()  # the code measured: the tree may change during the run
+    commit, dirty = prov["commit"], prov["dirty"]
+    if dirty and not args.allow_dirty:
+        log(DIRTY_REFUSAL)
+        return 2
     tools = ensure_tools(TOOLS)
     if "stunnel4" not in tools:
         log(f"tcp + stunnel will be skipped: {missing_reason('stunnel4', 'stunnel4')}")

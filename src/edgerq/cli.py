@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import json
 import logging
 import signal
 import sys
@@ -173,7 +174,6 @@ def _fingerprint(config: ConsumerConfig | ProviderConfig) -> int:
 
 
 def show_status(url: str) -> int:
-    import json
     import urllib.error
     import urllib.request
 
@@ -271,6 +271,7 @@ async def _run_daemon(config: ConsumerConfig | ProviderConfig) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return 1
+    announce_ready(daemon)
     reloads = Reloader(daemon)
     loop.add_signal_handler(signal.SIGHUP, reloads.request)
     await stop.wait()
@@ -291,6 +292,20 @@ async def _run_daemon(config: ConsumerConfig | ProviderConfig) -> int:
     await daemon.stop()
     log.info("stopped")
     return 0
+
+
+READY_PREFIX = "EDGERQ_READY "
+
+
+def announce_ready(daemon: ServiceConsumer | ServiceProvider) -> None:
+    """One line on stdout, ``EDGERQ_READY {json}``, once every port is bound (again
+    after each reload): the ports it bound, for whoever started it (a configured
+    port 0 is any free one). Logs go to stderr, so stdout carries only these lines."""
+    line = READY_PREFIX + json.dumps(daemon.bound(), sort_keys=True)
+    try:
+        print(line, flush=True)
+    except (OSError, ValueError, AttributeError) as exc:  # stdout closed, or none at all
+        log.debug("ready line not written (%s): %s", exc, line)
 
 
 class Reloader:
@@ -318,6 +333,7 @@ class Reloader:
                     await self.daemon.reload(load_consumer(path))
                 else:
                     await self.daemon.reload(load_provider(path))
+                announce_ready(self.daemon)
             except ConfigError as exc:
                 log.error("reload refused, the running configuration stays: %s", exc)
             except OSError as exc:

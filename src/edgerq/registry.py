@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid as uuid_mod
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 from edgerq.defaults import HEARTBEAT_INTERVAL
 from edgerq.pipe import MuxPipe
@@ -20,7 +20,9 @@ REFUSED_FOR = 5.0
 class ServiceRegistry:
     """UUID -> the pipes that registered it. New streams go to the least busy pipe."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        """Seconds, for refusals and silence; tests pass their own."""
         self._pipes: dict[uuid_mod.UUID, list[MuxPipe]] = {}
         self._waiters: dict[uuid_mod.UUID, set[asyncio.Future[None]]] = {}
         self._refused: dict[tuple[uuid_mod.UUID, MuxPipe], float] = {}
@@ -50,7 +52,7 @@ class ServiceRegistry:
     def note_refused(self, service: uuid_mod.UUID, pipe: MuxPipe) -> None:
         """``pipe``'s SP could not reach ``service``: other pipes go first for a while,
         so one broken SP does not cost every new connection a round trip."""
-        self._refused[(service, pipe)] = time.monotonic()
+        self._refused[(service, pipe)] = self._clock()
 
     def note_opened(self, service: uuid_mod.UUID, pipe: MuxPipe) -> None:
         """``pipe``'s SP reached ``service`` again."""
@@ -78,7 +80,7 @@ class ServiceRegistry:
             # A live pipe hears a heartbeat every second: one silent for longer has
             # probably lost its peer (a killed SP on udp says nothing), so the
             # others go first until the heartbeat timeout settles it.
-            now = time.monotonic()
+            now = self._clock()
             heard = [p for p in live if now - p.last_heard < SUSPECT_AFTER]
             if heard:
                 live = heard

@@ -304,12 +304,23 @@ class ServiceConsumer:
         ) == len(self.config.services)
         return bound, "listeners bound" if bound else "listeners not bound"
 
+    def bound(self) -> dict[str, Any]:
+        """The ports actually bound (a configured port 0 is any free one): the ready
+        line on stdout and ``/status`` report them, so tests need not guess free ports."""
+        return {
+            "role": "sc",
+            "listeners": {p: a[1] for p, a in self.listener_addresses.items()},
+            "services": {str(u): a[1] for u, a in self.service_addresses.items()},
+            "admin": self.admin.address[1] if self.admin and self.admin.address else None,
+        }
+
     def status(self) -> dict[str, Any]:
         self.opener.count_bytes()
         return {
             "role": "sc",
             "version": __version__,
             "uptime_s": round(time.monotonic() - self.started, 1),
+            "bound": self.bound(),
             "pipes": [
                 {
                     "id": p.id,

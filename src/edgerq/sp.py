@@ -191,12 +191,20 @@ class ServiceProvider:
             return True, "registered on: " + ", ".join(registered)
         return False, "no pipe registered yet"
 
+    def bound(self) -> dict[str, Any]:
+        """The ports actually bound (see ``ServiceConsumer.bound``): only the admin's."""
+        return {
+            "role": "sp",
+            "admin": self.admin.address[1] if self.admin and self.admin.address else None,
+        }
+
     def status(self) -> dict[str, Any]:
         now = time.monotonic()
         return {
             "role": "sp",
             "version": __version__,
             "uptime_s": round(now - self.started, 1),
+            "bound": self.bound(),
             "pipes": [
                 {
                     "name": p.config.name,

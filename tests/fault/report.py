@@ -11,6 +11,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS: dict[str, Any] = {}
+RUN: dict[str, Any] = {}
+"""Which code this run measured, taken at its first figure (``bench.common.provenance``)."""
 
 
 def results_path() -> Path:
@@ -18,6 +20,14 @@ def results_path() -> Path:
 
 
 def record(section: str, key: str, value: Any) -> None:
+    """``value`` under ``section``/``key``; a dict gets this run's ``run`` (date,
+    commit, dirty) so that, merged with other runs' entries, each says its origin."""
+    if not RUN:
+        from bench.common import provenance
+
+        RUN.update(provenance())
+    if isinstance(value, dict):
+        value = {**value, "run": dict(RUN)}
     RESULTS.setdefault(section, {})[key] = value
 
 
@@ -41,6 +51,10 @@ def write() -> Path | None:
 
 def lines() -> list[str]:
     out: list[str] = []
+    if RUN:
+        from bench.common import provenance_line
+
+        out.append(provenance_line(RUN))
     for carrier, faults in sorted(RESULTS.get("kill9", {}).items()):
         out.append(f"kill -9 under load, {carrier} carrier (seconds to the first good request):")
         out.append(

@@ -21,11 +21,13 @@ from edgerq.protocol.frames import FrameType
 from tests.fault import report
 from tests.unit.protocol_properties import (
     check_decoder,
+    check_encoded_message,
     check_handshake,
     check_message,
     handshake_frames,
     limits,
     message_payloads,
+    messages,
     tokens,
     wire_bytes,
 )
@@ -52,10 +54,11 @@ PROPERTIES: dict[str, tuple[float, Callable[..., None], dict[str, st.SearchStrat
         },
     ),
     "messages": (
-        0.25,
+        0.2,
         check_message,
         {"frame_type": st.sampled_from(list(FrameType)), "payload": message_payloads},
     ),
+    "sent_messages": (0.05, check_encoded_message, {"value": messages}),
     "handshake": (
         0.25,
         check_handshake,

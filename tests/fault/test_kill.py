@@ -2,7 +2,9 @@
 mixed load (small uploads and 10 MiB transfers both ways, every completed
 response checked by SHA-256). Requests may fail while a process is down; no
 completed response may be corrupted, and the tunnel must serve again after
-each restart. Recovery times are recorded, never asserted.
+each restart, within ``RECOVERY_LIMIT`` (60 s: generous on purpose, the bound
+a user may count on, not a measurement) of the restart, for the probe and the
+load alike. The recovery times themselves go to faults.json, not compared.
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ def test_kill_9_under_load(processes: Processes, tmp_path: Path, carrier: str) -
                 time.sleep(OUTAGE)
                 restarted = time.monotonic()
                 if target == "sc":
-                    sc = processes.start("sc", sc.config.read_text())
+                    # On the ports the killed one had bound: the SP dials that one.
+                    sc = processes.start("sc", sc.pinned_config())
                 elif target == "sp":
                     sp = processes.start("sp", sp.config.read_text())
                 else:

@@ -2,7 +2,10 @@
 tests/integration/test_loss.py), iptables dropping every packet of the pipe
 both ways for 20 s under load, then healing. The SP must notice (heartbeat),
 redial and serve again; requests after healing succeed with intact hashes and
-nothing is ever corrupted. The time to recovery is recorded, never asserted.
+nothing is ever corrupted. Bounds asserted, generous on purpose (what a user
+may count on, not a measurement): the SP gives the pipe up within the 20 s
+partition, and the tunnel serves again within ``RECOVERY_LIMIT`` (120 s) of the
+heal. The times themselves go to faults.json, not compared.
 """
 
 from __future__ import annotations

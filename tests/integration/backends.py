@@ -29,9 +29,17 @@ def sha256(data: bytes) -> str:
 
 class _Handler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
-        # The tunnel cut this connection (a test's doing): not worth a traceback.
-        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
-            self._serve()
+        server = self.server
+        assert isinstance(server, _Server)
+        with server.lock:
+            server.open += 1
+        try:
+            # The tunnel cut this connection (a test's doing): not worth a traceback.
+            with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+                self._serve()
+        finally:
+            with server.lock:
+                server.open -= 1
 
     def _serve(self) -> None:
         sock: socket.socket = self.request
@@ -75,6 +83,7 @@ class _Server(socketserver.ThreadingTCPServer):
         super().__init__(("127.0.0.1", port), _Handler)
         self.lock = threading.Lock()
         self.accepted = 0
+        self.open = 0
 
 
 class HashService:
@@ -86,6 +95,11 @@ class HashService:
     @property
     def accepted(self) -> int:
         return self._server.accepted
+
+    @property
+    def open(self) -> int:
+        """Connections being served now: one a tunnel left open stays counted."""
+        return self._server.open
 
     def __enter__(self) -> HashService:
         self._thread.start()

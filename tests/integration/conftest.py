@@ -1,26 +1,63 @@
-"""Fixtures that run real SC and SP processes on 127.0.0.1."""
+"""Fixtures that run real SC and SP processes on 127.0.0.1.
+
+How a test learns what a daemon did, without guessing or grepping:
+
+- Ports: configure 0 and read what was bound from the daemon's ready line
+  (``sc.listener_port()``, ``sc.service_port()``, ``daemon.admin_url``); it is
+  printed once every port is bound, so ``daemon.ready()`` is also the wait for
+  readiness. ``free_port()`` only for a port needed before anything binds it.
+- State: every daemon ``Processes.start`` runs gets an admin endpoint on a free
+  port (unless its config has one): ``sc.wait_serving(pipes=n)``,
+  ``sp.wait_registered()``, ``daemon.status()`` / ``wait_status(...)``,
+  ``daemon.metric(sample)``, ``sc.open_connections()``; a reload applied prints
+  another ready line (``daemon.ready(count=2)``).
+- Logs: ``wait_log`` where what the log says is the subject (an error message).
+- A stalled flow: ``wait_steady(read, at_least, ...)``, not a sleep.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from edgerq.cli import READY_PREFIX
 from tests.integration.backends import HashService
 
 SERVICE_UUID = uuid.UUID("11111111-2222-3333-4444-555555555555")
 
+ADMIN_ANY_PORT = "<admin><port>0</port></admin>"
+"""Added to every config ``Processes.start`` is given, unless it has its own
+``<admin>``: the admin endpoint is how tests learn a daemon's state (``/status``,
+``/readyz``)."""
+
+
+def with_admin(xml: str) -> str:
+    """``xml`` with an admin endpoint on any free port, unless it configures one."""
+    if "<admin>" in xml:
+        return xml
+    return re.sub(r"(<service_(?:consumer|provider)>)", r"\1" + ADMIN_ANY_PORT, xml, count=1)
+
 
 def free_port() -> int:
+    """A port free a moment ago. Only for a port that must be known before anything
+    binds it (a relay's target, a port to be taken over later); a daemon's own ports
+    are configured as 0 and read from its ready line (``Daemon.ready``): a port found
+    free, closed and handed on can be taken by someone else in between."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -35,6 +72,23 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def wait_steady(
+    read: Callable[[], float], at_least: float, timeout: float, what: str, quiet: float = 1.0
+) -> float:
+    """Until ``read()`` is at least ``at_least`` and has not moved for ``quiet`` s (a
+    flow that has stalled, e.g. a stream whose window is used up); its value then."""
+    deadline = time.monotonic() + timeout
+    last, since = read(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = read()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif last >= at_least and time.monotonic() - since >= quiet:
+            return last
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last {last})")
+
+
 @dataclass
 class Daemon:
     """An `edgerq sc|sp` process; its log is kept in a file."""
@@ -47,9 +101,15 @@ class Daemon:
     prefix: list[str] = field(default_factory=list)
     """Run under this command (``ip netns exec NAME``)."""
 
+    @property
+    def out_path(self) -> Path:
+        """Its stdout: only the ``EDGERQ_READY`` lines (logs go to stderr)."""
+        return self.log_path.with_suffix(".out")
+
     def start(self) -> Daemon:
         env = {**os.environ, **self.env}
         self._log = self.log_path.open("ab")
+        self._out = self.out_path.open("ab")
         self.proc = subprocess.Popen(
             [
                 *self.prefix,
@@ -61,8 +121,8 @@ class Daemon:
                 self.command,
                 str(self.config),
             ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            stdout=self._out,
+            stderr=self._log,
             env=env,
         )
         return self
@@ -72,12 +132,137 @@ class Daemon:
         return self.log_path.read_text(errors="replace")
 
     def wait_log(self, text: str, timeout: float = 15.0, count: int = 1) -> None:
+        """For a test whose subject is what a log line says; readiness and state
+        changes have their own signals (``ready``, ``status``, ``wait_serving``)."""
         wait_for(lambda: self.log.count(text) >= count, timeout, f"{text!r} in {self.log_path}")
+
+    def ready_lines(self) -> list[dict[str, Any]]:
+        """Every ``EDGERQ_READY`` line so far (one at start, one per applied reload)."""
+        try:
+            text = self.out_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        return [
+            json.loads(line.removeprefix(READY_PREFIX))
+            for line in text.splitlines(keepends=True)
+            if line.startswith(READY_PREFIX) and line.endswith("\n")
+        ]
+
+    def ready(self, timeout: float = 15.0, count: int = 1) -> dict[str, Any]:
+        """The daemon's own signal that its ports are bound: the newest ready line
+        (after at least ``count`` of them), with the ports it bound."""
+
+        def seen() -> bool:
+            if len(self.ready_lines()) >= count:
+                return True
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(
+                    f"{self.command} exited with {self.proc.returncode} before it was ready:\n"
+                    + "\n".join(self.log.splitlines()[-20:])
+                )
+            return False
+
+        wait_for(seen, timeout, f"{self.command}'s ready line in {self.out_path}")
+        return self.ready_lines()[-1]
+
+    def pinned_config(self) -> str:
+        """Its config with every port it bound as 0 written out: for a test that
+        restarts the daemon where its peers know to find it."""
+        from lxml import etree
+
+        bound = self.ready()
+        root = etree.fromstring(self.config.read_bytes())
+
+        def pin(elem: Any, port: object) -> None:
+            if port is not None:
+                elem.find("port").text = str(port)
+
+        for listener in root.iterfind("listener"):
+            pin(listener, bound["listeners"][(listener.findtext("protocol") or "tcp").strip()])
+        for service in root.iterfind("services/service"):
+            pin(service, bound["services"].get((service.findtext("uuid") or "").strip()))
+        for admin in root.iterfind("admin"):
+            pin(admin, bound["admin"])
+        return str(etree.tostring(root, encoding="unicode"))
+
+    def listener_port(self, protocol: str = "tcp") -> int:
+        return int(self.ready()["listeners"][protocol])
+
+    def service_port(self, service: uuid.UUID = SERVICE_UUID) -> int:
+        return int(self.ready()["services"][str(service)])
+
+    @property
+    def admin_url(self) -> str:
+        port = self.ready()["admin"]
+        assert port is not None, f"{self.config} has no <admin>"
+        return f"http://127.0.0.1:{port}"
+
+    def get(self, path: str) -> tuple[int, str]:
+        """(HTTP status, body) of a GET on the daemon's admin endpoint."""
+        try:
+            with urllib.request.urlopen(self.admin_url + path, timeout=5) as response:
+                return int(response.status), response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), exc.read().decode()
+
+    def status(self) -> dict[str, Any]:
+        code, body = self.get("/status")
+        assert code == 200, body
+        result: dict[str, Any] = json.loads(body)
+        return result
+
+    def wait_status(
+        self, predicate: Callable[[dict[str, Any]], bool], what: str, timeout: float = 15.0
+    ) -> dict[str, Any]:
+        """Poll ``/status`` until ``predicate`` holds; the status that satisfied it."""
+        found: list[dict[str, Any]] = []
+
+        def check() -> bool:
+            found[:] = [self.status()]
+            return predicate(found[0])
+
+        wait_for(check, timeout, f"{what} in {self.command}'s /status")
+        return found[0]
+
+    def metric(self, sample: str) -> float:
+        """One sample of ``/metrics`` (``name{labels}`` as printed), 0 when absent."""
+        code, body = self.get("/metrics")
+        assert code == 200, body
+        match = re.search(rf"^{re.escape(sample)} (\S+)$", body, re.M)
+        return float(match.group(1)) if match else 0.0
+
+    def open_connections(self, service: uuid.UUID = SERVICE_UUID) -> int:
+        """SC: client connections of ``service`` open now (queued ones too)."""
+        for s in self.status()["services"]:
+            if s["uuid"] == str(service):
+                return int(s["open"])
+        raise AssertionError(f"{service} is not a service of {self.config}")
+
+    def serving(self, service: uuid.UUID = SERVICE_UUID) -> int:
+        """SC: how many registered pipes serve ``service`` now."""
+        for s in self.status()["services"]:
+            if s["uuid"] == str(service):
+                return int(s["pipes"])
+        raise AssertionError(f"{service} is not a service of {self.config}")
+
+    def wait_serving(
+        self, service: uuid.UUID = SERVICE_UUID, pipes: int = 1, timeout: float = 30.0
+    ) -> None:
+        """SC: until at least ``pipes`` registered pipes serve ``service``."""
+        wait_for(
+            lambda: self.serving(service) >= pipes,
+            timeout,
+            f"{pipes} pipe(s) serving {service} on {self.command}",
+        )
+
+    def wait_registered(self, timeout: float = 30.0) -> None:
+        """SP: until a pipe of it is registered (its ``/readyz`` answers 200)."""
+        wait_for(lambda: self.get("/readyz")[0] == 200, timeout, f"{self.command} registered")
 
     def stop(self) -> int:
         assert self.proc is not None
         if self.proc.poll() is not None:
-            self._log.close()
+            self._close_files()
             return int(self.proc.returncode)
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -87,14 +272,18 @@ class Daemon:
                 self.proc.kill()
                 self.proc.wait()
                 raise AssertionError(f"{self.command} did not stop on SIGTERM") from None
-        self._log.close()
+        self._close_files()
         return int(self.proc.returncode)
 
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait()
+        self._close_files()
+
+    def _close_files(self) -> None:
         self._log.close()
+        self._out.close()
 
 
 def consumer_xml(
@@ -168,7 +357,7 @@ class Processes:
     ) -> Daemon:
         self._n += 1
         config = self.tmp_path / f"{command}{self._n}.xml"
-        config.write_text(xml)
+        config.write_text(with_admin(xml))
         daemon = Daemon(
             command,
             config,
@@ -264,22 +453,26 @@ def start_consumer(
     token: str | None = "s3cret",
     admin: bool = False,
 ) -> ConsumerHalf:
+    """An SC on ports of its own choosing (0), read from its ready line. Every SC
+    has an admin endpoint now; ``admin`` is kept for callers that asked for one."""
     listener_extra, pipe_extra = carrier_settings(carrier, tmp_path)
-    listener, service_port = free_port(), free_port()
-    admin_port = free_port() if admin else None
     sc = processes.start(
         "sc",
         consumer_xml(
-            listener,
-            [{"uuid": SERVICE_UUID, "name": "hash", "port": service_port}],
+            0,
+            [{"uuid": SERVICE_UUID, "name": "hash", "port": 0}],
             token=token,
             listener_extra=listener_extra,
-            extra=f"<admin><port>{admin_port}</port></admin>" if admin else "",
         ),
     )
-    sc.wait_log("accepting pipes")
-    url = f"http://127.0.0.1:{admin_port}" if admin_port is not None else None
-    return ConsumerHalf(sc, listener, service_port, pipe_extra, url)
+    bound = sc.ready()
+    return ConsumerHalf(
+        sc,
+        int(bound["listeners"][carrier]),
+        int(bound["services"][str(SERVICE_UUID)]),
+        pipe_extra,
+        sc.admin_url,
+    )
 
 
 def start_provider(
@@ -297,7 +490,7 @@ def start_provider(
             pipe_extra=consumer.pipe_extra,
         ),
     )
-    consumer.sc.wait_log("now serve it", timeout=30)
+    sp.wait_registered()
     return sp
 
 

@@ -31,33 +31,36 @@ def get(url: str) -> tuple[int, str]:
 
 
 def test_metrics_health_readiness_and_status(processes: Processes, backend: HashService) -> None:
-    listener, port, sc_admin, sp_admin = free_port(), free_port(), free_port(), free_port()
+    """Every port configured as 0: the ready line on stdout and ``/status`` name the
+    ports actually bound, and they are the ones that answer."""
     sc = processes.start(
         "sc",
         consumer_xml(
-            listener,
-            [{"uuid": SERVICE_UUID, "name": "hash", "port": port}],
+            0,
+            [{"uuid": SERVICE_UUID, "name": "hash", "port": 0}],
             token="t",
-            extra=f"<admin><port>{sc_admin}</port></admin>",
+            extra="<admin><port>0</port></admin>",
         ),
     )
-    sc.wait_log("admin endpoint")
-    sc_url = f"http://127.0.0.1:{sc_admin}"
+    bound = sc.ready()
+    listener, port = bound["listeners"]["tcp"], bound["services"][str(SERVICE_UUID)]
+    assert bound["role"] == "sc" and 0 not in (listener, port, bound["admin"])
+    assert len(sc.ready_lines()) == 1  # one line, and only ready lines on stdout
+    assert sc.out_path.read_text().count("\n") == 1
+    sc_url = sc.admin_url
     assert get(f"{sc_url}/healthz") == (200, "ok\n")
     assert get(f"{sc_url}/readyz")[0] == 200  # listeners bound, even with no SP yet
+    assert sc.status()["bound"] == bound
 
-    sp_xml = provider_xml([(listener, [(SERVICE_UUID, backend.port)], "t")]).replace(
-        "<pipes>", f"<admin><port>{sp_admin}</port></admin><pipes>"
-    )
-    sp = processes.start("sp", sp_xml)
-    sp.wait_log("admin endpoint")
-    sc.wait_log("now serve it", timeout=30)
-    sp.wait_log("registered")
-    sp_url = f"http://127.0.0.1:{sp_admin}"
+    sp = processes.start("sp", provider_xml([(listener, [(SERVICE_UUID, backend.port)], "t")]))
+    assert sp.ready() == {"role": "sp", "admin": sp.ready()["admin"]}
+    sp.wait_registered()
+    assert sc.serving() == 1
+    sp_url = sp.admin_url
     status, body = get(f"{sp_url}/readyz")
     assert status == 200 and "pipe1" in body
 
-    for i in range(5):
+    for i in range(5):  # through the service port the ready line named
         assert download(port, 10_000 + i, i) == sha256(payload(10_000 + i, i))
     _, metrics = get(f"{sc_url}/metrics")
     assert 'edgerq_pipes_connected{carrier="tcp",sp="pipe1"} 1.0' in metrics
@@ -83,32 +86,24 @@ def test_metrics_health_readiness_and_status(processes: Processes, backend: Hash
 
 
 def test_sp_not_ready_without_an_sc(processes: Processes, backend: HashService) -> None:
-    admin = free_port()
-    sp_xml = provider_xml([(free_port(), [(SERVICE_UUID, backend.port)], None)]).replace(
-        "<pipes>", f"<admin><port>{admin}</port></admin><pipes>"
-    )
-    sp = processes.start("sp", sp_xml)
-    sp.wait_log("admin endpoint")
-    status, body = get(f"http://127.0.0.1:{admin}/readyz")
+    sp = processes.start("sp", provider_xml([(free_port(), [(SERVICE_UUID, backend.port)], None)]))
+    status, body = get(f"{sp.admin_url}/readyz")
     assert status == 503 and "no pipe registered" in body
-    assert get(f"http://127.0.0.1:{admin}/healthz")[0] == 200
+    assert get(f"{sp.admin_url}/healthz")[0] == 200
 
 
 def test_status_shows_which_services_get_a_proxy_protocol_header(
     processes: Processes, backend: HashService
 ) -> None:
-    admin = free_port()
-    sp_xml = (
-        provider_xml([(free_port(), [(SERVICE_UUID, backend.port)], None)])
-        .replace("<pipes>", f"<admin><port>{admin}</port></admin><pipes>")
-        .replace("</port></service>", "</port><proxy_protocol>v2</proxy_protocol></service>")
+    sp_xml = provider_xml([(free_port(), [(SERVICE_UUID, backend.port)], None)]).replace(
+        "</port></service>", "</port><proxy_protocol>v2</proxy_protocol></service>"
     )
     sp = processes.start("sp", sp_xml)
-    sp.wait_log("admin endpoint")
-    _, body = get(f"http://127.0.0.1:{admin}/status")
+    admin_url = sp.admin_url
+    _, body = get(f"{admin_url}/status")
     assert json.loads(body)["pipes"][0]["services"][0]["proxy_protocol"] == "v2"
     out = subprocess.run(
-        [sys.executable, "-m", "edgerq", "status", f"http://127.0.0.1:{admin}"],
+        [sys.executable, "-m", "edgerq", "status", admin_url],
         capture_output=True,
         text=True,
     )
@@ -117,21 +112,12 @@ def test_status_shows_which_services_get_a_proxy_protocol_header(
 
 
 def test_auth_failures_are_counted(processes: Processes, backend: HashService) -> None:
-    listener, admin = free_port(), free_port()
-    sc = processes.start(
-        "sc",
-        consumer_xml(
-            listener,
-            [{"uuid": SERVICE_UUID, "port": free_port()}],
-            token="right",
-            extra=f"<admin><port>{admin}</port></admin>",
-        ),
-    )
-    sc.wait_log("admin endpoint")
+    sc = processes.start("sc", consumer_xml(0, [{"uuid": SERVICE_UUID, "port": 0}], token="right"))
+    listener = sc.listener_port()
     processes.start("sp", provider_xml([(listener, [(SERVICE_UUID, backend.port)], "wrong")]))
     sc.wait_log("token proof is wrong")
     sc.wait_log("closed before authenticating")
-    _, metrics = get(f"http://127.0.0.1:{admin}/metrics")
+    _, metrics = sc.get("/metrics")
     # The SP keeps redialing with backoff, so the count only grows; at least one.
     failures = re.search(r"^edgerq_auth_failures_total (\S+)$", metrics, re.M)
     assert failures is not None and float(failures.group(1)) >= 1
@@ -146,22 +132,11 @@ def test_byte_counters_move_while_a_connection_stays_open(
     processes: Processes, backend: HashService
 ) -> None:
     """A pooled keep-alive connection shows its bytes at once, not when it ends."""
-    listener, port, sc_admin, sp_admin = free_port(), free_port(), free_port(), free_port()
-    sc = processes.start(
-        "sc",
-        consumer_xml(
-            listener,
-            [{"uuid": SERVICE_UUID, "name": "hash", "port": port}],
-            extra=f"<admin><port>{sc_admin}</port></admin>",
-        ),
-    )
-    sc.wait_log("admin endpoint")
-    sp_xml = provider_xml([(listener, [(SERVICE_UUID, backend.port)], None)]).replace(
-        "<pipes>", f"<admin><port>{sp_admin}</port></admin><pipes>"
-    )
-    processes.start("sp", sp_xml)
-    sc.wait_log("now serve it", timeout=30)
-    sc_url, sp_url = f"http://127.0.0.1:{sc_admin}", f"http://127.0.0.1:{sp_admin}"
+    sc = processes.start("sc", consumer_xml(0, [{"uuid": SERVICE_UUID, "name": "hash", "port": 0}]))
+    listener, port = sc.listener_port(), sc.service_port()
+    sp = processes.start("sp", provider_xml([(listener, [(SERVICE_UUID, backend.port)], None)]))
+    sp.wait_registered()
+    sc_url, sp_url = sc.admin_url, sp.admin_url
     up = 'edgerq_stream_bytes_total{direction="up",service="hash"}'
     down = 'edgerq_stream_bytes_total{direction="down",service="hash"}'
     sp_up = 'edgerq_stream_bytes_total{direction="up",service="svc0"}'

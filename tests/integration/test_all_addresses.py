@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -21,12 +20,6 @@ from edgerq.sc import ServiceConsumer
 from edgerq.sp import ServiceProvider
 
 SERVICE = uuid.UUID("7a7a7a7a-1111-2222-3333-444444444444")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def until(predicate: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
@@ -62,32 +55,40 @@ class Dns:
         return sorted_addresses(self.addresses)
 
 
-def write_configs(tmp_path: Path, pipe_port: int, service_port: int, backend: int) -> Path:
-    (tmp_path / "consumer.xml").write_text(
-        "<service_consumer><listener><port>"
-        f"{pipe_port}</port></listener><services><service><uuid>{SERVICE}</uuid>"
-        f"<name>echo</name><port>{service_port}</port></service></services></service_consumer>"
+def write_consumer(tmp_path: Path) -> Path:
+    """The SC's config: every port 0, read back from the running SC."""
+    path = tmp_path / "consumer.xml"
+    path.write_text(
+        "<service_consumer><listener><port>0</port></listener><services><service>"
+        f"<uuid>{SERVICE}</uuid><name>echo</name><port>0</port></service></services>"
+        "</service_consumer>"
     )
-    (tmp_path / "provider.xml").write_text(
+    return path
+
+
+def write_provider(tmp_path: Path, pipe_port: int, backend: int) -> Path:
+    path = tmp_path / "provider.xml"
+    path.write_text(
         "<service_provider><pipes><pipe><name>web</name><hostname>tasks.sc</hostname>"
         f"<port>{pipe_port}</port><all_addresses>yes</all_addresses>"
         "<resolve_interval>0.5</resolve_interval><services><service>"
         f"<uuid>{SERVICE}</uuid><name>echo</name><hostname>127.0.0.1</hostname>"
         f"<port>{backend}</port></service></services></pipe></pipes></service_provider>"
     )
-    return tmp_path
+    return path
 
 
 def run(tmp_path: Path, body: Callable[..., Awaitable[None]]) -> None:
     async def main() -> None:
         backend = await asyncio.start_server(echo, "127.0.0.1", 0)
         backend_port = backend.sockets[0].getsockname()[1]
-        pipe_port, service_port = free_port(), free_port()
-        write_configs(tmp_path, pipe_port, service_port, backend_port)
-        sc = ServiceConsumer(load_consumer(tmp_path / "consumer.xml", env={}))
+        sc = ServiceConsumer(load_consumer(write_consumer(tmp_path), env={}))
         await sc.start()
+        bound = sc.bound()
+        service_port = bound["services"][str(SERVICE)]
+        provider = write_provider(tmp_path, bound["listeners"]["tcp"], backend_port)
         dns = Dns("127.0.0.1")
-        sp = ServiceProvider(load_provider(tmp_path / "provider.xml", env={}), resolver=dns)
+        sp = ServiceProvider(load_provider(provider, env={}), resolver=dns)
         await sp.start()
         try:
             await body(sc, sp, dns, service_port)

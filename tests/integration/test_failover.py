@@ -3,10 +3,8 @@ no request that starts after it died."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,19 +75,18 @@ def three_sps(
     processes: Processes, backend: HashService, carrier: str, tmp_path: Path
 ) -> tuple[Daemon, list[Daemon], int]:
     listener_extra, pipe_extra = carrier_settings(carrier, tmp_path)
-    listener, port = free_port(), free_port()
     sc = processes.start(
         "sc",
         consumer_xml(
-            listener,
-            [{"uuid": SERVICE_UUID, "name": "hash", "port": port}],
+            0,
+            [{"uuid": SERVICE_UUID, "name": "hash", "port": 0}],
             listener_extra=listener_extra,
         ),
     )
-    sc.wait_log("accepting pipes")
+    listener, port = sc.listener_port(carrier), sc.service_port()
     xml = provider_xml([(listener, [(SERVICE_UUID, backend.port)], None)], pipe_extra=pipe_extra)
     sps = [processes.start("sp", xml) for _ in range(3)]
-    sc.wait_log("3 pipe(s) now serve it", timeout=30)
+    sc.wait_serving(pipes=3, timeout=30)
     return sc, sps, port
 
 
@@ -102,9 +99,15 @@ def test_sigkill_of_one_of_three_sps_fails_no_later_request(
     workers = load.run(threads=6)
     try:
         wait_for(lambda: len(load.attempts) >= 30, 60, "30 requests before the kill")
+        # Streams spread over the SPs: each has carried some of them.
+        wait_for(
+            lambda: all(sp.status()["pipes"][0]["streams_total"] > 0 for sp in sps),
+            60,
+            "every SP to carry streams",
+        )
         killed_at = time.monotonic()
         sps[1].kill()
-        sc.wait_log("services withdrawn", timeout=30)
+        wait_for(lambda: sc.serving() == 2, 30, "the SC to withdraw the dead SP's pipe")
         noticed_at = time.monotonic()
         # Keep the load on the two survivors for a while longer.
         wait_for(
@@ -143,14 +146,13 @@ def test_an_sp_that_cannot_reach_the_service_hands_over_to_one_that_can(
     processes: Processes, backend: HashService
 ) -> None:
     """A refusal from one SP is not the client's problem while another SP can connect."""
-    listener, port = free_port(), free_port()
-    sc = processes.start("sc", consumer_xml(listener, [{"uuid": SERVICE_UUID, "port": port}]))
-    sc.wait_log("accepting pipes")
+    sc = processes.start("sc", consumer_xml(0, [{"uuid": SERVICE_UUID, "port": 0}]))
+    listener, port = sc.listener_port(), sc.service_port()
     dead_port = free_port()  # nothing listens here
     processes.start("sp", provider_xml([(listener, [(SERVICE_UUID, dead_port)], None)]))
-    sc.wait_log("1 pipe(s) now serve it", timeout=30)
+    sc.wait_serving(pipes=1, timeout=30)
     processes.start("sp", provider_xml([(listener, [(SERVICE_UUID, backend.port)], None)]))
-    sc.wait_log("2 pipe(s) now serve it", timeout=30)
+    sc.wait_serving(pipes=2, timeout=30)
     started = time.monotonic()
     for i in range(20):
         data = payload(50_000, i)
@@ -171,29 +173,19 @@ def test_clients_waiting_for_a_pipe_get_the_next_one(
     processes: Processes, backend: HashService
 ) -> None:
     """With every SP gone, new clients wait (up to request_ttl) for the next to register."""
-    listener, port, admin = free_port(), free_port(), free_port()
     sc = processes.start(
-        "sc",
-        consumer_xml(
-            listener,
-            [{"uuid": SERVICE_UUID, "port": port, "request_ttl": 30}],
-            extra=f"<admin><port>{admin}</port></admin>",
-        ),
+        "sc", consumer_xml(0, [{"uuid": SERVICE_UUID, "port": 0, "request_ttl": 30}])
     )
-    sc.wait_log("accepting pipes")
+    listener, port = sc.listener_port(), sc.service_port()
     results: list[str] = []
 
     def client(seed: int) -> None:
         results.append(download(port, 100_000, seed))
 
-    def waiting_at_sc() -> int:
-        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/status", timeout=10) as r:
-            return int(json.load(r)["services"][0]["open"])
-
     waiting = [threading.Thread(target=client, args=(i,)) for i in range(5)]
     for t in waiting:
         t.start()
-    wait_for(lambda: waiting_at_sc() == 5, 10, "five clients queued for a pipe")
+    wait_for(lambda: sc.open_connections() == 5, 10, "five clients queued for a pipe")
     processes.start("sp", provider_xml([(listener, [(SERVICE_UUID, backend.port)], None)]))
     for t in waiting:
         t.join(timeout=60)

@@ -42,21 +42,21 @@ def start_sc(
     listener: int | None = None,
     env: dict[str, str] | None = None,
 ):
-    listener = listener or free_port()
-    sc = processes.start("sc", consumer_xml(listener, services, token=token), env)
-    sc.wait_log("accepting pipes")
-    return sc, listener
+    """An SC on its own listener port (0 unless given), ready; (SC, listener port).
+    A service given port 0 binds any free one: ``sc.service_port()``."""
+    sc = processes.start("sc", consumer_xml(listener or 0, services, token=token), env)
+    return sc, sc.listener_port()
 
 
 def test_wrong_token_is_refused_and_nothing_registers(
     processes: Processes, backend: HashService
 ) -> None:
-    port = free_port()
     sc, listener = start_sc(
         processes,
-        [{"uuid": SERVICE_UUID, "port": port, "type": "http", "request_ttl": 1}],
+        [{"uuid": SERVICE_UUID, "port": 0, "type": "http", "request_ttl": 1}],
         token="right",
     )
+    port = sc.service_port()
     sp = processes.start(
         "sp", provider_xml([(listener, [(SERVICE_UUID, backend.port)], "Tok3n-Wr0ng-xyz")])
     )
@@ -64,57 +64,57 @@ def test_wrong_token_is_refused_and_nothing_registers(
     sp.wait_log("refused")
     status, body = http_status(port)
     assert status == 502 and b"no SP has registered" in body
-    assert "now serve it" not in sc.log
+    assert sc.metric('edgerq_registrations_total{result="accepted"}') == 0  # none ever
     assert "Tok3n-Wr0ng" not in sc.log + sp.log  # the token never shows in logs
 
 
 def test_sp_without_token_is_refused_by_an_sc_with_one(
     processes: Processes, backend: HashService
 ) -> None:
-    sc, listener = start_sc(processes, [{"uuid": SERVICE_UUID, "port": free_port()}], "t0k")
+    sc, listener = start_sc(processes, [{"uuid": SERVICE_UUID, "port": 0}], "t0k")
     sp = processes.start("sp", provider_xml([(listener, [(SERVICE_UUID, backend.port)], None)]))
     sp.wait_log("the SC requires a token and none is configured")
-    assert "now serve it" not in sc.log
+    assert sc.metric('edgerq_registrations_total{result="accepted"}') == 0  # none ever
 
 
 def test_token_from_environment(processes: Processes, backend: HashService) -> None:
-    port = free_port()
     sc, listener = start_sc(
         processes,
-        [{"uuid": SERVICE_UUID, "port": port}],
+        [{"uuid": SERVICE_UUID, "port": 0}],
         None,
         env={"EDGERQ_AUTH_TOKEN": "from-env"},
     )
+    port = sc.service_port()
     processes.start(
         "sp",
         provider_xml([(listener, [(SERVICE_UUID, backend.port)], None)]),
         env={"EDGERQ_AUTH_TOKEN": "from-env"},
     )
-    sc.wait_log("now serve it")
+    sc.wait_serving()
     assert "token from EDGERQ_AUTH_TOKEN" in sc.log
     assert download(port, 1000) == sha256(payload(1000))
 
 
 def test_unknown_uuid_is_answered_and_logged(processes: Processes, backend: HashService) -> None:
     stranger = uuid.UUID("99999999-8888-7777-6666-555555555555")
-    port = free_port()
-    sc, listener = start_sc(processes, [{"uuid": SERVICE_UUID, "port": port}], None)
+    sc, listener = start_sc(processes, [{"uuid": SERVICE_UUID, "port": 0}], None)
+    port = sc.service_port()
     sp = processes.start(
         "sp",
         provider_xml([(listener, [(stranger, backend.port), (SERVICE_UUID, backend.port)], None)]),
     )
     sc.wait_log(f"SP offers service {stranger}, which this SC does not configure")
     sp.wait_log("the SC does not know service")
-    sc.wait_log("now serve it")
+    sc.wait_serving()
     assert download(port, 5000) == sha256(payload(5000))  # the known one still works
 
 
 def test_service_down_gives_502_for_http(processes: Processes) -> None:
     dead_port = free_port()  # nothing listens here
-    port = free_port()
-    sc, listener = start_sc(processes, [{"uuid": SERVICE_UUID, "port": port, "type": "http"}], None)
+    sc, listener = start_sc(processes, [{"uuid": SERVICE_UUID, "port": 0, "type": "http"}], None)
+    port = sc.service_port()
     sp = processes.start("sp", provider_xml([(listener, [(SERVICE_UUID, dead_port)], None)]))
-    sc.wait_log("now serve it")
+    sc.wait_serving()
     status, body = http_status(port)
     assert status == 502
     assert b"connection refused" in body.lower()
@@ -122,10 +122,10 @@ def test_service_down_gives_502_for_http(processes: Processes) -> None:
 
 
 def test_service_down_closes_a_tcp_client(processes: Processes) -> None:
-    port = free_port()
-    sc, listener = start_sc(processes, [{"uuid": SERVICE_UUID, "port": port}], None)
+    sc, listener = start_sc(processes, [{"uuid": SERVICE_UUID, "port": 0}], None)
+    port = sc.service_port()
     processes.start("sp", provider_xml([(listener, [(SERVICE_UUID, free_port())], None)]))
-    sc.wait_log("now serve it")
+    sc.wait_serving()
     with connect(port, timeout=10) as sock:
         sock.sendall(b"hello")
         with contextlib.suppress(ConnectionResetError):
@@ -134,25 +134,24 @@ def test_service_down_closes_a_tcp_client(processes: Processes) -> None:
 
 
 def test_no_provider_gives_502_after_request_ttl(processes: Processes) -> None:
-    port = free_port()
-    start_sc(
+    sc, _listener = start_sc(
         processes,
-        [{"uuid": SERVICE_UUID, "port": port, "type": "http", "request_ttl": "0.5"}],
+        [{"uuid": SERVICE_UUID, "port": 0, "type": "http", "request_ttl": "0.5"}],
         None,
     )
+    port = sc.service_port()
     status, body = http_status(port)
     assert status == 502
     assert body.startswith(b"edgerq: no SP has registered service")
 
 
 def test_over_max_connections_gives_503(processes: Processes, backend: HashService) -> None:
-    port = free_port()
     sc, listener = start_sc(
         processes,
         [
             {
                 "uuid": SERVICE_UUID,
-                "port": port,
+                "port": 0,
                 "type": "http",
                 "max_connections": 1,
                 "request_ttl": 1,
@@ -160,11 +159,12 @@ def test_over_max_connections_gives_503(processes: Processes, backend: HashServi
         ],
         None,
     )
+    port = sc.service_port()
     processes.start("sp", provider_xml([(listener, [(SERVICE_UUID, backend.port)], None)]))
-    sc.wait_log("now serve it")
+    sc.wait_serving()
     with connect(port) as holder:
         holder.sendall(b"HOLD\n")
-        time.sleep(0.3)
+        wait_for(lambda: sc.open_connections() == 1, 10, "the holder to take the only slot")
         status, body = http_status(port)
         assert status == 503 and b"max_connections" in body
     # Once the slot is free the service answers again.
@@ -172,10 +172,10 @@ def test_over_max_connections_gives_503(processes: Processes, backend: HashServi
 
 
 def test_service_not_reached_in_time_gives_504(processes: Processes) -> None:
-    port = free_port()
-    _sc, listener = start_sc(
-        processes, [{"uuid": SERVICE_UUID, "port": port, "type": "http", "request_ttl": 1}], None
+    sc, listener = start_sc(
+        processes, [{"uuid": SERVICE_UUID, "port": 0, "type": "http", "request_ttl": 1}], None
     )
+    port = sc.service_port()
     fake = FakeProvider(listener)  # registers, then never answers OPEN
     try:
         fake.authenticate()
@@ -237,10 +237,11 @@ def test_sp_killed_mid_transfer_closes_clients_promptly(
         pass
     victim.close()
     assert time.monotonic() - started < 14, "client was left hanging after the SP died"
-    tunnel.sc.wait_log("withdrawn: hash")
+    wait_for(lambda: tunnel.sc.serving() == 0, 15, "the SC to withdraw the dead SP's pipe")
+    assert "services withdrawn: hash" in tunnel.sc.log  # and says which
     # A new SP takes over; new connections work again.
     processes.start("sp", tunnel.sp.config.read_text())
-    tunnel.sc.wait_log("now serve it", count=2)
+    tunnel.sc.wait_serving()  # the old pipe's registration was withdrawn above
     assert download(tunnel.service_port, 1 << 20) == sha256(payload(1 << 20))
 
 
@@ -248,24 +249,28 @@ def test_sc_restarted_while_sp_runs(tunnel: Tunnel, processes: Processes) -> Non
     assert download(tunnel.service_port, 1000) == sha256(payload(1000))
     held = connect(tunnel.service_port)
     held.sendall(b"HOLD\n")
-    tunnel.sp.wait_log("pipe 1 'pipe1'")
-    time.sleep(0.3)
+    wait_for(
+        lambda: tunnel.sp.status()["pipes"][0]["streams_open"] == 1,
+        10,
+        "the SP to hold the stream open",
+    )
     tunnel.sc.kill()
     held.close()
-    tunnel.sp.wait_log("pipe closed")
-    # The SP's side of the held stream was closed with the pipe, not left open.
-    tunnel.sp.wait_log("stream 2: service")
-    sc2 = processes.start("sc", tunnel.sc.config.read_text())
-    sc2.wait_log("now serve it", timeout=40)
+    # The SP's side of the held stream is closed with the pipe, not left open.
+    wait_for(lambda: tunnel.backend.open == 0, 15, "the service's connection to be closed")
+    wait_for(lambda: tunnel.sp.get("/readyz")[0] == 503, 15, "the SP to know it has no pipe")
+    sc2 = processes.start("sc", tunnel.sc.pinned_config())
+    sc2.wait_serving(timeout=40)
     assert download(tunnel.service_port, 1 << 20) == sha256(payload(1 << 20))
 
 
 def test_sp_first_then_sc(processes: Processes, backend: HashService) -> None:
-    listener, port = free_port(), free_port()
+    listener = free_port()  # the SP dials it before anything listens there
     sp = processes.start("sp", provider_xml([(listener, [(SERVICE_UUID, backend.port)], None)]))
     sp.wait_log("cannot connect")
-    sc = processes.start("sc", consumer_xml(listener, [{"uuid": SERVICE_UUID, "port": port}]))
-    sc.wait_log("now serve it", timeout=40)
+    sc = processes.start("sc", consumer_xml(listener, [{"uuid": SERVICE_UUID, "port": 0}]))
+    port = sc.service_port()
+    sc.wait_serving(timeout=40)
     assert download(port, 10_000) == sha256(payload(10_000))
 
 
@@ -279,19 +284,29 @@ def test_frozen_sc_is_noticed_by_heartbeat(tunnel: Tunnel) -> None:
     finally:
         os.kill(tunnel.sc.proc.pid, signal.SIGCONT)
     assert noticed < 12, f"dead pipe noticed only after {noticed:.1f} s"
-    tunnel.sc.wait_log("now serve it", count=2, timeout=40)
+    # Registered again (the stale pipe may still count as serving at the SC).
+    wait_for(
+        lambda: tunnel.sc.metric('edgerq_registrations_total{result="accepted"}') >= 2,
+        40,
+        "the SP's second registration",
+    )
     assert download(tunnel.service_port, 1000) == sha256(payload(1000))
 
 
 def test_two_hop_chain(processes: Processes, backend: HashService) -> None:
     # SC1 <- SP1 -> SC2 <- SP2 -> service; SP1's service is SC2's service port.
-    l1, p1, l2, p2 = free_port(), free_port(), free_port(), free_port()
-    sc1 = processes.start("sc", consumer_xml(l1, [{"uuid": SERVICE_UUID, "port": p1}]))
-    sc2 = processes.start("sc", consumer_xml(l2, [{"uuid": SERVICE_UUID, "port": p2}]))
+    sc1 = processes.start("sc", consumer_xml(0, [{"uuid": SERVICE_UUID, "port": 0}]))
+    sc2 = processes.start("sc", consumer_xml(0, [{"uuid": SERVICE_UUID, "port": 0}]))
+    l1, p1, l2, p2 = (
+        sc1.listener_port(),
+        sc1.service_port(),
+        sc2.listener_port(),
+        sc2.service_port(),
+    )
     processes.start("sp", provider_xml([(l2, [(SERVICE_UUID, backend.port)], None)]))
     processes.start("sp", provider_xml([(l1, [(SERVICE_UUID, p2)], None)]))
-    sc1.wait_log("now serve it", timeout=30)
-    sc2.wait_log("now serve it", timeout=30)
+    sc1.wait_serving(timeout=30)
+    sc2.wait_serving(timeout=30)
     size = 5 * 1024 * 1024
     assert download(p1, size, 9) == sha256(payload(size, 9))
 

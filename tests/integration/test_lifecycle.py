@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -60,16 +59,15 @@ def refused(port: int) -> bool:
 def sc_and_sp(
     processes: Processes, backend: HashService, grace: float = 30
 ) -> tuple[Daemon, Daemon, int]:
-    listener, port = free_port(), free_port()
     sc = processes.start(
         "sc",
         consumer_xml(
-            listener,
-            [{"uuid": SERVICE_UUID, "name": "hash", "port": port}],
+            0,
+            [{"uuid": SERVICE_UUID, "name": "hash", "port": 0}],
             extra=f"<shutdown_grace>{grace}</shutdown_grace>",
         ),
     )
-    sc.wait_log("accepting pipes")
+    listener, port = sc.listener_port(), sc.service_port()
     sp = processes.start(
         "sp",
         provider_xml(
@@ -77,7 +75,7 @@ def sc_and_sp(
             extra=f"<shutdown_grace>{grace}</shutdown_grace>",
         ),
     )
-    sc.wait_log("now serve it", timeout=30)
+    sp.wait_registered()
     return sc, sp, port
 
 
@@ -92,7 +90,7 @@ def test_sigterm_lets_open_connections_finish_and_takes_no_new_ones(
         client.sendall(b"ECHO\n")
         assert echo_round(client, b"before") == b"before"
         signal_daemon(sc, signal.SIGTERM)
-        sc.wait_log("draining")
+        wait_for(lambda: sc.get("/readyz") == (503, "draining: shutting down\n"), 10, "drain")
         assert refused(port)  # no new clients
         data = payload(300_000, 5)
         assert echo_round(client, data) == data  # the open one carries on
@@ -109,7 +107,7 @@ def test_sigterm_cuts_what_is_left_after_the_grace_period(
     sc, _sp, port = sc_and_sp(processes, backend, grace=1)
     with connect(port) as client:
         client.sendall(b"HOLD\n")
-        time.sleep(0.3)
+        wait_for(lambda: sc.open_connections() == 1, 10, "the SC to hold the connection")
         signal_daemon(sc, signal.SIGTERM)
         assert exit_code(sc) == 0
         client.settimeout(10)
@@ -122,9 +120,9 @@ def test_a_second_sigterm_stops_at_once(processes: Processes, backend: HashServi
     sc, _sp, port = sc_and_sp(processes, backend, grace=600)
     with connect(port) as client:
         client.sendall(b"HOLD\n")
-        time.sleep(0.3)
+        wait_for(lambda: sc.open_connections() == 1, 10, "the SC to hold the connection")
         signal_daemon(sc, signal.SIGTERM)
-        sc.wait_log("draining")
+        wait_for(lambda: sc.get("/readyz") == (503, "draining: shutting down\n"), 10, "drain")
         signal_daemon(sc, signal.SIGTERM)
         assert exit_code(sc) == 0
     assert "second signal: stopping now" in sc.log
@@ -133,22 +131,19 @@ def test_a_second_sigterm_stops_at_once(processes: Processes, backend: HashServi
 def test_a_draining_sp_hands_new_streams_to_the_other_sp(
     processes: Processes, backend: HashService
 ) -> None:
-    listener, port = free_port(), free_port()
-    sc = processes.start(
-        "sc", consumer_xml(listener, [{"uuid": SERVICE_UUID, "name": "hash", "port": port}])
-    )
-    sc.wait_log("accepting pipes")
+    sc = processes.start("sc", consumer_xml(0, [{"uuid": SERVICE_UUID, "name": "hash", "port": 0}]))
+    listener, port = sc.listener_port(), sc.service_port()
     xml = provider_xml(
         [(listener, [(SERVICE_UUID, backend.port)], None)],
         extra="<shutdown_grace>30</shutdown_grace>",
     )
     first = processes.start("sp", xml)
-    sc.wait_log("1 pipe(s) now serve it", timeout=30)
+    sc.wait_serving(pipes=1, timeout=30)
     with connect(port) as held:  # only one SP yet: this stream is on the first
         held.sendall(b"ECHO\n")
         assert echo_round(held, b"x") == b"x"
         processes.start("sp", xml)
-        sc.wait_log("2 pipe(s) now serve it", timeout=30)
+        sc.wait_serving(pipes=2, timeout=30)
         signal_daemon(first, signal.SIGTERM)
         sc.wait_log("is draining")
         for i in range(20):  # all on the second SP, none lost
@@ -172,7 +167,7 @@ def test_sighup_adds_removes_and_moves_services_and_keeps_the_pipe(
     sc = processes.start(
         "sc", consumer_xml(listener, [{"uuid": SERVICE_UUID, "name": "hash", "port": port}])
     )
-    sc.wait_log("accepting pipes")
+    sc.ready()
     # The SP offers both services; the SC knows only the first for now.
     sp = processes.start(
         "sp",
@@ -180,7 +175,7 @@ def test_sighup_adds_removes_and_moves_services_and_keeps_the_pipe(
             [(listener, [(SERVICE_UUID, backend.port), (OTHER_UUID, backend.port)], None)]
         ),
     )
-    sc.wait_log("now serve it", timeout=30)
+    sc.wait_serving(timeout=30)
     assert upload(port, b"one") == sha256(b"one")
 
     with connect(port) as held:  # open across the reload, on a service that moves
@@ -196,19 +191,26 @@ def test_sighup_adds_removes_and_moves_services_and_keeps_the_pipe(
             )
         )
         signal_daemon(sc, signal.SIGHUP)
-        sc.wait_log("reloaded")
+        sc.ready(count=2)  # a ready line per reload applied
         assert refused(port)
         assert upload(moved_port, b"two") == sha256(b"two")
         assert upload(other_port, b"three") == sha256(b"three")
         assert echo_round(held, b"still") == b"still"
-    sp.wait_log(f"service 'svc1' ({OTHER_UUID}) registered", timeout=10)
+    # The SC told the SP that the service it added is now accepted.
+    sp.wait_status(
+        lambda s: any(
+            x["uuid"] == str(OTHER_UUID) and x["accepted"] for x in s["pipes"][0]["services"]
+        ),
+        f"{OTHER_UUID} accepted",
+        timeout=10,
+    )
 
     # Remove the first service: its port closes, the other stays.
     sc.config.write_text(
         consumer_xml(listener, [{"uuid": OTHER_UUID, "name": "other", "port": other_port}])
     )
     signal_daemon(sc, signal.SIGHUP)
-    sc.wait_log("reloaded", count=2)
+    sc.ready(count=3)
     assert refused(moved_port)
     assert upload(other_port, b"four") == sha256(b"four")
     assert "closed after" not in sc.log  # one pipe all along
@@ -220,7 +222,7 @@ def test_sighup_with_an_invalid_config_keeps_the_running_one(
     processes: Processes, backend: HashService
 ) -> None:
     sc, _sp, port = sc_and_sp(processes, backend)
-    good = sc.config.read_text()
+    good = sc.pinned_config()
     sc.config.write_text(good.replace("<services>", "<services><bogus/>"))
     signal_daemon(sc, signal.SIGHUP)
     sc.wait_log("reload refused")
@@ -244,23 +246,22 @@ def test_sighup_on_the_sp_points_a_service_elsewhere_without_redialing(
     with HashService() as second:
         sp.config.write_text(sp.config.read_text().replace(str(backend.port), str(second.port)))
         signal_daemon(sp, signal.SIGHUP)
-        sp.wait_log("reloaded")
+        sp.ready(count=2)  # a ready line per reload applied
         before = second.accepted
         assert upload(port, b"moved") == sha256(b"moved")
         assert second.accepted == before + 1
     assert "1 retargeted" in sp.log
-    assert sc.log.count("SP authenticated") == 1
+    assert [p["id"] for p in sc.status()["pipes"]] == [1]  # the pipe stayed up
 
 
 def test_sighup_on_the_sp_replaces_a_changed_pipe(
     processes: Processes, backend: HashService
 ) -> None:
     sc, sp, port = sc_and_sp(processes, backend)
-    listener2, port2 = free_port(), free_port()
     sc2 = processes.start(
-        "sc", consumer_xml(listener2, [{"uuid": SERVICE_UUID, "name": "hash", "port": port2}])
+        "sc", consumer_xml(0, [{"uuid": SERVICE_UUID, "name": "hash", "port": 0}])
     )
-    sc2.wait_log("accepting pipes")
+    listener2, port2 = sc2.listener_port(), sc2.service_port()
     sp.config.write_text(
         provider_xml(
             [(listener2, [(SERVICE_UUID, backend.port)], None)],
@@ -268,7 +269,7 @@ def test_sighup_on_the_sp_replaces_a_changed_pipe(
         )
     )
     signal_daemon(sp, signal.SIGHUP)
-    sc2.wait_log("now serve it", timeout=30)
-    sc.wait_log("services withdrawn", timeout=30)
+    sc2.wait_serving(timeout=30)
+    wait_for(lambda: sc.serving() == 0, 30, "the old SC to withdraw the service")
     assert upload(port2, b"moved") == sha256(b"moved")
     wait_for(lambda: not refused(port), 1, "the old SC still listening")

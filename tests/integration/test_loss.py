@@ -3,12 +3,15 @@ veth pair, with the kernel dropping a share of the pipe's packets both ways
 (``iptables -m statistic``). Every byte must still arrive intact.
 
 Skipped, with the reason, where namespaces cannot be made (not root, no ``ip``
-or ``iptables``). Goodput is printed for the record, never asserted.
+or ``iptables``). Goodput is never asserted; with ``EDGERQ_LOSS_RESULTS=PATH``
+(``make bench-loss``) each transfer's goodput is written there, with the date
+and commit of the run, and ``python -m bench.loss`` renders the README's table.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -28,7 +31,6 @@ from tests.integration.conftest import (
     Processes,
     carrier_settings,
     consumer_xml,
-    free_port,
     provider_xml,
 )
 
@@ -130,19 +132,18 @@ def link() -> Iterator[LossyLink]:
 
 def start_lossy_tunnel(processes: Processes, link: LossyLink, carrier: str, tmp_path: Path) -> int:
     listener_extra, pipe_extra = carrier_settings(carrier, tmp_path)
-    listener, port = free_port(), free_port()
     sc = processes.start(
         "sc",
         consumer_xml(
-            listener,
-            [{"uuid": SERVICE_UUID, "port": port, "request_ttl": 30}],
+            0,
+            [{"uuid": SERVICE_UUID, "port": 0, "request_ttl": 30}],
             token="lossy",
             listener_extra=listener_extra,
             inaddr_any=True,
         ),
     )
-    sc.wait_log("accepting pipes")
-    sp = processes.start(
+    listener, port = sc.listener_port(carrier), sc.service_port()
+    processes.start(
         "sp",
         provider_xml(
             [(listener, [(SERVICE_UUID, link.backend_port)], "lossy")],
@@ -151,7 +152,8 @@ def start_lossy_tunnel(processes: Processes, link: LossyLink, carrier: str, tmp_
         ),
         prefix=["ip", "netns", "exec", NS],
     )
-    sp.wait_log("registered", timeout=60)
+    # The SP's admin endpoint is inside the namespace: ask the SC.
+    sc.wait_serving(timeout=60)
     return port
 
 
@@ -191,7 +193,30 @@ def test_transfers_survive_packet_loss(
     finally:
         link.drop(0)
     mib = SIZE / (1 << 20)
-    print(
-        f"\n{carrier} loss {probability:.0%}: 20 MiB up {mib / up_s:.1f} MiB/s, "
-        f"down {mib / down_s:.1f} MiB/s"
-    )
+    record_goodput(carrier, probability, mib / up_s, mib / down_s)
+
+
+RUN: dict[str, object] = {}
+
+
+def record_goodput(carrier: str, probability: float, up: float, down: float) -> None:
+    """Into ``$EDGERQ_LOSS_RESULTS`` (merged: one entry per carrier and loss, each
+    with the run that measured it), when set; ``bench.loss`` renders the table."""
+    target = os.environ.get("EDGERQ_LOSS_RESULTS")
+    if not target:
+        return
+    from bench.common import provenance, write_json
+
+    if not RUN:
+        RUN.update(provenance())
+    path = Path(target)
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data.setdefault("size_mib", SIZE / (1 << 20))
+    data.setdefault("results", {})[f"{carrier} {probability:g}"] = {
+        "carrier": carrier,
+        "loss": probability,
+        "up_mib_s": round(up, 2),
+        "down_mib_s": round(down, 2),
+        "run": dict(RUN),
+    }
+    write_json(path, data)

@@ -90,7 +90,7 @@ def start_provider_with(
             "</port></service>", f"</port><proxy_protocol>{proxy}</proxy_protocol></service>"
         )
     sp = processes.start("sp", xml)
-    consumer.sc.wait_log("now serve it", timeout=30)
+    consumer.sc.wait_serving(timeout=30)
     return sp
 
 

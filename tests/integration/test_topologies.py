@@ -6,9 +6,10 @@ import json
 import re
 import subprocess
 import sys
-import time
+from functools import partial
 from pathlib import Path
 
+from edgerq.defaults import STREAM_WINDOW
 from tests.integration.backends import HashService, payload, sha256
 from tests.integration.clients import connect, download
 from tests.integration.conftest import (
@@ -16,9 +17,9 @@ from tests.integration.conftest import (
     Processes,
     Tunnel,
     consumer_xml,
-    free_port,
     provider_xml,
     wait_for,
+    wait_steady,
 )
 
 
@@ -30,17 +31,17 @@ def rss_kib(pid: int) -> int:
 
 
 def test_one_sp_with_pipes_to_two_scs(processes: Processes, backend: HashService) -> None:
-    l1, p1, l2, p2 = free_port(), free_port(), free_port(), free_port()
-    sc1 = processes.start("sc", consumer_xml(l1, [{"uuid": SERVICE_UUID, "port": p1}]))
-    sc2 = processes.start("sc", consumer_xml(l2, [{"uuid": SERVICE_UUID, "port": p2}]))
+    sc1 = processes.start("sc", consumer_xml(0, [{"uuid": SERVICE_UUID, "port": 0}]))
+    sc2 = processes.start("sc", consumer_xml(0, [{"uuid": SERVICE_UUID, "port": 0}]))
+    (l1, p1), (l2, p2) = ((sc.listener_port(), sc.service_port()) for sc in (sc1, sc2))
     processes.start(
         "sp",
         provider_xml(
             [(l1, [(SERVICE_UUID, backend.port)], None), (l2, [(SERVICE_UUID, backend.port)], None)]
         ),
     )
-    sc1.wait_log("now serve it", timeout=30)
-    sc2.wait_log("now serve it", timeout=30)
+    sc1.wait_serving(timeout=30)
+    sc2.wait_serving(timeout=30)
     assert download(p1, 300_000, 1) == sha256(payload(300_000, 1))
     assert download(p2, 300_000, 2) == sha256(payload(300_000, 2))
 
@@ -53,13 +54,12 @@ def stream_pipes(log: str) -> list[str]:
 def test_two_sps_share_a_uuid_and_survivor_takes_over(
     processes: Processes, backend: HashService
 ) -> None:
-    listener, port = free_port(), free_port()
-    sc = processes.start("sc", consumer_xml(listener, [{"uuid": SERVICE_UUID, "port": port}]))
-    sc.wait_log("accepting pipes")
+    sc = processes.start("sc", consumer_xml(0, [{"uuid": SERVICE_UUID, "port": 0}]))
+    listener, port = sc.listener_port(), sc.service_port()
     xml = provider_xml([(listener, [(SERVICE_UUID, backend.port)], None)])
     sp1 = processes.start("sp", xml)
     processes.start("sp", xml)
-    sc.wait_log("2 pipe(s) now serve it", timeout=30)
+    sc.wait_serving(pipes=2, timeout=30)
     # Streams are spread: connections held open at once go to the least busy pipe,
     # and the SC's line for each names the pipe it took.
     accepted = backend.accepted
@@ -74,7 +74,7 @@ def test_two_sps_share_a_uuid_and_survivor_takes_over(
     for i in range(10):
         assert download(port, 10_000, i) == sha256(payload(10_000, i))
     sp1.kill()
-    sc.wait_log("services withdrawn", timeout=15)
+    wait_for(lambda: sc.serving() == 1, 15, "the SC to withdraw the dead SP's pipe")
     for i in range(10):
         assert download(port, 10_000, i) == sha256(payload(10_000, i))
 
@@ -84,7 +84,17 @@ def test_stalled_reader_memory_is_bounded_by_the_window(tunnel: Tunnel) -> None:
     before_sc, before_sp = rss_kib(tunnel.sc.proc.pid), rss_kib(tunnel.sp.proc.pid)
     stalled = connect(tunnel.service_port)
     stalled.sendall(f"DOWN {200 * 1024 * 1024} 5\n".encode())
-    time.sleep(3)  # the service would fill any unbounded buffer with 200 MiB by now
+    # Both daemons stop passing bytes on once the window is used up (an unbounded
+    # buffer would instead keep taking the service's 200 MiB).
+    down = 'edgerq_stream_bytes_total{direction="down",service="%s"}'
+    for daemon, name in ((tunnel.sp, "svc0"), (tunnel.sc, "hash")):
+        held = wait_steady(
+            partial(daemon.metric, down % name),
+            STREAM_WINDOW,
+            30,
+            f"the stalled stream to stop at the {daemon.command}",
+        )
+        assert held < 50 * 1024 * 1024, f"{daemon.command} took {held} bytes for a stalled reader"
     grown_sc = rss_kib(tunnel.sc.proc.pid) - before_sc
     grown_sp = rss_kib(tunnel.sp.proc.pid) - before_sp
     stalled.close()
@@ -94,9 +104,8 @@ def test_stalled_reader_memory_is_bounded_by_the_window(tunnel: Tunnel) -> None:
 
 
 def test_json_log_lines(processes: Processes, backend: HashService, tmp_path: Path) -> None:
-    listener, port = free_port(), free_port()
     config = tmp_path / "json-sc.xml"
-    config.write_text(consumer_xml(listener, [{"uuid": SERVICE_UUID, "port": port}]))
+    config.write_text(consumer_xml(0, [{"uuid": SERVICE_UUID, "port": 0}]))
     out = subprocess.run(
         [sys.executable, "-m", "edgerq", "check", str(config), "--log-format", "json"],
         capture_output=True,

@@ -18,6 +18,7 @@ any settings profile. What must hold for any input at all:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import uuid
 from collections.abc import Callable
@@ -246,6 +247,107 @@ def check_message(frame_type: FrameType, payload: bytes) -> None:
     wire = ENCODERS[frame_type](value)
     assert len(wire) == len(payload), (frame_type, value, payload)
     assert decode(wire) == value, (frame_type, value, payload)
+
+
+# --- values, encoded and read back ----------------------------------------------
+
+_text = st.text(st.characters(codec="utf-8"), max_size=140)
+_u32, _nonce = st.integers(0, 2**32 - 1), st.binary(min_size=NONCE_SIZE, max_size=NONCE_SIZE)
+
+
+@st.composite
+def _hello(draw: st.DrawFn) -> Hello:
+    low = draw(st.integers(0, 255))
+    return Hello(low, draw(st.integers(low, 255)), draw(_nonce), draw(_text))
+
+
+@st.composite
+def _open(draw: st.DrawFn) -> Open:
+    client = draw(_text.map(lambda s: s.replace(" ", "")))
+    return Open(
+        draw(_u32),
+        draw(st.uuids()),
+        draw(st.integers(1, 2**32 - 1)),
+        draw(st.integers(1, 2**32 - 1)),
+        client,
+        draw(_text),
+    )
+
+
+messages = st.one_of(
+    _hello(),
+    st.builds(Challenge, st.integers(0, 255), st.booleans(), _nonce),
+    st.builds(
+        Proof,
+        st.sampled_from([FrameType.AUTH, FrameType.AUTH_OK]),
+        st.sampled_from([b"", b"\x5a" * MAC_SIZE]),
+    ),
+    st.builds(Register, st.lists(st.uuids(), max_size=20).map(tuple)),
+    st.builds(
+        Registered,
+        st.lists(st.tuples(st.uuids(), st.sampled_from(list(RegisterStatus))), max_size=20).map(
+            tuple
+        ),
+    ),
+    _open(),
+    st.builds(
+        CodedReason,
+        st.sampled_from([FrameType.OPEN_FAIL, FrameType.RESET, FrameType.GOAWAY]),
+        _u32,
+        st.integers(0, 255),
+        st.text(st.characters(codec="utf-8"), max_size=300),
+    ),
+    st.builds(lambda n: (FrameType.WINDOW, 9, n), st.integers(1, 2**32 - 1)),
+    st.builds(
+        lambda kind, n: (kind, 0, n),
+        st.sampled_from([FrameType.PING, FrameType.PONG]),
+        st.integers(0, 2**64 - 1),
+    ),
+)
+"""Any value a peer may send; window and ping values as (type, stream id, value)."""
+
+
+def _prefix(text: str, limit: int) -> str:
+    return text.encode()[:limit].decode("utf-8", "ignore")
+
+
+def _as_sent(value: Any) -> tuple[bytes, Any, FrameType, int]:
+    """(wire, the value the peer must read, frame type, stream id): text longer than
+    the wire allows arrives cut on a character boundary (an OPEN drops a destination
+    that does not fit whole), everything else exactly as generated."""
+    if isinstance(value, tuple):
+        kind, sid, n = value
+        wire = encode_window(sid, n) if kind == FrameType.WINDOW else encode_ping(kind, n)
+        return wire, n, kind, sid
+    wire = value.encode()
+    _, kind, sid = HEADER.unpack_from(wire)
+    if isinstance(value, Hello):
+        value = dataclasses.replace(value, name=_prefix(value.name, 255))
+    elif isinstance(value, CodedReason):
+        value = dataclasses.replace(value, reason=_prefix(value.reason, 512))
+    elif isinstance(value, Open):
+        whole = f"{value.client} {value.destination}" if value.destination else value.client
+        if len(whole.encode()) > 255:
+            value = dataclasses.replace(value, client=_prefix(value.client, 255), destination="")
+    return wire, value, FrameType(kind), sid
+
+
+def check_encoded_message(value: Any) -> None:
+    """What we send is one frame, and the peer's decoder reads back the value sent."""
+    wire, expected, kind, sid = _as_sent(value)
+    decoder = FrameDecoder(MAX_PAYLOAD)
+    decoder.feed(wire)
+    frames = decoder.frames()
+    assert decoder.buffered == 0 and len(frames) == 1, wire
+    frame = frames[0]
+    assert (frame.type, frame.stream_id) == (kind, sid)
+    if kind == FrameType.OPEN:
+        decoded: Any = Open.decode(frame.stream_id, frame.payload)
+    elif kind in (FrameType.OPEN_FAIL, FrameType.RESET, FrameType.GOAWAY):
+        decoded = CodedReason.decode(kind, frame.stream_id, frame.payload)
+    else:
+        decoded = DECODERS[kind](frame.payload)
+    assert decoded == expected, (value, wire)
 
 
 # --- the handshake -------------------------------------------------------------

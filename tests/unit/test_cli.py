@@ -144,3 +144,21 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]
         run(argv)
     assert info.value.code == 2
     assert "usage:" in capsys.readouterr().err
+
+
+def test_the_ready_line_is_one_json_object_after_its_prefix(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+    from typing import Any, cast
+
+    from edgerq.cli import READY_PREFIX, announce_ready
+
+    class Bound:
+        def bound(self) -> dict[str, Any]:
+            return {"role": "sc", "listeners": {"tcp": 40001}, "services": {}, "admin": None}
+
+    announce_ready(cast(Any, Bound()))
+    out = capsys.readouterr().out
+    assert out.startswith(READY_PREFIX) and out.endswith("\n") and out.count("\n") == 1
+    assert json.loads(out.removeprefix(READY_PREFIX))["listeners"] == {"tcp": 40001}

@@ -281,14 +281,29 @@ def test_secret_masks_itself() -> None:
     assert secret == Secret("hunter2") and secret != Secret("other")
 
 
+def test_port_zero_binds_any_free_port_and_is_no_duplicate(tmp_path: Path) -> None:
+    """Port 0 (any free port, reported on the ready line) is allowed wherever the
+    daemon binds: the pipe listener, each service and the admin endpoint, several
+    times over, since each gets a port of its own."""
+    path = tmp_path / "consumer.xml"
+    path.write_text(
+        "<service_consumer><admin><port>0</port></admin><listener><port>0</port></listener>"
+        f"<services><service><uuid>{SAMPLE_UUID}</uuid><port>0</port></service>"
+        f"<service><uuid>{uuid.uuid4()}</uuid><port>0</port></service></services>"
+        "</service_consumer>"
+    )
+    config = load_consumer(path, env=NO_ENV)
+    assert [s.port for s in config.services] == [0, 0]
+    assert config.listeners[0].port == 0
+    assert config.admin is not None and config.admin.port == 0
+
+
 # --- bad input --------------------------------------------------------------------------
 
 BAD_FILES = [
     # file, line, words the message must contain
     ("bad_uuid.xml", 8, ["uuid", "not-a-uuid"]),
-    ("port_zero.xml", 9, ["port", "'0'", "minimum"]),
     ("port_70000.xml", 9, ["port", "70000", "maximum"]),
-    ("listener_port_zero.xml", 4, ["port", "'0'", "minimum"]),
     ("max_connections_zero.xml", 10, ["max_connections", "minimum"]),
     ("duplicate_uuid.xml", 12, ["duplicate", "uuid", SAMPLE_UUID.hex[:8], "first at line 8"]),
     ("duplicate_port_listener.xml", 9, ["duplicate port", "12345", "line 4"]),
@@ -305,6 +320,8 @@ BAD_FILES = [
     ("doctype_parameter_entity.xml", 4, ["DOCTYPE", "not allowed"]),
     ("provider_bad_uuid.xml", 10, ["uuid", "11111111-2222-3333-4444-55555555555"]),
     ("provider_port_70000.xml", 7, ["port", "70000", "maximum"]),
+    # A port dialed must be a real one; only ports the daemon binds may be 0.
+    ("provider_port_zero.xml", 7, ["port", "'0'", "minimum"]),
     ("provider_duplicate_uuid.xml", 15, ["duplicate", "uuid", "pipe1", "first at line 10"]),
     ("provider_duplicate_pipe_name.xml", 13, ["duplicate pipe name", "same", "line 5"]),
     ("provider_missing_hostname.xml", 4, ["pipe", "missing", "<hostname>"]),

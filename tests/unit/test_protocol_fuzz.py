@@ -9,11 +9,13 @@ from hypothesis import strategies as st
 from edgerq.protocol.frames import Frame, FrameType
 from tests.unit.protocol_properties import (
     check_decoder,
+    check_encoded_message,
     check_handshake,
     check_message,
     handshake_frames,
     limits,
     message_payloads,
+    messages,
     tokens,
     wire_bytes,
 )
@@ -40,6 +42,12 @@ def test_message_decoders_return_a_value_or_raise_frame_error(
     frame_type: FrameType, payload: bytes
 ) -> None:
     check_message(frame_type, payload)
+
+
+@SHORT
+@given(value=messages)
+def test_every_message_sent_is_read_back_as_sent(value: object) -> None:
+    check_encoded_message(value)
 
 
 @SHORT

@@ -5,12 +5,8 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any, cast
 
-import pytest
-
-from edgerq import registry as registry_mod
 from edgerq.pipe import MuxPipe
 from edgerq.registry import REFUSED_FOR, SUSPECT_AFTER, ServiceRegistry
 
@@ -55,12 +51,9 @@ def test_a_silent_pipe_goes_last_but_still_serves_alone() -> None:
     assert reg.choose(SERVICE, exclude={b}) is a
 
 
-def test_a_pipe_that_refused_goes_last_for_that_service_for_a_while(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_pipe_that_refused_goes_last_for_that_service_for_a_while() -> None:
     now = [1000.0]
-    monkeypatch.setattr(registry_mod, "time", SimpleNamespace(monotonic=lambda: now[0]))
-    reg = ServiceRegistry()
+    reg = ServiceRegistry(clock=lambda: now[0])
     broken, good = pipes("broken", "good")
     for p in (broken, good):
         cast(FakePipe, p).last_heard = now[0]

@@ -281,7 +281,7 @@ def _admin(path: Path, root: etree._Element, used_ports: dict[int, int]) -> Admi
     if elem is None:
         return None
     port = int(cast(str, _text(elem, "port")))
-    if port in used_ports:
+    if port and port in used_ports:  # 0: each gets its own free port
         raise ConfigError(
             f"{path}:{_line(elem, 'port')}: duplicate port: {port} is already used "
             f"at line {used_ports[port]}"
@@ -410,7 +410,7 @@ def load_consumer(path: Path, env: Mapping[str, str] | None = None) -> ConsumerC
                 f"{path}:{uuid_line}: duplicate service uuid {service_uuid} "
                 f"(first at line {seen_uuids[service_uuid]})"
             )
-        if port in used_ports:
+        if port and port in used_ports:  # 0: each gets its own free port
             raise ConfigError(
                 f"{path}:{port_line}: duplicate port: {port} is already used "
                 f"at line {used_ports[port]}"
