@@ -18,9 +18,10 @@ import time
 import uuid as uuid_mod
 from collections.abc import Iterable
 
+from edgerq.client_connection import ClientConnection
 from edgerq.config.model import ConsumerService
-from edgerq.fairness import FairSlots, LogGate, Rate, RateWindow, Take, head_complete, source_of
-from edgerq.httperrors import error_response
+from edgerq.connection_slots import ConnectionSlots
+from edgerq.fairness import Take, source_of
 from edgerq.labels import Limit, Outcome
 from edgerq.metrics import Metrics
 from edgerq.open_attempt import OpenAttempt, OpenState, Probe
@@ -28,172 +29,13 @@ from edgerq.pipe import MuxPipe
 from edgerq.protocol.messages import OpenFailure, ResetCode
 from edgerq.registry import ServiceRegistry
 from edgerq.relay import LocalConnection
+from edgerq.slow_clients import SlowClients
 from edgerq.stream import OpenRefused, PipeLost, Stream
 
 log = logging.getLogger("edgerq.sc")
 
 PROBE_INTERVAL = 0.5
 """While a new connection waits for OPEN_OK, how often its pipe is checked for silence."""
-
-LOG_INTERVAL = 10.0
-"""Seconds between two log lines about one source hitting one limit of one service."""
-
-_LIMIT_WORDS = {
-    Limit.CONNECTIONS_PER_SOURCE: "it holds its share of the slots (connections_per_source {cap})",
-    Limit.WAITING_PER_SOURCE: "too many of its connections wait already "
-    "(waiting_per_source {service.waiting_per_source})",
-    Limit.HEADER_TIMEOUT: "header_timeout ({service.header_timeout:g} s); 408",
-    Limit.MIN_RATE: "below min_rate ({service.effective_min_rate:g} B/s); cut",
-}
-
-_NOT_STARTED: OpenAttempt[MuxPipe] = OpenAttempt(0.0)
-"""Every connection's attempt until it is accepted (never moved: replaced then)."""
-
-
-class ClientConnection(LocalConnection):
-    """A client of one service port. ``http`` services answer tunnel failures with 5xx."""
-
-    def __init__(self, opener: ClientOpener, service: ConsumerService) -> None:
-        super().__init__(
-            service.request_buffer,
-            on_done=opener.connection_done,
-            on_connected=opener.client_connected,
-            idle_timeout=service.idle_timeout,
-        )
-        self.service = service
-        self.attempt: OpenAttempt[MuxPipe] = _NOT_STARTED
-        """Where the opening stands (set when the client is accepted)."""
-        self.task: asyncio.Task[None] | None = None
-        """Waiting for a slot or a pipe."""
-        self.timer: asyncio.TimerHandle | None = None
-        """The next probe of an open the SP has not answered yet."""
-        self.holds_slot = False
-        self.counted = False
-        self.source = "?"
-        """The client's address: slots are shared fairly between sources."""
-        self.read_total = 0
-        """Bytes read from the client so far (for ``min_rate``)."""
-        self.head_done = service.type != "http" or service.header_timeout is None
-        """``http``: whether the head of the first request has arrived."""
-        self._head_tail = b""
-        self.rate: RateWindow | None = None
-        self.accepted_at = 0.0
-        """When the client got its slot (and began to be read), on the loop's clock."""
-        self.guard: asyncio.TimerHandle | None = None
-        """The next ``header_timeout`` or ``min_rate`` check."""
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.read_total += nbytes
-        if not self.head_done:
-            self.head_done, self._head_tail = head_complete(self._head_tail, self._view[:nbytes])
-        super().buffer_updated(nbytes)
-
-    def too_slow(self, reason: str) -> None:
-        """Cut by ``header_timeout`` or ``min_rate``: 408 to an ``http`` client that
-        got no answer yet, a reset otherwise."""
-        self.set_outcome(Outcome.IDLE_TIMEOUT, reason)  # idle in all but name
-        if self.service.type == "http" and self.written == 0:
-            self.send_and_close(error_response(408, reason))
-        else:
-            self.abort()
-
-    def fail(self, status: int, message: str) -> None:
-        """The tunnel cannot serve this client: say why (http) or close it."""
-        self.outcome_kind = Outcome.for_status(status)
-        self.outcome = f"{status} {message}"
-        if self.service.type == "http" and self.written == 0:
-            self.send_and_close(error_response(status, message))
-        else:
-            self.abort()
-
-    def idle_expired(self, timeout: float) -> None:
-        """An ``http`` client that got no answer yet is told why: 408 when it never
-        sent a byte, 504 when the service never answered; anything else is cut."""
-        if self.service.type != "http" or self.written != 0:
-            super().idle_expired(timeout)
-            return
-        if self.bytes_received == 0:
-            status, message = 408, f"no request within idle_timeout ({timeout:g} s)"
-        else:
-            status, message = 504, f"no answer within idle_timeout ({timeout:g} s)"
-        self.send_and_close(error_response(status, message))
-
-    def on_reset(self, reason: str, outcome: Outcome) -> None:
-        stream = self.stream
-        confirmed = self.attempt.state is OpenState.CONFIRMED
-        if stream is not None and not confirmed and stream.opened is not None:
-            opened = stream.opened
-            if not opened.done() or (not opened.cancelled() and opened.exception() is not None):
-                return  # the opener decides: another pipe, or 502/504
-        if self.service.type == "http" and self.written == 0:
-            self.fail(502, f"tunnel closed before the service answered ({reason})")
-        else:
-            super().on_reset(reason, outcome)
-
-
-class ConnectionSlots:
-    """``max_connections`` for one service, shared fairly between source addresses
-    (``fairness.FairSlots``): taken at once when free (no task, no await on the
-    hot path), else waited for in the source's turn."""
-
-    def __init__(self, service: ConsumerService) -> None:
-        self.fair: FairSlots[asyncio.Future[None]] = FairSlots(
-            service.max_connections,
-            service.per_source_cap,
-            service.waiting_per_source,
-            service.trusted_sources,
-        )
-
-    @property
-    def in_use(self) -> int:
-        return self.fair.in_use
-
-    def configure(self, service: ConsumerService) -> None:
-        self._grant(
-            self.fair.configure(
-                service.max_connections,
-                service.per_source_cap,
-                service.waiting_per_source,
-                service.trusted_sources,
-            )
-        )
-
-    def try_take(self, source: str) -> bool:
-        return self.fair.try_take(source)
-
-    async def wait(self, source: str, timeout: float) -> Take:
-        """Wait up to ``timeout`` s for a slot: TAKEN, REFUSED (too many of this
-        source waiting already) or WAIT (none came in time)."""
-        if self.fair.try_take(source):
-            return Take.TAKEN
-        if timeout <= 0:
-            return Take.WAIT
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self.fair.enqueue(source, waiter) is Take.REFUSED:
-            return Take.REFUSED
-        try:
-            await asyncio.wait_for(waiter, timeout)
-        except TimeoutError:
-            self.fair.cancel(source, waiter)
-            if waiter.done() and not waiter.cancelled():
-                return Take.TAKEN  # handed a slot as the timeout fired: keep it
-            return Take.WAIT
-        except asyncio.CancelledError:
-            self.fair.cancel(source, waiter)
-            if waiter.done() and not waiter.cancelled():
-                self.release(source)  # handed a slot just as the client left: pass it on
-            raise
-        return Take.TAKEN
-
-    def release(self, source: str) -> None:
-        self._grant(self.fair.release(source))
-
-    def _grant(self, granted: list[tuple[str, asyncio.Future[None]]]) -> None:
-        for source, waiter in granted:
-            if waiter.done():  # cancelled, its task not yet told: the slot goes on
-                self.release(source)
-            else:
-                waiter.set_result(None)  # the slot passes straight to the waiter
 
 
 class ClientOpener:
@@ -212,8 +54,7 @@ class ClientOpener:
         self.slots: dict[uuid_mod.UUID, ConnectionSlots] = {}
         self.bytes: dict[uuid_mod.UUID, list[int]] = {}
         """Bytes up and down per service, as counted so far."""
-        self.log_gate = LogGate(LOG_INTERVAL)
-        """One line per (service, source, limit) and interval: a flood logs a count."""
+        self.slow = SlowClients(metrics, self.slots)
         self.configure(services)
 
     def configure(self, services: Iterable[ConsumerService]) -> None:
@@ -241,7 +82,7 @@ class ClientOpener:
             totals[1] += down
 
     def new_client(self, service: ConsumerService) -> ClientConnection:
-        conn = ClientConnection(self, service)
+        conn = ClientConnection(service, self.connection_done, self.client_connected)
         self.connections.add(conn)
         return conn
 
@@ -256,7 +97,7 @@ class ClientOpener:
         if slots.try_take(conn.source):
             conn.holds_slot = True
             attempt.slot_taken()
-            self._guard(conn, loop.time())
+            self.slow.start(conn, loop.time())
             pipe = self.registry.choose(service.uuid)
             if pipe is not None:  # the common case: no task, no waiting
                 self._open(conn, pipe)
@@ -277,10 +118,10 @@ class ClientOpener:
             fair = slots.fair
             by_source = fair.in_use < fair.limit  # a free slot, but not for this source
             if by_source:
-                self._limit_hit(conn, Limit.CONNECTIONS_PER_SOURCE, "waits for a slot")
+                self.slow.limit_hit(conn, Limit.CONNECTIONS_PER_SOURCE, "waits for a slot")
             taken = await slots.wait(conn.source, deadline - loop.time())
             if taken is Take.REFUSED:
-                self._limit_hit(conn, Limit.WAITING_PER_SOURCE, "refused")
+                self.slow.limit_hit(conn, Limit.WAITING_PER_SOURCE, "refused")
                 attempt.failed()
                 conn.fail(
                     503,
@@ -305,7 +146,7 @@ class ClientOpener:
                 return
             conn.holds_slot = True
             attempt.slot_taken()
-            self._guard(conn, loop.time())
+            self.slow.start(conn, loop.time())
         pipe = await self.registry.wait_for(
             service.uuid, max(0.0, deadline - loop.time()), exclude=attempt.tried
         )
@@ -317,79 +158,6 @@ class ClientOpener:
                 conn.fail(502, f"no SP has registered service '{service.name}'")
             return
         self._open(conn, pipe, replay, eof)
-
-    # --- slow clients: header_timeout, min_rate -----------------------------------
-
-    def _guard(self, conn: ClientConnection, now: float) -> None:
-        """Arm the first check of a connection that just got its slot (and starts
-        being read; time spent waiting for a slot is the SC's, not the client's):
-        its head deadline (``http``) and the end of its first ``min_rate`` window,
-        whichever comes first."""
-        service = conn.service
-        conn.accepted_at = now
-        rate = service.effective_min_rate
-        if rate > 0:
-            conn.rate = RateWindow(rate, service.rate_window, now)
-        self._arm_guard(conn, now)
-
-    def _arm_guard(self, conn: ClientConnection, now: float) -> None:
-        service = conn.service
-        when: float | None = None
-        if not conn.head_done and service.header_timeout is not None and conn.written == 0:
-            when = conn.accepted_at + service.header_timeout
-        if conn.rate is not None:
-            when = conn.rate.next_check if when is None else min(when, conn.rate.next_check)
-        if when is not None:
-            loop = asyncio.get_running_loop()
-            conn.guard = loop.call_at(max(when, now), self._check_guard, conn)
-
-    def _check_guard(self, conn: ClientConnection) -> None:
-        conn.guard = None
-        if conn.done:
-            return
-        now = asyncio.get_running_loop().time()
-        service = conn.service
-        timeout = service.header_timeout
-        if (
-            not conn.head_done
-            and timeout is not None
-            and conn.written == 0
-            and now >= conn.accepted_at + timeout
-        ):
-            self._limit_hit(conn, Limit.HEADER_TIMEOUT, "sent no complete request head")
-            conn.too_slow(f"request head not complete within header_timeout ({timeout:g} s)")
-            return
-        rate = conn.rate
-        if rate is not None and now >= rate.next_check:
-            verdict, moved = rate.check(now, conn.read_total + conn.written)
-            if verdict is Rate.SLOW:
-                self._limit_hit(conn, Limit.MIN_RATE, f"moved {moved} B in {rate.window:g} s")
-                conn.too_slow(
-                    f"too slow: {moved} B in {rate.window:g} s, below min_rate "
-                    f"({rate.min_rate:g} B/s)"
-                )
-                return
-        self._arm_guard(conn, now)
-
-    def _limit_hit(self, conn: ClientConnection, limit: Limit, what: str) -> None:
-        """Count a limit's decision; log it, at most once per source, limit and interval."""
-        self.metrics.limit_hit(limit)
-        service = conn.service
-        skipped = self.log_gate.allow((service.uuid, conn.source, limit), time.monotonic())
-        if skipped is None:
-            return
-        more = f" (and {skipped} more from it in the last {LOG_INTERVAL:g} s)" if skipped else ""
-        log.warning(
-            "service '%s': client %s %s: %s%s",
-            service.name,
-            conn.source,
-            what,
-            _LIMIT_WORDS[limit].format(service=service, cap=self._cap(conn)),
-            more,
-        )
-
-    def _cap(self, conn: ClientConnection) -> int:
-        return self.slots[conn.service.uuid].fair.cap_of(conn.source)
 
     def _open(
         self, conn: ClientConnection, pipe: MuxPipe, replay: bytes = b"", eof: bool = False

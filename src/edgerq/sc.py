@@ -13,11 +13,12 @@ from typing import Any
 from edgerq import __version__, oslimits
 from edgerq.admin import AdminServer
 from edgerq.carriers import PipeListener, carrier
+from edgerq.client_connection import ClientConnection
 from edgerq.config.model import ConsumerConfig, ConsumerService, ListenerConfig
 from edgerq.errors import ConfigError
 from edgerq.labels import Limit, Outcome
 from edgerq.metrics import Metrics
-from edgerq.opening import ClientConnection, ClientOpener
+from edgerq.opening import ClientOpener
 from edgerq.pipe_acceptance import PipeAcceptance
 from edgerq.protocol.messages import (
     GoawayCode,

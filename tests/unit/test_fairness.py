@@ -11,6 +11,7 @@ import pytest
 
 from edgerq.config.loader import load_consumer
 from edgerq.config.model import ConsumerService
+from edgerq.connection_slots import ConnectionSlots
 from edgerq.errors import ConfigError
 from edgerq.fairness import (
     FairSlots,
@@ -22,7 +23,6 @@ from edgerq.fairness import (
     is_trusted,
     source_of,
 )
-from edgerq.opening import ConnectionSlots
 
 A, B, C = "192.0.2.1", "192.0.2.2", "192.0.2.3"
 

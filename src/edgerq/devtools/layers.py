@@ -45,6 +45,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "edgerq.sc",
             "edgerq.opening",
+            "edgerq.client_connection",
+            "edgerq.connection_slots",
+            "edgerq.slow_clients",
             "edgerq.open_attempt",
             "edgerq.fairness",
             "edgerq.pipe_acceptance",

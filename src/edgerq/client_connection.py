@@ -1,0 +1,108 @@
+"""One client of an SC service port: its bytes, its open attempt, how it is told of a failure.
+
+The ``ClientOpener`` (``opening.py``) drives it; this module holds only the
+connection's own state and what it says to its client (``http`` services
+answer tunnel failures and slow clients with a status line).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from edgerq.config.model import ConsumerService
+from edgerq.fairness import RateWindow, head_complete
+from edgerq.httperrors import error_response
+from edgerq.labels import Outcome
+from edgerq.open_attempt import OpenAttempt, OpenState
+from edgerq.pipe import MuxPipe
+from edgerq.relay import LocalConnection
+
+_NOT_STARTED: OpenAttempt[MuxPipe] = OpenAttempt(0.0)
+"""Every connection's attempt until it is accepted (never moved: replaced then)."""
+
+
+class ClientConnection(LocalConnection):
+    """A client of one service port. ``http`` services answer tunnel failures with 5xx."""
+
+    def __init__(
+        self,
+        service: ConsumerService,
+        on_done: Callable[[LocalConnection], None],
+        on_connected: Callable[[LocalConnection], None],
+    ) -> None:
+        super().__init__(
+            service.request_buffer,
+            on_done=on_done,
+            on_connected=on_connected,
+            idle_timeout=service.idle_timeout,
+        )
+        self.service = service
+        self.attempt: OpenAttempt[MuxPipe] = _NOT_STARTED
+        """Where the opening stands (set when the client is accepted)."""
+        self.task: asyncio.Task[None] | None = None
+        """Waiting for a slot or a pipe."""
+        self.timer: asyncio.TimerHandle | None = None
+        """The next probe of an open the SP has not answered yet."""
+        self.holds_slot = False
+        self.counted = False
+        self.source = "?"
+        """The client's address: slots are shared fairly between sources."""
+        self.read_total = 0
+        """Bytes read from the client so far (for ``min_rate``)."""
+        self.head_done = service.type != "http" or service.header_timeout is None
+        """``http``: whether the head of the first request has arrived."""
+        self._head_tail = b""
+        self.rate: RateWindow | None = None
+        self.accepted_at = 0.0
+        """When the client got its slot (and began to be read), on the loop's clock."""
+        self.guard: asyncio.TimerHandle | None = None
+        """The next ``header_timeout`` or ``min_rate`` check."""
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.read_total += nbytes
+        if not self.head_done:
+            self.head_done, self._head_tail = head_complete(self._head_tail, self._view[:nbytes])
+        super().buffer_updated(nbytes)
+
+    def too_slow(self, reason: str) -> None:
+        """Cut by ``header_timeout`` or ``min_rate``: 408 to an ``http`` client that
+        got no answer yet, a reset otherwise."""
+        self.set_outcome(Outcome.IDLE_TIMEOUT, reason)  # idle in all but name
+        if self.service.type == "http" and self.written == 0:
+            self.send_and_close(error_response(408, reason))
+        else:
+            self.abort()
+
+    def fail(self, status: int, message: str) -> None:
+        """The tunnel cannot serve this client: say why (http) or close it."""
+        self.outcome_kind = Outcome.for_status(status)
+        self.outcome = f"{status} {message}"
+        if self.service.type == "http" and self.written == 0:
+            self.send_and_close(error_response(status, message))
+        else:
+            self.abort()
+
+    def idle_expired(self, timeout: float) -> None:
+        """An ``http`` client that got no answer yet is told why: 408 when it never
+        sent a byte, 504 when the service never answered; anything else is cut."""
+        if self.service.type != "http" or self.written != 0:
+            super().idle_expired(timeout)
+            return
+        if self.bytes_received == 0:
+            status, message = 408, f"no request within idle_timeout ({timeout:g} s)"
+        else:
+            status, message = 504, f"no answer within idle_timeout ({timeout:g} s)"
+        self.send_and_close(error_response(status, message))
+
+    def on_reset(self, reason: str, outcome: Outcome) -> None:
+        stream = self.stream
+        confirmed = self.attempt.state is OpenState.CONFIRMED
+        if stream is not None and not confirmed and stream.opened is not None:
+            opened = stream.opened
+            if not opened.done() or (not opened.cancelled() and opened.exception() is not None):
+                return  # the opener decides: another pipe, or 502/504
+        if self.service.type == "http" and self.written == 0:
+            self.fail(502, f"tunnel closed before the service answered ({reason})")
+        else:
+            super().on_reset(reason, outcome)
