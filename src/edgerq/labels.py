@@ -18,6 +18,12 @@ class Limit(StrEnum):
     PINGS = "pings"
     CONTROL_BACKLOG = "control_backlog"
     STREAMS_PER_PIPE = "streams_per_pipe"
+    STREAM_WINDOW = "stream_window"
+    """The peer sent more on a stream than the window this end granted (stream reset)."""
+    PIPE_BUFFER = "pipe_buffer"
+    """A pipe's streams held more than ``pipe_buffer`` bytes (the stream is reset)."""
+    REPEATED_VIOLATIONS = "repeated_violations"
+    """The peer kept overrunning windows or the pipe buffer (the pipe is ended)."""
 
 
 class Outcome(StrEnum):

@@ -27,6 +27,7 @@ from enum import Enum
 from typing import NamedTuple, Protocol, cast
 
 from edgerq import defaults
+from edgerq.budget import PipeBudget, granted_window
 from edgerq.errors import (
     AuthError,
     LimitExceeded,
@@ -42,7 +43,6 @@ from edgerq.protocol.frames import (
     FrameDecoder,
     FrameType,
     RawFrame,
-    encode_frame,
 )
 from edgerq.protocol.handshake import ConsumerHandshake, ProviderHandshake
 from edgerq.protocol.messages import (
@@ -53,8 +53,10 @@ from edgerq.protocol.messages import (
     Register,
     Registered,
     RegisterStatus,
+    decode_open_ok,
     decode_ping,
     decode_window,
+    encode_open_ok,
     encode_ping,
 )
 from edgerq.stream import OpenRefused, Stream, StreamSink
@@ -132,6 +134,8 @@ class MuxPipe(asyncio.Protocol):
         on_limit: Callable[[Limit], None] = _no_limit_hit,
         max_streams: int = defaults.STREAMS_PER_PIPE,
         control_backlog: int = defaults.CONTROL_BACKLOG,
+        stream_window: int = defaults.STREAM_WINDOW,
+        pipe_buffer: int = defaults.PIPE_BUFFER,
     ) -> None:
         self.id = next(_pipe_ids)
         self.role = role
@@ -174,6 +178,9 @@ class MuxPipe(asyncio.Protocol):
         self._paused_control = 0
         """Bytes of control frames queued since the transport paused (the peer is not reading)."""
         self._pings = 0
+        self.stream_window = stream_window
+        """The most this end grants a stream the peer opens, whatever it asks (SP side)."""
+        self.budget = PipeBudget(self, pipe_buffer)
 
     @property
     def last_heard(self) -> float:
@@ -363,7 +370,8 @@ class MuxPipe(asyncio.Protocol):
         ``client`` and ``destination`` are the client's and the SC's ``host:port``.
         """
         stream_id = self._allocate_stream_id()
-        stream = Stream(self, stream_id, service, window, max_frame, sink)
+        stream = Stream(self, stream_id, service, window, max_frame, sink, self.budget)
+        stream.await_grant(defaults.MIN_STREAM_WINDOW)
         stream.opened = self._loop.create_future()
         self.streams[stream_id] = stream
         self.streams_total += 1
@@ -377,14 +385,17 @@ class MuxPipe(asyncio.Protocol):
 
     def accept_stream(self, request: Open) -> Stream:
         """SP side: create the stream for an OPEN (bind a sink before data flows)."""
-        stream = Stream(self, request.stream_id, request.uuid, request.window, request.max_frame)
+        window = granted_window(self.stream_window, request.window)
+        stream = Stream(
+            self, request.stream_id, request.uuid, window, request.max_frame, budget=self.budget
+        )
         self.streams[request.stream_id] = stream
         self.streams_total += 1
         return stream
 
     def answer_open(self, stream: Stream, failure: OpenRefused | None) -> None:
         if failure is None:
-            self.send_raw(encode_frame(FrameType.OPEN_OK, stream.id))
+            self.send_raw(encode_open_ok(stream.id, stream.window))
             return
         self.send_raw(
             CodedReason(FrameType.OPEN_FAIL, stream.id, failure.code, failure.reason).encode()
@@ -493,9 +504,10 @@ class MuxPipe(asyncio.Protocol):
 
     def _dispatch_consumer(self, frame: Frame) -> None:
         if frame.type is FrameType.OPEN_OK:
+            granted = decode_open_ok(frame.payload)
             stream = self.streams.get(frame.stream_id)
             if stream is not None:
-                stream.receive_open_result(None)
+                stream.receive_open_result(None, granted)
         elif frame.type is FrameType.OPEN_FAIL:
             failure = CodedReason.decode(frame.type, frame.stream_id, frame.payload)
             stream = self.streams.get(frame.stream_id)

@@ -24,7 +24,7 @@ from pathlib import Path
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("edgerq", "edgerq.defaults", "edgerq.errors", "edgerq.labels")),
     ("protocol", ("edgerq.protocol",)),
-    ("pipe", ("edgerq.pipe", "edgerq.stream")),
+    ("pipe", ("edgerq.pipe", "edgerq.stream", "edgerq.budget")),
     ("config", ("edgerq.config", "edgerq.tls", "edgerq.pki")),
     ("carriers", ("edgerq.carriers",)),
     (

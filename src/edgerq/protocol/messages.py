@@ -264,6 +264,23 @@ def decode_window(payload: bytes) -> int:
     return int(increment)
 
 
+def encode_open_ok(stream_id: int, window: int) -> bytes:
+    """OPEN_OK with the window the SP granted (older SPs send it empty; older SCs ignore it)."""
+    return encode_frame(FrameType.OPEN_OK, stream_id, WINDOW_BODY.pack(window))
+
+
+def decode_open_ok(payload: bytes) -> int | None:
+    """The window an OPEN_OK grants, or None when it names none (an older SP)."""
+    if not payload:
+        return None
+    if len(payload) != WINDOW_BODY.size:
+        raise FrameError("malformed open answer")
+    (window,) = WINDOW_BODY.unpack(payload)
+    if window == 0:
+        raise FrameError("open answer grants a zero window")
+    return int(window)
+
+
 def decode_ping(payload: bytes) -> int:
     if len(payload) != PING_BODY.size:
         raise FrameError("malformed ping")
