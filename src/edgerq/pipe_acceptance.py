@@ -82,6 +82,7 @@ class PipeAcceptance:
             admit=self.gate.admit,
             on_limit=self.gate.limit_hit,
             control_backlog=limits.control_backlog,
+            pipe_buffer=limits.pipe_buffer,
         )
         self.pipes.add(pipe)
         return pipe

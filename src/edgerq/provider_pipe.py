@@ -185,6 +185,8 @@ class ProviderPipe:
             control_backlog=self.limits.control_backlog,
             handshake_timeout=self.limits.handshake_timeout,
             on_limit=self.metrics.limit_hit,
+            stream_window=self.config.stream_window,
+            pipe_buffer=self.limits.pipe_buffer,
         )
 
     def pipe_authenticated(self, pipe: MuxPipe) -> None:
