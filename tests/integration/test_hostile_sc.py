@@ -1,0 +1,203 @@
+"""A compromised SC cannot make an SP hold more than its own bounds (issue 12, finding 1).
+
+The hostile SC completes the handshake honestly, then opens many streams at
+once to a listed service that never reads, each asking for a window of
+2^32-1, and sends DATA as fast as the socket takes it. The SP's peak RSS is
+sampled from /proc during the attack and must stay within the bound
+``docs/scaling.md`` states (``pipe_buffer`` per pipe, plus a fixed slack for
+the interpreter's own buffers) above its RSS before the attack; the SP must
+say so (a log line, ``edgerq_limit_hits_total``) and end the pipe with
+GOAWAY; a legitimate stream through another SC on another pipe of the same SP
+keeps working meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edgerq import defaults
+from edgerq.protocol.messages import GoawayCode
+from tests.integration.backends import HashService, payload, sha256
+from tests.integration.clients import upload
+from tests.integration.conftest import (
+    SERVICE_UUID,
+    Processes,
+    consumer_xml,
+    free_port,
+    provider_xml,
+)
+from tests.integration.fake_peer import HostileConsumer
+from tests.integration.test_limits import metric
+
+MIB = 1024 * 1024
+SLACK = 48 * MIB
+"""RSS the SP may add beyond what it holds for the pipe: the pipe's read and frame
+buffers, allocator slack, the sockets' objects (measured: well under 20 MiB)."""
+ATTACK_SECONDS = 40.0
+ATTACK_BYTES = 400 * MIB
+
+
+class SinkService:
+    """A service that accepts connections and never reads from them; or, with
+    ``accept=False``, one that never even accepts them (its backlog full, further
+    connects hang until the SP's connect timeout, and the SP holds what arrives)."""
+
+    def __init__(self, accept: bool = True) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=1024 if accept else 0)
+        self.port = int(self.listener.getsockname()[1])
+        self.accepted: list[socket.socket] = []
+        if accept:
+            threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                sock, _ = self.listener.accept()
+                # A small receive buffer: what the kernel takes is not what is measured.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+                self.accepted.append(sock)
+
+    def close(self) -> None:
+        self.listener.close()
+        for sock in self.accepted:
+            sock.close()
+
+
+@pytest.fixture
+def sink(request: pytest.FixtureRequest) -> Iterator[SinkService]:
+    service = SinkService(accept=request.param)
+    yield service
+    service.close()
+
+
+def rss(pid: int) -> int:
+    """The process's resident set size in bytes (VmRSS)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+class PeakSampler:
+    """Samples a process's RSS every few milliseconds in a thread; keeps the peak."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = rss(pid)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.01):
+            with contextlib.suppress(OSError, AssertionError):
+                self.peak = max(self.peak, rss(self.pid))
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@pytest.mark.parametrize(
+    ("mode", "sink", "streams", "per_stream", "limit"),
+    [
+        # Ignores the windows, to a service that does not read: only the SP's own
+        # window stops each stream.
+        ("overrun", True, 64, ATTACK_BYTES, "stream_window"),
+        # Stays inside a 1 MiB window on every stream but opens 256 of them, to a
+        # service the SP cannot reach yet (so the SP holds every byte): only the
+        # pipe's budget stops it.
+        ("within-windows", False, 256, defaults.STREAM_WINDOW, "pipe_buffer"),
+    ],
+    indirect=["sink"],
+)
+def test_hostile_sc_cannot_exhaust_the_sp(
+    processes: Processes,
+    backend: HashService,
+    sink: SinkService,
+    tmp_path: Path,
+    mode: str,
+    streams: int,
+    per_stream: int,
+    limit: str,
+) -> None:
+    hostile = HostileConsumer(b"s3cret")
+    # A legitimate SC on another pipe of the same SP.
+    listener, service_port = free_port(), free_port()
+    sc = processes.start(
+        "sc",
+        consumer_xml(
+            listener,
+            [{"uuid": SERVICE_UUID, "name": "hash", "port": service_port}],
+            token="s3cret",
+        ),
+    )
+    sc.wait_log("accepting pipes")
+    admin = free_port()
+    sp = processes.start(
+        "sp",
+        provider_xml(
+            [
+                (hostile.port, [(SERVICE_UUID, sink.port)], "s3cret"),
+                (listener, [(SERVICE_UUID, backend.port)], "s3cret"),
+            ],
+            extra=f"<admin><port>{admin}</port></admin>",
+        ),
+    )
+    try:
+        assert hostile.accept() == [SERVICE_UUID]
+        sc.wait_log("now serve it", timeout=30)
+        assert sp.proc is not None
+        time.sleep(0.5)  # let the SP settle after both registrations
+        baseline = rss(sp.proc.pid)
+
+        legit: dict[str, str] = {}
+        data = payload(4 * MIB, 7)
+
+        def legitimate_upload() -> None:
+            legit["hash"] = upload(service_port, data)
+
+        with PeakSampler(sp.proc.pid) as sampler:
+            client = threading.Thread(target=legitimate_upload)
+            client.start()
+            sent = hostile.flood(
+                SERVICE_UUID,
+                streams,
+                per_stream,
+                ATTACK_BYTES,
+                time.monotonic() + ATTACK_SECONDS,
+            )
+            client.join(timeout=60)
+            # The SP ends the pipe once the peer keeps breaking its bounds.
+            hostile.closed.wait(timeout=15)
+        peak = sampler.peak - baseline
+        print(
+            f"\n{mode}: {streams} streams, {sent / MIB:.0f} MiB sent; SP RSS baseline "
+            f"{baseline / MIB:.0f} MiB, peak {sampler.peak / MIB:.0f} MiB "
+            f"(+{peak / MIB:.0f} MiB; bound pipe_buffer {defaults.PIPE_BUFFER // MIB} MiB "
+            f"+ slack {SLACK // MIB} MiB)"
+        )
+        assert peak <= defaults.PIPE_BUFFER + SLACK, (
+            f"the SP grew by {peak / MIB:.0f} MiB under the hostile SC"
+        )
+        assert hostile.reset_streams, "the SP reset no stream"
+        assert hostile.goaway is not None, "the SP did not end the pipe with GOAWAY"
+        assert hostile.goaway.code == GoawayCode.LIMIT_EXCEEDED, hostile.goaway
+        sp.wait_log("reset:", timeout=10)
+        sp.wait_log("violation 1 of", timeout=10)
+        assert metric(admin, "edgerq_limit_hits_total", f'{{limit="{limit}"}}') >= 1
+        assert metric(admin, "edgerq_limit_hits_total", '{limit="repeated_violations"}') == 1
+        assert legit.get("hash") == sha256(data), "the legitimate stream was disturbed"
+    finally:
+        hostile.close()
