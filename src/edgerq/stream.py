@@ -254,6 +254,8 @@ class Stream:
                 total = self.window if granted is None else min(granted, self.window)
                 self.send_credit += max(total - first, 0)
                 self.withheld = None
+                # The SP sends at most what it granted: credit it back by that measure.
+                self.window = total
                 if self.sink is not None:
                     self.sink.on_credit()
             self.opened.set_result(None)
