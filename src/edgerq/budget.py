@@ -97,7 +97,7 @@ class PipeBudget:
             self.violations,
             self.max_violations,
         )
-        if self.violations >= self.max_violations and owner is not None:
+        if self.violations == self.max_violations and owner is not None:
             owner.protocol_failure(
                 LimitExceeded(
                     f"the peer overran stream windows or the pipe buffer {self.violations} "

@@ -3,12 +3,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import threading
 import time
 import uuid
+from collections.abc import Sequence
+from pathlib import Path
 
+from edgerq.carriers import quic
+from edgerq.config.model import ListenerConfig
+from edgerq.labels import Outcome
+from edgerq.pipe import MuxPipe, Role
 from edgerq.protocol.frames import MAX_PAYLOAD, Frame, FrameDecoder, FrameType, encode_frame
 from edgerq.protocol.handshake import ConsumerHandshake, ProviderHandshake
 from edgerq.protocol.messages import CodedReason, Open, Register, Registered, RegisterStatus
@@ -181,3 +188,140 @@ class HostileConsumer:
             with contextlib.suppress(OSError):
                 self.sock.close()
         self.listener.close()
+
+
+class _NullSink:
+    """A stream's local end that only notes that the SP reset the stream."""
+
+    def __init__(self, resets: set[int], stream_id: int) -> None:
+        self.resets = resets
+        self.stream_id = stream_id
+
+    def on_data(self, data: bytes | memoryview) -> None:
+        pass
+
+    def on_eof(self) -> None:
+        pass
+
+    def on_reset(self, reason: str, outcome: Outcome) -> None:
+        self.resets.add(self.stream_id)
+
+    def on_credit(self) -> None:
+        pass
+
+    def on_pipe_paused(self, paused: bool) -> None:
+        pass
+
+
+class QuicHostileConsumer:
+    """``HostileConsumer`` over the udp carrier: edgerq's own QUIC pipe code as the
+    SC, in an event loop of its own thread, driven to ignore the windows (it
+    writes DATA frames straight to the pipe, past any credit)."""
+
+    def __init__(self, certificate: Path, private_key: Path, token: bytes | None) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        self.token = token
+        self.reset_streams: set[int] = set()
+        self.close_reason = ""
+        self.closed = threading.Event()
+        self.registered = threading.Event()
+        self.uuids: list[uuid.UUID] = []
+        self.pipe: MuxPipe | None = None
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        listener = ListenerConfig(
+            self.port, protocol="udp", certificate=certificate, private_key=private_key
+        )
+        self.listener = asyncio.run_coroutine_threadsafe(
+            quic.listen(listener, self._make_pipe), self.loop
+        ).result(30)
+
+    # --- ConsumerOwner (only the first pipe is played with) ---------------------------
+
+    def _make_pipe(self, pipe_class: type[MuxPipe]) -> MuxPipe:
+        pipe = pipe_class(Role.CONSUMER, ConsumerHandshake(self.token), self)
+        if self.pipe is None:
+            self.pipe = pipe
+        return pipe
+
+    def pipe_authenticated(self, pipe: MuxPipe) -> None:
+        pass
+
+    def pipe_closed(self, pipe: MuxPipe, reason: str) -> None:
+        if pipe is self.pipe:
+            self.close_reason = reason
+            self.closed.set()
+
+    def pipe_register(
+        self, pipe: MuxPipe, uuids: Sequence[uuid.UUID]
+    ) -> list[tuple[uuid.UUID, RegisterStatus]]:
+        if pipe is self.pipe:
+            self.uuids = list(uuids)
+            self.registered.set()
+        return [(u, RegisterStatus.ACCEPTED) for u in uuids]
+
+    # --- the attack -------------------------------------------------------------------
+
+    def accept(self) -> list[uuid.UUID]:
+        if not self.registered.wait(30):
+            raise AssertionError("the SP did not register over udp")
+        return self.uuids
+
+    def flood(
+        self,
+        service: uuid.UUID,
+        streams: int,
+        per_stream: int,
+        total: int,
+        deadline: float,
+        frame_size: int = 64 * 1024,
+    ) -> int:
+        return asyncio.run_coroutine_threadsafe(
+            self._flood(service, streams, per_stream, total, deadline, frame_size), self.loop
+        ).result(timeout=max(deadline - time.monotonic(), 0) + 30)
+
+    async def _flood(
+        self,
+        service: uuid.UUID,
+        streams: int,
+        per_stream: int,
+        total: int,
+        deadline: float,
+        frame_size: int,
+    ) -> int:
+        pipe = self.pipe
+        assert pipe is not None
+        ids = []
+        for _ in range(streams):
+            sink = _NullSink(self.reset_streams, 0)
+            stream = pipe.open_stream(
+                service, window=0xFFFFFFFF, max_frame=16384, client="127.0.0.1:1", sink=sink
+            )
+            sink.stream_id = stream.id
+            ids.append(stream.id)
+        chunk = bytes(frame_size)
+        sent = dict.fromkeys(ids, 0)
+        done = 0
+        while done < total and time.monotonic() < deadline and not self.closed.is_set():
+            live = [
+                i for i in ids if sent[i] + frame_size <= per_stream and i not in self.reset_streams
+            ]
+            if not live:
+                break
+            for i in live:
+                pipe.send_data(i, chunk, frame_size)  # past any credit: a hostile SC
+                sent[i] += frame_size
+            done += frame_size * len(live)
+            await asyncio.sleep(0.002)  # let qh3 send, and hear the SP's resets
+        return done
+
+    def close(self) -> None:
+        def stop() -> None:
+            self.listener.close()
+            self.loop.stop()
+
+        self.loop.call_soon_threadsafe(stop)
+        self._thread.join(10)

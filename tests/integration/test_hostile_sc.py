@@ -29,11 +29,12 @@ from tests.integration.clients import upload
 from tests.integration.conftest import (
     SERVICE_UUID,
     Processes,
+    carrier_settings,
     consumer_xml,
     free_port,
     provider_xml,
 )
-from tests.integration.fake_peer import HostileConsumer
+from tests.integration.fake_peer import HostileConsumer, QuicHostileConsumer
 from tests.integration.test_limits import metric
 
 MIB = 1024 * 1024
@@ -110,15 +111,16 @@ class PeakSampler:
 
 
 @pytest.mark.parametrize(
-    ("mode", "sink", "streams", "per_stream", "limit"),
+    ("carrier", "mode", "sink", "streams", "per_stream", "limit"),
     [
         # Ignores the windows, to a service that does not read: only the SP's own
         # window stops each stream.
-        ("overrun", True, 64, ATTACK_BYTES, "stream_window"),
+        ("tcp", "overrun", True, 64, ATTACK_BYTES, "stream_window"),
+        ("udp", "overrun", True, 64, ATTACK_BYTES, "stream_window"),
         # Stays inside a 1 MiB window on every stream but opens 256 of them, to a
         # service the SP cannot reach yet (so the SP holds every byte): only the
         # pipe's budget stops it.
-        ("within-windows", False, 256, defaults.STREAM_WINDOW, "pipe_buffer"),
+        ("tcp", "within-windows", False, 256, defaults.STREAM_WINDOW, "pipe_buffer"),
     ],
     indirect=["sink"],
 )
@@ -127,12 +129,19 @@ def test_hostile_sc_cannot_exhaust_the_sp(
     backend: HashService,
     sink: SinkService,
     tmp_path: Path,
+    carrier: str,
     mode: str,
     streams: int,
     per_stream: int,
     limit: str,
 ) -> None:
-    hostile = HostileConsumer(b"s3cret")
+    hostile: HostileConsumer | QuicHostileConsumer
+    hostile_extra = ""
+    if carrier == "udp":
+        _, hostile_extra = carrier_settings("udp", tmp_path)
+        hostile = QuicHostileConsumer(tmp_path / "sc-cert.pem", tmp_path / "sc-key.pem", b"s3cret")
+    else:
+        hostile = HostileConsumer(b"s3cret")
     # A legitimate SC on another pipe of the same SP.
     listener, service_port = free_port(), free_port()
     sc = processes.start(
@@ -153,7 +162,7 @@ def test_hostile_sc_cannot_exhaust_the_sp(
                 (listener, [(SERVICE_UUID, backend.port)], "s3cret"),
             ],
             extra=f"<admin><port>{admin}</port></admin>",
-        ),
+        ).replace("<name>pipe1</name>", f"<name>pipe1</name>{hostile_extra}", 1),
     )
     try:
         assert hostile.accept() == [SERVICE_UUID]
@@ -183,7 +192,7 @@ def test_hostile_sc_cannot_exhaust_the_sp(
             hostile.closed.wait(timeout=15)
         peak = sampler.peak - baseline
         print(
-            f"\n{mode}: {streams} streams, {sent / MIB:.0f} MiB sent; SP RSS baseline "
+            f"\n{carrier} {mode}: {streams} streams, {sent / MIB:.0f} MiB sent; SP RSS baseline "
             f"{baseline / MIB:.0f} MiB, peak {sampler.peak / MIB:.0f} MiB "
             f"(+{peak / MIB:.0f} MiB; bound pipe_buffer {defaults.PIPE_BUFFER // MIB} MiB "
             f"+ slack {SLACK // MIB} MiB)"
@@ -192,8 +201,13 @@ def test_hostile_sc_cannot_exhaust_the_sp(
             f"the SP grew by {peak / MIB:.0f} MiB under the hostile SC"
         )
         assert hostile.reset_streams, "the SP reset no stream"
-        assert hostile.goaway is not None, "the SP did not end the pipe with GOAWAY"
-        assert hostile.goaway.code == GoawayCode.LIMIT_EXCEEDED, hostile.goaway
+        if isinstance(hostile, HostileConsumer):
+            assert hostile.goaway is not None, "the SP did not end the pipe with GOAWAY"
+            assert hostile.goaway.code == GoawayCode.LIMIT_EXCEEDED, hostile.goaway
+            assert "overran" in hostile.goaway.reason
+        else:
+            assert "SP closed the pipe" in hostile.close_reason, hostile.close_reason
+            assert "overran" in hostile.close_reason
         sp.wait_log("reset:", timeout=10)
         sp.wait_log("violation 1 of", timeout=10)
         assert metric(admin, "edgerq_limit_hits_total", f'{{limit="{limit}"}}') >= 1

@@ -30,6 +30,7 @@ class Pipe:
         self.frames: list[tuple[FrameType, int, bytes]] = []
         self.hits: list[Limit] = []
         self.failure: ProtocolError | None = None
+        self.failures = 0
         self.forgotten: list[int] = []
 
     # StreamWriter
@@ -55,6 +56,7 @@ class Pipe:
 
     def protocol_failure(self, exc: ProtocolError) -> None:
         self.failure = exc
+        self.failures += 1
 
     def resets(self) -> list[int]:
         return [sid for kind, sid, _ in self.frames if kind is FrameType.RESET]
@@ -150,7 +152,9 @@ def test_a_peer_that_keeps_breaking_the_bounds_loses_the_pipe() -> None:
     assert isinstance(pipe.failure, LimitExceeded)
     assert pipe.failure.limit is Limit.REPEATED_VIOLATIONS
     assert "3 times" in str(pipe.failure)
-    assert budget.violations == 3
+    stream, _ = sp_stream(pipe, budget, 99)  # frames already on their way: no second end
+    stream.receive_data(bytes(64 * KIB + 1))
+    assert budget.violations == 4 and pipe.failures == 1
 
 
 def test_the_first_violation_is_logged_and_a_flood_is_not(caplog: pytest.LogCaptureFixture) -> None:
