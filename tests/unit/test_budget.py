@@ -8,12 +8,15 @@ import asyncio
 import hashlib
 import os
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from edgerq import defaults
 from edgerq.budget import PipeBudget, granted_window
-from edgerq.errors import FrameError, LimitExceeded, ProtocolError
+from edgerq.config import load_provider
+from edgerq.config.model import ProviderConfig
+from edgerq.errors import ConfigError, FrameError, LimitExceeded, ProtocolError
 from edgerq.labels import Limit, Outcome
 from edgerq.protocol.frames import FrameDecoder, FrameType
 from edgerq.protocol.messages import decode_open_ok, encode_open_ok
@@ -251,3 +254,47 @@ async def test_an_sc_window_larger_than_the_sps_is_cut_to_the_sps_and_bytes_arri
         await sp.stop()
         await sc.stop()
         backend.close()
+
+
+SP_XML = (
+    "<service_provider>{root}<limits>{limits}</limits><pipes>"
+    "<pipe><name>a</name><hostname>h</hostname><port>1</port>{pipe}<services><service>"
+    "<uuid>11111111-2222-3333-4444-555555555555</uuid><hostname>s</hostname><port>2</port>"
+    "</service></services></pipe>"
+    "<pipe><name>b</name><hostname>h</hostname><port>1</port><services><service>"
+    "<uuid>11111111-2222-3333-4444-555555555555</uuid><hostname>s</hostname><port>2</port>"
+    "</service></services></pipe>"
+    "</pipes></service_provider>"
+)
+
+
+def sp_config(tmp_path: Path, root: str = "", limits: str = "", pipe: str = "") -> ProviderConfig:
+    path = tmp_path / "provider.xml"
+    path.write_text(SP_XML.format(root=root, limits=limits, pipe=pipe))
+    return load_provider(path, env={})
+
+
+def test_the_sp_has_a_stream_window_of_its_own_and_a_pipe_buffer(tmp_path: Path) -> None:
+    config = sp_config(tmp_path)
+    assert [p.stream_window for p in config.pipes] == [defaults.STREAM_WINDOW] * 2
+    assert config.limits.pipe_buffer == defaults.PIPE_BUFFER
+    config = sp_config(
+        tmp_path,
+        root="<stream_window>262144</stream_window>",
+        limits="<pipe_buffer>16777216</pipe_buffer>",
+        pipe="<stream_window>65536</stream_window>",
+    )
+    assert [p.stream_window for p in config.pipes] == [65536, 262144]
+    assert config.limits.pipe_buffer == 16 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("root", "limits"),
+    [
+        ("<stream_window>1024</stream_window>", ""),  # below 16 KiB
+        ("", "<pipe_buffer>1000</pipe_buffer>"),  # below 1 MiB
+    ],
+)
+def test_bounds_too_small_to_work_are_refused(tmp_path: Path, root: str, limits: str) -> None:
+    with pytest.raises(ConfigError, match=r"provider\.xml:1"):
+        sp_config(tmp_path, root=root, limits=limits)
