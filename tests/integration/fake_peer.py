@@ -319,9 +319,11 @@ class QuicHostileConsumer:
         return done
 
     def close(self) -> None:
-        def stop() -> None:
+        async def shut() -> None:
             self.listener.close()
-            self.loop.stop()
+            await asyncio.sleep(0.2)  # the UDP transport closes on the next iterations
 
-        self.loop.call_soon_threadsafe(stop)
+        asyncio.run_coroutine_threadsafe(shut(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
+        self.loop.close()
