@@ -18,7 +18,14 @@ from edgerq.labels import Outcome
 from edgerq.pipe import MuxPipe, Role
 from edgerq.protocol.frames import MAX_PAYLOAD, Frame, FrameDecoder, FrameType, encode_frame
 from edgerq.protocol.handshake import ConsumerHandshake, ProviderHandshake
-from edgerq.protocol.messages import CodedReason, Open, Register, Registered, RegisterStatus
+from edgerq.protocol.messages import (
+    CodedReason,
+    Open,
+    Register,
+    Registered,
+    RegisterStatus,
+    encode_window,
+)
 
 
 class FakeProvider:
@@ -317,6 +324,29 @@ class QuicHostileConsumer:
             done += frame_size * len(live)
             await asyncio.sleep(0.002)  # let qh3 send, and hear the SP's resets
         return done
+
+    def grant_and_freeze(
+        self, service: uuid.UUID, streams: int, credit: int, seconds: float
+    ) -> None:
+        """OPEN ``streams`` streams, grant each ``credit`` bytes at once (WINDOW), let
+        data flow for a second, then freeze this SC's event loop for ``seconds``: no
+        QUIC acknowledgement or flow-control credit while the SP holds stream credit."""
+
+        async def attack() -> None:
+            pipe = self.pipe
+            assert pipe is not None
+            for _ in range(streams):
+                sink = _NullSink(self.reset_streams, 0)
+                stream = pipe.open_stream(
+                    service, window=0xFFFFFFFF, max_frame=16384, client="127.0.0.1:1", sink=sink
+                )
+                sink.stream_id = stream.id
+                stream.withheld = stream.budget = None  # this SC takes whatever comes
+                pipe.send_raw(encode_window(stream.id, credit))
+            await asyncio.sleep(1.0)  # data flows at full speed meanwhile
+            time.sleep(seconds)  # noqa: ASYNC251 (frozen on purpose)
+
+        asyncio.run_coroutine_threadsafe(attack(), self.loop).result(seconds + 30)
 
     def close(self) -> None:
         async def shut() -> None:

@@ -215,3 +215,68 @@ def test_hostile_sc_cannot_exhaust_the_sp(
         assert legit.get("hash") == sha256(data), "the legitimate stream was disturbed"
     finally:
         hostile.close()
+
+
+class SpewService:
+    """A service that sends zeros to every connection as fast as it is read."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=128)
+        self.port = int(self.listener.getsockname()[1])
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                sock, _ = self.listener.accept()
+                self.sockets.append(sock)
+                threading.Thread(target=self._spew, args=(sock,), daemon=True).start()
+
+    @staticmethod
+    def _spew(sock: socket.socket) -> None:
+        chunk = bytes(1 << 20)
+        with contextlib.suppress(OSError):
+            while True:
+                sock.sendall(chunk)
+
+    def close(self) -> None:
+        self.listener.close()
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+
+def test_an_sc_that_grants_credit_but_withholds_quics_cannot_make_the_sp_buffer(
+    processes: Processes, tmp_path: Path
+) -> None:
+    """The other direction, over udp: the SC grants stream credit of 1 GiB on 16
+    streams to a service that sends without end, then stops acknowledging
+    anything at the QUIC level (its event loop frozen). The SP must stop reading
+    the service once qh3 holds SEND_HIGH_WATER unsent (before: +1.7 GiB in 20 s)."""
+    _, pipe_extra = carrier_settings("udp", tmp_path)
+    hostile = QuicHostileConsumer(tmp_path / "sc-cert.pem", tmp_path / "sc-key.pem", b"s3cret")
+    spew = SpewService()
+    sp = processes.start(
+        "sp", provider_xml([(hostile.port, [(SERVICE_UUID, spew.port)], "s3cret")], pipe_extra)
+    )
+    try:
+        assert hostile.accept() == [SERVICE_UUID]
+        assert sp.proc is not None
+        time.sleep(0.5)
+        baseline = rss(sp.proc.pid)
+        with PeakSampler(sp.proc.pid) as sampler:
+            hostile.grant_and_freeze(SERVICE_UUID, streams=16, credit=1 << 30, seconds=6.0)
+        peak = sampler.peak - baseline
+        print(
+            f"\nudp credit without acks: SP RSS baseline {baseline / MIB:.0f} MiB, peak "
+            f"{sampler.peak / MIB:.0f} MiB (+{peak / MIB:.0f} MiB)"
+        )
+        assert peak <= defaults.PIPE_BUFFER + SLACK, (
+            f"the SP grew by {peak / MIB:.0f} MiB holding what the service sent"
+        )
+        assert sp.proc.poll() is None
+    finally:
+        hostile.close()
+        spew.close()

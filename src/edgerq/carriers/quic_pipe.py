@@ -15,7 +15,9 @@ Mapping onto QUIC:
 
 Reliability, congestion control, encryption and path migration are QUIC's.
 The per-stream windows of ``MuxPipe`` still bound what a slow reader can make
-either side buffer.
+either side buffer; towards the peer, the local sockets stop being read while
+qh3 holds more than ``SEND_HIGH_WATER`` untransmitted (a peer may grant stream
+credit and withhold QUIC's), as a tcp pipe's do while its socket is full.
 """
 
 from __future__ import annotations
@@ -43,6 +45,12 @@ from edgerq.stream import Stream
 log = logging.getLogger("edgerq.quic")
 
 CONTROL_STREAM = 0
+
+SEND_HIGH_WATER = 1024 * 1024
+SEND_LOW_WATER = 256 * 1024
+"""Bytes qh3 holds not yet transmitted (all streams) at which the pipe's local sockets
+stop being read, and below which they are read again: what tcp's transport
+high-water mark does, since a peer may grant stream credit and withhold QUIC's."""
 
 FORGOTTEN_AFTER = 1.5
 """Seconds of silence after which an SC's notice of an unknown connection closes the pipe."""
@@ -73,6 +81,8 @@ class QuicPipe(MuxPipe):
         self._next_quic_stream = 1  # server-initiated bidirectional: 1, 5, 9, …
         self._batching = False
         self._rx_pending: dict[int, list[bytes]] = {}
+        self._unsent = 0
+        """qh3's untransmitted bytes at the last look, plus what was queued since."""
         """Stream data of one batch of datagrams, delivered as one write per stream."""
 
     # --- wiring to the QUIC connection ----------------------------------------------
@@ -108,6 +118,8 @@ class QuicPipe(MuxPipe):
     def end_batch(self) -> None:
         self._batching = False
         self.deliver_pending()
+        if self.paused:  # acknowledgements may have freed room: look once they are sent
+            self._loop.call_soon(self._check_send_backlog)
 
     def deliver_pending(self) -> None:
         """Hand over the data stream events held back in this batch (in order, per stream)."""
@@ -234,6 +246,9 @@ class QuicPipe(MuxPipe):
             return
         header = encode_data_header
         n = len(data)
+        self._unsent += n
+        if self._unsent > SEND_HIGH_WATER and not self.paused:
+            self.pause_writing()  # at once: one loop iteration may read many sockets
         if n <= max_frame:
             self._queue(stream_id, header(stream_id, n) + bytes(data))
             return
@@ -282,6 +297,22 @@ class QuicPipe(MuxPipe):
         protocol.transmit()
         if control:
             self._check_control_backlog(quic)
+        self._check_send_backlog()
+
+    def _check_send_backlog(self) -> None:
+        """Pause the local sockets while qh3 holds more than SEND_HIGH_WATER unsent."""
+        protocol = self._protocol
+        if protocol is None or self.closed.done():
+            return
+        try:
+            backlog = protocol._quic.get_send_buffer_size()
+        except Exception:  # closed meanwhile
+            return
+        self._unsent = backlog
+        if not self.paused and backlog > SEND_HIGH_WATER:
+            self.pause_writing()
+        elif self.paused and backlog <= SEND_LOW_WATER:
+            self.resume_writing()
 
     def _check_control_backlog(self, quic: QuicConnection) -> None:
         """Control frames the peer lets pile up (it grants no flow-control credit)."""
