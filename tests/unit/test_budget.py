@@ -103,7 +103,7 @@ def test_the_granted_window_is_never_more_than_this_ends_own() -> None:
 
 def test_data_past_the_window_this_end_granted_resets_the_stream_whatever_was_asked() -> None:
     pipe = Pipe()
-    budget = PipeBudget(pipe, limit=10 * 1024 * KIB)  # type: ignore[arg-type]
+    budget = PipeBudget(pipe, limit=10 * 1024 * KIB)
     stream, sink = sp_stream(pipe, budget)
     stream.receive_data(bytes(64 * KIB))  # exactly the window: fine
     assert sink.reset is None and len(sink.data) == 64 * KIB
@@ -117,7 +117,7 @@ def test_data_past_the_window_this_end_granted_resets_the_stream_whatever_was_as
 
 def test_credit_granted_back_lets_the_peer_send_on() -> None:
     pipe = Pipe()
-    budget = PipeBudget(pipe, limit=1024 * KIB)  # type: ignore[arg-type]
+    budget = PipeBudget(pipe, limit=1024 * KIB)
     stream, sink = sp_stream(pipe, budget)
     for _ in range(20):  # 20 windows' worth, each taken by the socket before the next
         stream.receive_data(bytes(64 * KIB))
@@ -128,7 +128,7 @@ def test_credit_granted_back_lets_the_peer_send_on() -> None:
 
 def test_the_pipe_budget_resets_the_stream_that_would_pass_it() -> None:
     pipe = Pipe()
-    budget = PipeBudget(pipe, limit=100 * KIB)  # type: ignore[arg-type]
+    budget = PipeBudget(pipe, limit=100 * KIB)
     a, sink_a = sp_stream(pipe, budget, 1)
     b, sink_b = sp_stream(pipe, budget, 3)
     a.receive_data(bytes(60 * KIB))
@@ -147,7 +147,7 @@ def test_the_pipe_budget_resets_the_stream_that_would_pass_it() -> None:
 
 def test_a_peer_that_keeps_breaking_the_bounds_loses_the_pipe() -> None:
     pipe = Pipe()
-    budget = PipeBudget(pipe, limit=1024 * KIB, max_violations=3)  # type: ignore[arg-type]
+    budget = PipeBudget(pipe, limit=1024 * KIB, max_violations=3)
     for n in range(3):
         stream, _ = sp_stream(pipe, budget, 2 * n + 1)
         stream.receive_data(bytes(64 * KIB + 1))
@@ -162,7 +162,7 @@ def test_a_peer_that_keeps_breaking_the_bounds_loses_the_pipe() -> None:
 
 def test_the_first_violation_is_logged_and_a_flood_is_not(caplog: pytest.LogCaptureFixture) -> None:
     pipe = Pipe()
-    budget = PipeBudget(pipe, limit=1024 * KIB, max_violations=100)  # type: ignore[arg-type]
+    budget = PipeBudget(pipe, limit=1024 * KIB, max_violations=100)
     caplog.set_level("INFO", logger="edgerq.budget")
     for n in range(50):
         stream, _ = sp_stream(pipe, budget, 2 * n + 1)
