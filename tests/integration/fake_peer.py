@@ -338,10 +338,11 @@ class QuicHostileConsumer:
             for _ in range(streams):
                 sink = _NullSink(self.reset_streams, 0)
                 stream = pipe.open_stream(
-                    service, window=0xFFFFFFFF, max_frame=16384, client="127.0.0.1:1", sink=sink
+                    service, window=credit, max_frame=16384, client="127.0.0.1:1", sink=sink
                 )
                 sink.stream_id = stream.id
-                stream.withheld = stream.budget = None  # this SC takes whatever comes
+                if hasattr(stream, "budget"):  # this SC takes whatever comes
+                    stream.withheld = stream.budget = None
                 pipe.send_raw(encode_window(stream.id, credit))
             await asyncio.sleep(1.0)  # data flows at full speed meanwhile
             time.sleep(seconds)  # noqa: ASYNC251 (frozen on purpose)
