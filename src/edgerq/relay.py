@@ -85,9 +85,9 @@ class LocalConnection(asyncio.BufferedProtocol):
         """When a byte last moved either way (read from or written to the socket)."""
         self._idle_timer: asyncio.TimerHandle | None = None
         self._counted: tuple[Stream | None, int, int] = (None, 0, 0)
+        """The stream whose bytes were last counted, and its (out, in) counts then."""
         self._window = 0
         """The stream window the write buffer's limits were set for."""
-        """The stream whose bytes were last counted, and its (out, in) counts then."""
 
     # --- binding -----------------------------------------------------------------
 
