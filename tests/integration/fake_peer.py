@@ -16,7 +16,14 @@ from edgerq.carriers import quic
 from edgerq.config.model import ListenerConfig
 from edgerq.labels import Outcome
 from edgerq.pipe import MuxPipe, Role
-from edgerq.protocol.frames import MAX_PAYLOAD, Frame, FrameDecoder, FrameType, encode_frame
+from edgerq.protocol.frames import (
+    HEADER_SIZE,
+    MAX_PAYLOAD,
+    Frame,
+    FrameDecoder,
+    FrameType,
+    encode_frame,
+)
 from edgerq.protocol.handshake import ConsumerHandshake, ProviderHandshake
 from edgerq.protocol.messages import (
     CodedReason,
@@ -348,6 +355,25 @@ class QuicHostileConsumer:
             time.sleep(seconds)  # noqa: ASYNC251 (frozen on purpose)
 
         asyncio.run_coroutine_threadsafe(attack(), self.loop).result(seconds + 30)
+
+    def incomplete_frames(self, service: uuid.UUID, streams: int, seconds: float) -> None:
+        """On each of ``streams`` new streams: OPEN, then a DATA frame announcing 1 MiB
+        of which all but the last byte is sent; then wait ``seconds``."""
+
+        async def attack() -> None:
+            pipe = self.pipe
+            assert pipe is not None
+            body = bytes(MAX_PAYLOAD - 1)
+            for n in range(streams):
+                sid = pipe._allocate_stream_id()
+                opening = Open(sid, service, 0xFFFFFFFF, 16384, "127.0.0.1:1").encode()
+                frame = encode_frame(FrameType.DATA, sid, bytes(MAX_PAYLOAD))
+                pipe._queue(sid, opening + frame[:HEADER_SIZE] + body)
+                if n % 16 == 15:
+                    await asyncio.sleep(0.05)  # let qh3 send
+            await asyncio.sleep(seconds)
+
+        asyncio.run_coroutine_threadsafe(attack(), self.loop).result(seconds + 60)
 
     def close(self) -> None:
         async def shut() -> None:

@@ -73,7 +73,7 @@ class SinkService:
 
 @pytest.fixture
 def sink(request: pytest.FixtureRequest) -> Iterator[SinkService]:
-    service = SinkService(accept=request.param)
+    service = SinkService(accept=getattr(request, "param", True))
     yield service
     service.close()
 
@@ -280,3 +280,41 @@ def test_an_sc_that_grants_credit_but_withholds_quics_cannot_make_the_sp_buffer(
     finally:
         hostile.close()
         spew.close()
+
+
+def test_incomplete_frames_on_many_udp_streams_count_against_the_pipe_buffer(
+    processes: Processes, sink: SinkService, tmp_path: Path
+) -> None:
+    """Over udp every stream has a frame decoder of its own: an SC that leaves an
+    incomplete 1 MiB DATA frame on each of 256 streams made the SP hold them all
+    (+319 MiB). They now count against ``pipe_buffer``; past it the pipe is ended."""
+    _, pipe_extra = carrier_settings("udp", tmp_path)
+    hostile = QuicHostileConsumer(tmp_path / "sc-cert.pem", tmp_path / "sc-key.pem", b"s3cret")
+    admin = free_port()
+    sp = processes.start(
+        "sp",
+        provider_xml(
+            [(hostile.port, [(SERVICE_UUID, sink.port)], "s3cret")],
+            pipe_extra,
+            extra=f"<admin><port>{admin}</port></admin>",
+        ),
+    )
+    try:
+        assert hostile.accept() == [SERVICE_UUID]
+        assert sp.proc is not None
+        time.sleep(0.5)
+        baseline = rss(sp.proc.pid)
+        with PeakSampler(sp.proc.pid) as sampler:
+            hostile.incomplete_frames(SERVICE_UUID, streams=256, seconds=3.0)
+        peak = sampler.peak - baseline
+        print(
+            f"\nudp incomplete frames: SP RSS baseline {baseline / MIB:.0f} MiB, peak "
+            f"{sampler.peak / MIB:.0f} MiB (+{peak / MIB:.0f} MiB)"
+        )
+        assert peak <= defaults.PIPE_BUFFER + SLACK, f"the SP grew by {peak / MIB:.0f} MiB"
+        assert hostile.closed.wait(10), "the SP did not end the pipe"
+        assert "pipe_buffer" in hostile.close_reason, hostile.close_reason
+        sp.wait_log("incomplete frames on", timeout=10)
+        assert metric(admin, "edgerq_limit_hits_total", '{limit="pipe_buffer"}') >= 1
+    finally:
+        hostile.close()
