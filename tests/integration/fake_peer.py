@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edgerq.carriers import quic
+from edgerq.carriers.quic_pipe import QuicPipe
 from edgerq.config.model import ListenerConfig
 from edgerq.labels import Outcome
 from edgerq.pipe import MuxPipe, Role
@@ -362,7 +363,7 @@ class QuicHostileConsumer:
 
         async def attack() -> None:
             pipe = self.pipe
-            assert pipe is not None
+            assert isinstance(pipe, QuicPipe)
             body = bytes(MAX_PAYLOAD - 1)
             for n in range(streams):
                 sid = pipe._allocate_stream_id()
