@@ -30,7 +30,8 @@ from typing import Any, Protocol
 from qh3.quic.connection import QuicConnection
 
 from edgerq import defaults
-from edgerq.errors import ProtocolError, RemoteProtocolError
+from edgerq.errors import LimitExceeded, ProtocolError, RemoteProtocolError
+from edgerq.labels import Limit
 from edgerq.pipe import MuxPipe, Refusal, Role
 from edgerq.protocol.frames import (
     HANDSHAKE_MAX_PAYLOAD,
@@ -169,7 +170,7 @@ class QuicPipe(MuxPipe):
             decoder = self._decoders[quic_stream] = FrameDecoder(limit)
         self._guarded(self._receive_on, quic_stream, decoder, data)
         if end_stream:
-            self._decoders.pop(quic_stream, None)
+            self._drop_decoder(quic_stream)
             if quic_stream == CONTROL_STREAM:
                 self._shutdown(f"{self.role_peer} closed the control stream")
                 return
@@ -179,7 +180,7 @@ class QuicPipe(MuxPipe):
 
     def quic_stream_reset(self, quic_stream: int) -> None:
         self.deliver_pending()
-        self._decoders.pop(quic_stream, None)
+        self._drop_decoder(quic_stream)
         stream = self.streams.get(quic_stream)
         if stream is not None:
             stream.receive_reset(f"stream reset by {self.role_peer}")
@@ -211,7 +212,23 @@ class QuicPipe(MuxPipe):
     # --- receiving ----------------------------------------------------------------
 
     def _receive_on(self, quic_stream: int, decoder: FrameDecoder, data: bytes) -> None:
+        held = decoder.buffered
         frames = decoder.receive(data)
+        # An incomplete frame waits in its QUIC stream's decoder: charged to the pipe's
+        # budget too, or a peer could leave one on each of thousands of streams.
+        held = decoder.buffered - held
+        if held < 0:
+            self.budget.release(-held)
+        elif held and not self.budget.charge(held):
+            self._decoders.pop(quic_stream, None)
+            self.budget.release(decoder.buffered - held)  # what it held before
+            if self.closing:
+                return  # ended already, by an earlier stream of this batch
+            raise LimitExceeded(
+                f"incomplete frames on {len(self._decoders)} QUIC streams would make the pipe "
+                f"hold over its pipe_buffer of {self.budget.limit} B",
+                Limit.PIPE_BUFFER,
+            )
         for _, stream_id, _ in frames:
             if stream_id != quic_stream:
                 raise RemoteProtocolError(
@@ -225,6 +242,11 @@ class QuicPipe(MuxPipe):
         elif not self.authenticated:
             raise RemoteProtocolError("stream opened before the pipe was authenticated")
         self._deliver(frames)
+
+    def _drop_decoder(self, quic_stream: int) -> None:
+        decoder = self._decoders.pop(quic_stream, None)
+        if decoder is not None:
+            self.budget.release(decoder.buffered)
 
     def _guarded(self, handler: Callable[..., None], *args: Any) -> None:
         try:
