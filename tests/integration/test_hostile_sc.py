@@ -287,7 +287,7 @@ def test_incomplete_frames_on_many_udp_streams_count_against_the_pipe_buffer(
 ) -> None:
     """Over udp every stream has a frame decoder of its own: an SC that leaves an
     incomplete 1 MiB DATA frame on each of 256 streams made the SP hold them all
-    (+311 MiB). They now count against ``pipe_buffer``; past it the pipe is ended."""
+    (+261 MiB). They now count against ``pipe_buffer``; past it the pipe is ended."""
     _, pipe_extra = carrier_settings("udp", tmp_path)
     hostile = QuicHostileConsumer(tmp_path / "sc-cert.pem", tmp_path / "sc-key.pem", b"s3cret")
     admin = free_port()
