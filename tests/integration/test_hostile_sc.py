@@ -38,9 +38,10 @@ from tests.integration.fake_peer import HostileConsumer, QuicHostileConsumer
 from tests.integration.test_limits import metric
 
 MIB = 1024 * 1024
-SLACK = 48 * MIB
+SLACK = 64 * MIB
 """RSS the SP may add beyond what it holds for the pipe: the pipe's read and frame
-buffers, allocator slack, the sockets' objects (measured: well under 20 MiB)."""
+buffers, qh3's, the interpreter's allocator slack (measured: up to 27 MiB on a
+loaded machine)."""
 ATTACK_SECONDS = 40.0
 ATTACK_BYTES = 400 * MIB
 
