@@ -205,14 +205,22 @@ def test_hostile_sc_cannot_exhaust_the_sp(
         if isinstance(hostile, HostileConsumer):
             assert hostile.goaway is not None, "the SP did not end the pipe with GOAWAY"
             assert hostile.goaway.code == GoawayCode.LIMIT_EXCEEDED, hostile.goaway
-            assert "overran" in hostile.goaway.reason
+            ended = hostile.goaway.reason
         else:
             assert "SP closed the pipe" in hostile.close_reason, hostile.close_reason
-            assert "overran" in hostile.close_reason
+            ended = hostile.close_reason
         sp.wait_log("reset:", timeout=10)
         sp.wait_log("violation 1 of", timeout=10)
         assert metric(admin, "edgerq_limit_hits_total", f'{{limit="{limit}"}}') >= 1
-        assert metric(admin, "edgerq_limit_hits_total", '{limit="repeated_violations"}') == 1
+        # Ended after 16 resets; or, over udp, for the incomplete frames the
+        # overrunning streams left waiting in their decoders (pipe_buffer) first.
+        if "incomplete frames" in ended:
+            assert carrier == "udp", ended
+            assert metric(admin, "edgerq_limit_hits_total", '{limit="pipe_buffer"}') >= 1
+        else:
+            assert "overran" in ended, ended
+            repeated = metric(admin, "edgerq_limit_hits_total", '{limit="repeated_violations"}')
+            assert repeated == 1
         assert legit.get("hash") == sha256(data), "the legitimate stream was disturbed"
     finally:
         hostile.close()
