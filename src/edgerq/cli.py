@@ -124,13 +124,17 @@ def describe(config: ConsumerConfig | ProviderConfig) -> str:
         lines.append(
             f"  limits: {lim.auth_failures} failed authentications in {lim.auth_window:g} s "
             f"block a source for {lim.auth_block:g} s; at most {lim.unauthenticated_pipes} "
-            f"pipes authenticating, each for {lim.handshake_timeout:g} s"
+            f"pipes authenticating, each for {lim.handshake_timeout:g} s; "
+            f"pipe_buffer {lim.pipe_buffer}"
         )
     else:
         lines.append(f"{config.path}: service provider (SP)")
         for p in config.pipes:
             token = f"token from {p.token_source}" if p.auth_token is not None else "no token"
-            lines.append(f"  pipe '{p.name}' ({p.protocol}) to {p.hostname}:{p.port}, {token}")
+            lines.append(
+                f"  pipe '{p.name}' ({p.protocol}) to {p.hostname}:{p.port}, {token}, "
+                f"stream_window {p.stream_window}, pipe_buffer {config.limits.pipe_buffer}"
+            )
             if p.protocol == "udp":
                 if p.server_fingerprint:
                     lines.append(f"    SC certificate pinned to {p.server_fingerprint}")

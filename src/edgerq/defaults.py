@@ -16,7 +16,11 @@ REQUEST_BUFFER = 4096
 REQUEST_TTL = 3.0
 """Seconds a new connection may take to reach the service end to end."""
 STREAM_WINDOW = 1024 * 1024
-"""A stream's flow-control window, in bytes."""
+"""A stream's flow-control window, in bytes (each end grants the smaller of its own and
+the peer's: consumer.xml per service, provider.xml per SP)."""
+MIN_STREAM_WINDOW = 16 * 1024
+"""The smallest ``stream_window`` a config may set (the XSDs say so too): what the SC may
+send on a new stream before the SP's OPEN_OK tells it the window the SP granted."""
 WAITING_PER_SOURCE = 1000
 """Most connections of one source address waiting for a slot of one service."""
 HEADER_TIMEOUT = 10.0
@@ -51,6 +55,12 @@ CONTROL_BACKLOG = 4 * 1024 * 1024
 """Most bytes of control frames queued towards a peer that does not read."""
 STREAMS_PER_PIPE = 16384
 """Most concurrent streams the peer may open on one pipe (also QUIC's stream limit)."""
+PIPE_BUFFER = 64 * 1024 * 1024
+"""Most bytes one pipe may hold across all its streams: received from the peer and not
+yet taken by the local sockets. Past it the stream that brought the excess is reset."""
+LIMIT_VIOLATIONS = 16
+"""Stream resets for overrunning a window or the pipe buffer after which the peer's pipe
+is ended with GOAWAY (a peer that honours the windows never overruns one)."""
 
 # --- pipe timings (not configurable) --------------------------------------------------
 

@@ -29,6 +29,12 @@ class Limit(StrEnum):
     OPEN_FILES = "open_files"
     """A client accepted with the daemon near its RLIMIT_NOFILE (past it, new
     clients are reset by the event loop, unseen)."""
+    STREAM_WINDOW = "stream_window"
+    """The peer sent more on a stream than the window this end granted (stream reset)."""
+    PIPE_BUFFER = "pipe_buffer"
+    """A pipe's streams held more than ``pipe_buffer`` bytes (the stream is reset)."""
+    REPEATED_VIOLATIONS = "repeated_violations"
+    """The peer kept overrunning windows or the pipe buffer (the pipe is ended)."""
 
 
 class Outcome(StrEnum):

@@ -68,6 +68,8 @@ class MuxPipe(Protocol):
         on_limit: Callable[[Limit], None] = no_limit_hit,
         max_streams: int = defaults.STREAMS_PER_PIPE,
         control_backlog: int = defaults.CONTROL_BACKLOG,
+        stream_window: int = defaults.STREAM_WINDOW,
+        pipe_buffer: int = defaults.PIPE_BUFFER,
     ) -> None: ...
 
     @property
@@ -107,9 +109,9 @@ class MuxPipe(Protocol):
         """Most concurrent streams the peer may open (``streams_per_pipe``)."""
         ...
 
-    def set_limits(self, *, max_streams: int, control_backlog: int) -> None:
-        """New bounds from a reload: streams already open go on; new OPENs and queued
-        control frames are checked against these from now on."""
+    def set_limits(self, *, max_streams: int, control_backlog: int, pipe_buffer: int) -> None:
+        """New bounds from a reload: streams already open go on; new OPENs, queued
+        control frames and DATA are checked against these from now on."""
 
     def open_stream(
         self,

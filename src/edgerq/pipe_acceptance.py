@@ -61,12 +61,16 @@ class PipeAcceptance:
         if new.limits != self.limits:
             self.limits = limits = new.limits
             self.gate.reconfigure(limits)
-            backlog = limits.control_backlog
             for pipe in self.pipes:
-                pipe.set_limits(max_streams=pipe.max_streams, control_backlog=backlog)
+                pipe.set_limits(
+                    max_streams=pipe.max_streams,
+                    control_backlog=limits.control_backlog,
+                    pipe_buffer=limits.pipe_buffer,
+                )
             log.info(
-                "reload: new limits: auth_*, tracked_sources, unauthenticated_pipes and "
-                "control_backlog apply at once (control_backlog to the %d pipe(s) up too); "
+                "reload: new limits: auth_*, tracked_sources, unauthenticated_pipes, "
+                "control_backlog and pipe_buffer apply at once (the last two to the %d pipe(s) "
+                "up too); "
                 "handshake_timeout to pipes that connect from now on",
                 len(self.pipes),
             )
@@ -90,6 +94,7 @@ class PipeAcceptance:
             admit=self.gate.admit,
             on_limit=self.gate.limit_hit,
             control_backlog=limits.control_backlog,
+            pipe_buffer=limits.pipe_buffer,
         )
         self.pipes.add(pipe)
         return pipe

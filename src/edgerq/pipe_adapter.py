@@ -64,6 +64,8 @@ class CarrierPipe(ABC):
         on_limit: Callable[[Limit], None] = no_limit_hit,
         max_streams: int = defaults.STREAMS_PER_PIPE,
         control_backlog: int = defaults.CONTROL_BACKLOG,
+        stream_window: int = defaults.STREAM_WINDOW,
+        pipe_buffer: int = defaults.PIPE_BUFFER,
     ) -> None:
         self.owner = owner
         self._admit = admit
@@ -87,6 +89,8 @@ class CarrierPipe(ABC):
             max_streams=max_streams,
             control_backlog=control_backlog,
             stream_id_step=self.stream_id_step,
+            stream_window=stream_window,
+            pipe_buffer=pipe_buffer,
         )
 
     def __str__(self) -> str:
@@ -254,9 +258,10 @@ class CarrierPipe(ABC):
     def max_streams(self) -> int:
         return self.core.bounds.max_streams
 
-    def set_limits(self, *, max_streams: int, control_backlog: int) -> None:
+    def set_limits(self, *, max_streams: int, control_backlog: int, pipe_buffer: int) -> None:
         self.core.bounds.max_streams = max_streams
         self.core.bounds.control_backlog = control_backlog
+        self.core.budget.limit = pipe_buffer  # bytes held already stay; DATA past it resets
 
     @property
     def role_peer(self) -> str:

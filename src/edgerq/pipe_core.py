@@ -31,6 +31,7 @@ import uuid as uuid_mod
 from collections.abc import Callable, Sequence
 
 from edgerq import defaults
+from edgerq.budget import PipeBudget, granted_window
 from edgerq.errors import AuthError, LimitExceeded, ProtocolError, RemoteProtocolError, VersionError
 from edgerq.labels import Limit
 from edgerq.pipe_bounds import PipeBounds
@@ -52,7 +53,6 @@ from edgerq.protocol.frames import (
     FrameDecoder,
     FrameType,
     RawFrame,
-    encode_frame,
 )
 from edgerq.protocol.handshake import ConsumerHandshake, ProviderHandshake
 from edgerq.protocol.messages import (
@@ -63,6 +63,7 @@ from edgerq.protocol.messages import (
     RegisterStatus,
     decode_ping,
     decode_window,
+    encode_open_ok,
     encode_ping,
 )
 from edgerq.stream import OpenRefused, Stream, StreamSink
@@ -75,6 +76,26 @@ _DATA = int(FrameType.DATA)
 
 def _ignore(_: object = None) -> None:
     pass
+
+
+class _BudgetOwner:
+    """What a ``PipeBudget`` tells its pipe: a limit hit, and the end of the pipe."""
+
+    __slots__ = ("_core",)
+
+    def __init__(self, core: PipeConnection) -> None:
+        self._core = core
+
+    def __str__(self) -> str:
+        return str(self._core)
+
+    @property
+    def limit_hit(self) -> Callable[[Limit], None]:
+        return self._core.bounds.on_limit
+
+    def protocol_failure(self, exc: ProtocolError) -> None:
+        # Only ever called while input is handled, so the last input's time is now.
+        self._core.protocol_failure(exc, self._core.last_heard)
 
 
 class PipeConnection:
@@ -97,6 +118,8 @@ class PipeConnection:
         max_streams: int = defaults.STREAMS_PER_PIPE,
         control_backlog: int = defaults.CONTROL_BACKLOG,
         stream_id_step: int = 1,
+        stream_window: int = defaults.STREAM_WINDOW,
+        pipe_buffer: int = defaults.PIPE_BUFFER,
     ) -> None:
         """``emit`` receives every event at once, in order; ``wake`` is told frames
         were queued in ``outbox`` (the adapter writes them out soon, once)."""
@@ -128,6 +151,10 @@ class PipeConnection:
         """When ``handle_timer`` has work: the handshake timeout, the next heartbeat,
         or the abort of a close that did not finish."""
         self.bounds = PipeBounds(max_streams, control_backlog, on_limit)
+        self.stream_window = stream_window
+        """The most this end grants a stream the peer opens, whatever it asks (SP side)."""
+        self.budget = PipeBudget(_BudgetOwner(self), pipe_buffer)
+        """Bytes the streams hold for their local sockets, at most ``pipe_buffer``."""
         self._role_frames: RoleFrames = (
             ProviderFrames(self, self.table, self.bounds, emit)
             if role is Role.PROVIDER
@@ -369,17 +396,19 @@ class PipeConnection:
         destination: str = "",
     ) -> Stream:
         """SC side: open a stream to ``service`` (OPEN_OK or OPEN_FAIL answers it)."""
-        stream = self.table.outgoing(self, service, window, max_frame, sink)
+        stream = self.table.outgoing(self, service, window, max_frame, sink, self.budget)
+        stream.await_grant(defaults.MIN_STREAM_WINDOW)  # until OPEN_OK names the SP's grant
         self.send_raw(Open(stream.id, service, window, max_frame, client, destination).encode())
         return stream
 
     def accept_stream(self, request: Open) -> Stream:
         """SP side: create the stream for an OPEN (bind a sink before data flows)."""
-        return self.table.incoming(self, request)
+        window = granted_window(self.stream_window, request.window)
+        return self.table.incoming(self, request, window, self.budget)
 
     def answer_open(self, stream: Stream, failure: OpenRefused | None) -> None:
         if failure is None:
-            self.send_raw(encode_frame(FrameType.OPEN_OK, stream.id))
+            self.send_raw(encode_open_ok(stream.id, stream.window))  # the window granted
             return
         self.send_raw(
             CodedReason(FrameType.OPEN_FAIL, stream.id, failure.code, failure.reason).encode()

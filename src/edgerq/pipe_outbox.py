@@ -82,9 +82,11 @@ class ByteOutbox:
 class StreamOutbox:
     """Frames for QUIC streams: one queue per stream, and the streams to end."""
 
-    __slots__ = ("ended", "queues", "to_end")
+    __slots__ = ("ended", "queued", "queues", "to_end")
 
     def __init__(self) -> None:
+        self.queued = 0
+        """Bytes queued since the last ``take``."""
         self.queues: dict[int, list[bytes]] = {}
         self.to_end: set[int] = set()
         self.ended: set[int] = set()
@@ -106,6 +108,7 @@ class StreamOutbox:
     def _queue(self, quic_stream: int, data: bytes) -> None:
         if quic_stream in self.ended:
             return
+        self.queued += len(data)
         queue = self.queues.get(quic_stream)
         if queue is None:
             self.queues[quic_stream] = [data]
@@ -119,6 +122,7 @@ class StreamOutbox:
         return True
 
     def clear(self) -> None:
+        self.queued = 0
         self.queues.clear()
         self.to_end.clear()
 
@@ -127,6 +131,7 @@ class StreamOutbox:
         out = [(s, b"".join(chunks), s in self.to_end) for s, chunks in self.queues.items()]
         out += [(s, b"", True) for s in self.to_end if s not in self.queues]
         self.ended |= self.to_end
+        self.queued = 0
         self.queues.clear()
         self.to_end.clear()
         return out

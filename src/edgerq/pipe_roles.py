@@ -18,7 +18,14 @@ from edgerq.pipe_bounds import PipeBounds
 from edgerq.pipe_events import OpenRequested, PipeEvent, RegisteredReceived, RegisterReceived
 from edgerq.pipe_streams import StreamTable
 from edgerq.protocol.frames import MAX_PAYLOAD, Frame, FrameType
-from edgerq.protocol.messages import CodedReason, Open, OpenFailure, Register, Registered
+from edgerq.protocol.messages import (
+    CodedReason,
+    Open,
+    OpenFailure,
+    Register,
+    Registered,
+    decode_open_ok,
+)
 from edgerq.stream import OpenRefused, Stream
 
 log = logging.getLogger("edgerq.pipe")
@@ -48,7 +55,8 @@ class ConsumerFrames:
 
     def handle(self, frame: Frame) -> None:
         if frame.type is FrameType.OPEN_OK:
-            self.table.open_result(frame.stream_id, None)
+            granted = decode_open_ok(frame.payload)  # None from an SP older than grants
+            self.table.open_result(frame.stream_id, None, granted)
         elif frame.type is FrameType.OPEN_FAIL:
             failure = CodedReason.decode(frame.type, frame.stream_id, frame.payload)
             self.table.open_result(frame.stream_id, OpenRefused(failure.code, failure.reason))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import uuid as uuid_mod
 
+from edgerq.budget import PipeBudget
 from edgerq.protocol.messages import Open
 from edgerq.stream import OpenRefused, Stream, StreamSink, StreamWriter
 
@@ -44,15 +45,21 @@ class StreamTable:
         window: int,
         max_frame: int,
         sink: StreamSink,
+        budget: PipeBudget | None = None,
     ) -> Stream:
         """SC: a new stream under the next id."""
         stream_id = self._next_id
         self._next_id += self._step
-        return self._add(Stream(writer, stream_id, service, window, max_frame, sink))
+        return self._add(Stream(writer, stream_id, service, window, max_frame, sink, budget))
 
-    def incoming(self, writer: StreamWriter, request: Open) -> Stream:
-        """SP: the stream an OPEN asked for (the caller checked its id)."""
-        stream = Stream(writer, request.stream_id, request.uuid, request.window, request.max_frame)
+    def incoming(
+        self, writer: StreamWriter, request: Open, window: int, budget: PipeBudget | None = None
+    ) -> Stream:
+        """SP: the stream an OPEN asked for (the caller checked its id), with the
+        receive ``window`` this end granted it."""
+        stream = Stream(
+            writer, request.stream_id, request.uuid, window, request.max_frame, budget=budget
+        )
         return self._add(stream)
 
     def _add(self, stream: Stream) -> Stream:
@@ -102,10 +109,12 @@ class StreamTable:
         if stream is not None:
             stream.receive_reset(reason)
 
-    def open_result(self, stream_id: int, failure: OpenRefused | None) -> None:
+    def open_result(
+        self, stream_id: int, failure: OpenRefused | None, granted: int | None = None
+    ) -> None:
         stream = self.streams.get(stream_id)
         if stream is not None:
-            stream.receive_open_result(failure)
+            stream.receive_open_result(failure, granted)
 
     def unknown(self, stream_id: int, what: str) -> None:
         self.unknown_frames += 1

@@ -186,12 +186,18 @@ class ProviderPipe:
                 self._dialed_streams,
             )
             streams = self._dialed_streams
-        pipe.set_limits(max_streams=streams, control_backlog=limits.control_backlog)
+        pipe.set_limits(
+            max_streams=streams,
+            control_backlog=limits.control_backlog,
+            pipe_buffer=limits.pipe_buffer,
+        )
         log.info(
-            "%s: reload: streams_per_pipe %d and control_backlog %d apply to this pipe now",
+            "%s: reload: streams_per_pipe %d, control_backlog %d and pipe_buffer %d apply "
+            "to this pipe now",
             self.label,
             streams,
             limits.control_backlog,
+            limits.pipe_buffer,
         )
 
     def drain(self) -> None:
@@ -219,6 +225,8 @@ class ProviderPipe:
             control_backlog=self.limits.control_backlog,
             handshake_timeout=self.limits.handshake_timeout,
             on_limit=self.metrics.limit_hit,
+            stream_window=self.config.stream_window,
+            pipe_buffer=self.limits.pipe_buffer,
         )
         return self._dialing
 

@@ -86,6 +86,8 @@ class LocalConnection(asyncio.BufferedProtocol):
         self._idle_timer: asyncio.TimerHandle | None = None
         self._counted: tuple[Stream | None, int, int] = (None, 0, 0)
         """The stream whose bytes were last counted, and its (out, in) counts then."""
+        self._window = 0
+        """The stream window the write buffer's limits were set for."""
 
     # --- binding -----------------------------------------------------------------
 
@@ -226,6 +228,8 @@ class LocalConnection(asyncio.BufferedProtocol):
         stream = self.stream
         if stream is None or stream.finished:
             return
+        if stream.window != self._window:  # OPEN_OK granted less than the SC asked
+            self._limit_write_buffer()
         if self._backlog and stream.send_credit > 0:
             chunk = self._backlog[: stream.send_credit]
             self._backlog = self._backlog[len(chunk) :]
@@ -247,6 +251,7 @@ class LocalConnection(asyncio.BufferedProtocol):
     def _limit_write_buffer(self) -> None:
         # Below 3/4 of the window, so credit is always granted back (see Stream.consumed).
         if self.stream is not None and self.transport is not None:
+            self._window = self.stream.window
             high = min(64 * 1024, self.stream.window // 4)
             self.transport.set_write_buffer_limits(high=high, low=high // 4)
 

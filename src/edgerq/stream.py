@@ -11,6 +11,13 @@ Flow control, per stream and per direction: the sender may have at most
 ``window`` bytes unacknowledged; the receiver grants credit back with WINDOW
 frames once it has handed the bytes to its local socket, so a reader that
 stops reading holds at most one window of memory and never blocks the pipe.
+
+Each end enforces its own bound whatever the peer announces: ``window`` is
+the receive window THIS end granted (at the SP the smaller of its own
+``stream_window`` and the SC's ask, see ``budget.granted_window``; OPEN_OK
+tells the SC), and DATA past it resets the stream. What a stream holds
+(received, not yet taken by the local socket) is also charged to its pipe's
+``PipeBudget``; a stream that would take the pipe past it is reset too.
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ import asyncio
 import uuid as uuid_mod
 from typing import Protocol
 
-from edgerq.labels import Outcome
+from edgerq.budget import PipeBudget
+from edgerq.labels import Limit, Outcome
 from edgerq.protocol.frames import FrameType, encode_frame
 from edgerq.protocol.messages import CodedReason, OpenFailure, ResetCode, encode_window
 
@@ -60,6 +68,7 @@ class PipeLost(OpenRefused):
 
 class Stream:
     __slots__ = (
+        "budget",
         "bytes_in",
         "bytes_out",
         "eof_received",
@@ -74,7 +83,9 @@ class Stream:
         "send_credit",
         "service",
         "sink",
+        "taken",
         "window",
+        "withheld",
         "writer",
     )
 
@@ -86,6 +97,7 @@ class Stream:
         window: int,
         max_frame: int,
         sink: StreamSink | None = None,
+        budget: PipeBudget | None = None,
     ) -> None:
         self.writer = writer
         self.id = stream_id
@@ -94,8 +106,13 @@ class Stream:
         self.max_frame = max_frame
         self.sink = sink
         self.send_credit = window
+        self.withheld: int | None = None
+        """Credit held back until OPEN_OK says what the SP granted (see ``await_grant``)."""
         self.recv_received = 0
         self.recv_credited = 0
+        self.taken = 0
+        """Bytes received that the local socket has taken (``consumed``)."""
+        self.budget = budget
         self.eof_sent = False
         self.eof_received = False
         self.finished = False
@@ -115,6 +132,11 @@ class Stream:
                 self.replay += data  # the SC may yet open the connection on another pipe
             return
         n = len(data)
+        if n > self.send_credit and self.withheld is not None:
+            # A replay after a failover: up to what the lost stream sent, within our window.
+            borrowed = min(n - self.send_credit, self.withheld)
+            self.withheld -= borrowed
+            self.send_credit += borrowed
         if n > self.send_credit:
             raise ValueError(f"stream {self.id}: {n} bytes exceed the credit {self.send_credit}")
         self.send_credit -= n
@@ -140,6 +162,10 @@ class Stream:
         """
         if self.finished:
             return
+        if total > self.taken:
+            if self.budget is not None:
+                self.budget.release(total - self.taken)
+            self.taken = total
         pending = total - self.recv_credited
         if pending >= self.window // 4:
             self.recv_credited = total
@@ -154,17 +180,40 @@ class Stream:
 
     # --- called by the pipe (the writer) ------------------------------------------------------
 
+    def await_grant(self, first: int) -> None:
+        """SC side, before OPEN: send at most ``first`` bytes until OPEN_OK names the
+        window the SP granted (never less than ``defaults.MIN_STREAM_WINDOW``)."""
+        if first < self.send_credit:
+            self.withheld = self.send_credit - first
+            self.send_credit = first
+
     def receive_data(self, data: bytes | memoryview) -> None:
+        if self.finished:
+            return
         n = len(data)
-        self.recv_received += n
         self.bytes_in += n
-        if self.recv_received - self.recv_credited > self.window:
-            self.writer.log_stream_error(self, "peer overran the stream window")
-            self.fail(ResetCode.FLOW_CONTROL, "flow-control window exceeded")
+        unread = self.recv_received + n - self.recv_credited
+        if unread > self.window:
+            self._violation(
+                Limit.STREAM_WINDOW,
+                f"the peer overran the window of {self.window} B this end granted "
+                f"({unread} B unacknowledged)",
+                "flow-control window exceeded",
+            )
             return
         if self.eof_received:
             self.fail(ResetCode.LOCAL_ERROR, "data after end of stream")
             return
+        budget = self.budget
+        if budget is not None and not budget.charge(n):
+            self._violation(
+                Limit.PIPE_BUFFER,
+                f"{n} B more would make the pipe hold over its pipe_buffer of {budget.limit} B "
+                f"({budget.held} B held by its streams)",
+                "the pipe's buffer budget is exhausted",
+            )
+            return
+        self.recv_received += n  # charged (what ``_finish`` gives back)
         if self.sink is not None:
             self.sink.on_data(data)
 
@@ -194,14 +243,27 @@ class Stream:
         if self.sink is not None:
             self.sink.on_reset(reason, Outcome.PIPE_CLOSED if pipe_lost else Outcome.RESET)
 
-    def receive_open_result(self, error: OpenRefused | None) -> None:
-        if self.opened is None or self.opened.done():
+    def receive_open_result(self, error: OpenRefused | None, granted: int | None = None) -> None:
+        """OPEN_OK (``error`` None; ``granted``: the SP's window, None from older SPs) or
+        OPEN_FAIL. ``opened`` (the adapter's future, if any) is resolved with it."""
+        if self.opened is not None and self.opened.done():
             return
         if error is None:
-            self.opened.set_result(None)
+            if self.withheld is not None:
+                first = self.window - self.withheld
+                total = self.window if granted is None else min(granted, self.window)
+                self.send_credit += max(total - first, 0)
+                self.withheld = None
+                # The SP sends at most what it granted: credit it back by that measure.
+                self.window = total
+                if self.sink is not None:
+                    self.sink.on_credit()
+            if self.opened is not None:
+                self.opened.set_result(None)
         else:
             self._finish()
-            self.opened.set_exception(error)
+            if self.opened is not None:
+                self.opened.set_exception(error)
 
     def fail(self, code: ResetCode, reason: str) -> None:
         """Reset the stream and tell the local end (our own decision)."""
@@ -213,6 +275,14 @@ class Stream:
         if self.sink is not None:
             self.sink.on_reset(reason, Outcome.ERROR)
 
+    def _violation(self, limit: Limit, detail: str, reason: str) -> None:
+        """The peer broke a bound of this end: reset the stream, and tell the pipe's budget."""
+        self.fail(ResetCode.FLOW_CONTROL, reason)
+        if self.budget is not None:
+            self.budget.violated(limit, self.id, detail)
+        else:
+            self.writer.log_stream_error(self, detail)
+
     def _maybe_finish(self) -> None:
         if self.eof_sent and self.eof_received:
             self._finish()
@@ -220,4 +290,6 @@ class Stream:
     def _finish(self) -> None:
         if not self.finished:
             self.finished = True
+            if self.budget is not None:
+                self.budget.release(self.recv_received - self.taken)
             self.writer.forget_stream(self)

@@ -40,6 +40,7 @@ from edgerq.protocol.messages import (
     Registered,
     RegisterStatus,
     ResetCode,
+    decode_open_ok,
     encode_ping,
     encode_window,
 )
@@ -355,7 +356,10 @@ def open_stream(sc: Side, sp: Side, window: int = 65536) -> tuple[Stream, Sink, 
     sp_stream = sp.core.accept_stream(event.request)
     sp_stream.sink = service
     sp.core.answer_open(sp_stream, None)
-    assert sp.sent() == [(FrameType.OPEN_OK, sc_stream.id, b"")]
+    ((ftype, stream_id, payload),) = sp.sent()  # OPEN_OK names the window the SP granted
+    assert (ftype, stream_id, decode_open_ok(payload)) == (FrameType.OPEN_OK, sc_stream.id, window)
+    sc.core.receive(encode_frame(ftype, stream_id, payload), 1.0)
+    assert sc_stream.send_credit == window
     return sc_stream, client, sp_stream, service
 
 

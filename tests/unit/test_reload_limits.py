@@ -15,13 +15,16 @@ from edgerq.provider_pipe import ProviderPipe
 PIPE = PipeConfig(name="p", hostname="127.0.0.1", port=9, services=())
 
 
-def test_streams_per_pipe_and_control_backlog_apply_to_the_pipe_up() -> None:
+def test_streams_per_pipe_control_backlog_and_pipe_buffer_apply_to_the_pipe_up() -> None:
     async def body() -> None:
         provider = ProviderPipe(PIPE, limits=PipeLimits(streams_per_pipe=5))
         pipe = provider._new_pipe(TcpPipe)
         assert isinstance(pipe, TcpPipe)
-        provider.apply_limits(PipeLimits(streams_per_pipe=3, control_backlog=65536))
-        assert (pipe.max_streams, pipe.core.bounds.control_backlog) == (3, 65536)
+        provider.apply_limits(
+            PipeLimits(streams_per_pipe=3, control_backlog=65536, pipe_buffer=2 << 20)
+        )
+        limits = (pipe.max_streams, pipe.core.bounds.control_backlog, pipe.core.budget.limit)
+        assert limits == (3, 65536, 2 << 20)
         provider.apply_limits(PipeLimits(streams_per_pipe=50))  # tcp: a raise applies too
         assert pipe.max_streams == 50
 

@@ -28,6 +28,7 @@ from qh3.quic import events
 from qh3.quic.configuration import QuicConfiguration
 from qh3.quic.connection import QuicConnection
 
+from edgerq import defaults
 from edgerq.carriers import (
     MakePipe,
     gone_notice,
@@ -46,8 +47,11 @@ qh3_compat.install()
 
 ALPN = "edgerq/1"
 IDLE_TIMEOUT = 10.0
-MAX_DATA = 64 * 1024 * 1024
-MAX_STREAM_DATA = 4 * 1024 * 1024
+# What a peer may have in flight to us, which qh3 holds until it is in order: per
+# stream no more than the default edgerq window, per connection 16 MiB (what is
+# delivered is bounded by our windows and pipe_buffer; docs/scaling.md, "Memory per pipe").
+MAX_DATA = defaults.PIPE_BUFFER // 4
+MAX_STREAM_DATA = defaults.STREAM_WINDOW
 
 
 SOCKET_BUFFER = 4 * 1024 * 1024

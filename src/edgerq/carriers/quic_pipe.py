@@ -15,7 +15,12 @@ Mapping onto QUIC:
 
 Reliability, congestion control, encryption and path migration are QUIC's.
 The per-stream windows of the pipe core still bound what a slow reader can
-make either side buffer.
+make either side buffer; towards the peer, the local sockets stop being read
+while qh3 holds more than ``SEND_HIGH_WATER`` untransmitted (a peer may grant
+stream credit and withhold QUIC's), as a tcp pipe's do while its socket is
+full. Incomplete frames waiting in the per-stream decoders are charged to the
+pipe's ``pipe_buffer`` too, or a peer could leave one on each of thousands of
+streams.
 
 ``QuicPipe`` is a thin adapter: one frame decoder per QUIC stream, the
 frames handed to the sans-I/O ``PipeConnection`` with ``now``, and what it
@@ -31,15 +36,22 @@ from typing import Any, Protocol
 from qh3.quic.connection import QuicConnection
 
 from edgerq.carriers import qh3_compat
-from edgerq.errors import ProtocolError, RemoteProtocolError
+from edgerq.errors import LimitExceeded, ProtocolError, RemoteProtocolError
+from edgerq.labels import Limit
 from edgerq.pipe import Refusal, Role
 from edgerq.pipe_adapter import CarrierPipe
 from edgerq.pipe_outbox import StreamOutbox
-from edgerq.protocol.frames import HANDSHAKE_MAX_PAYLOAD, MAX_PAYLOAD, FrameDecoder
+from edgerq.protocol.frames import HANDSHAKE_MAX_PAYLOAD, MAX_PAYLOAD, FrameDecoder, RawFrame
 
 log = logging.getLogger("edgerq.quic")
 
 CONTROL_STREAM = 0
+
+SEND_HIGH_WATER = 1024 * 1024
+SEND_LOW_WATER = 256 * 1024
+"""Bytes qh3 holds not yet transmitted (all streams) at which the pipe's local sockets
+stop being read, and below which they are read again: what tcp's transport
+high-water mark does, since a peer may grant stream credit and withhold QUIC's."""
 
 FORGOTTEN_AFTER = 1.5
 """Seconds of silence after which an SC's notice of an unknown connection closes the pipe."""
@@ -70,6 +82,8 @@ class QuicPipe(CarrierPipe):
         self._batching = False
         self._rx_pending: dict[int, list[bytes]] = {}
         """Stream data of one batch of datagrams, delivered as one write per stream."""
+        self._unsent = 0
+        """qh3's untransmitted bytes at the last look (what is queued since comes on top)."""
         super().__init__(*args, outbox=self._out, **kwargs)
 
     # --- wiring to the QUIC connection ----------------------------------------------
@@ -99,6 +113,8 @@ class QuicPipe(CarrierPipe):
         self._batching = False
         self.deliver_pending()
         self._sync_timer()
+        if self.paused:  # acknowledgements may have freed room: look once they are sent
+            self._loop.call_soon(self._check_send_backlog)
 
     def deliver_pending(self) -> None:
         """Hand over the data stream events held back in this batch (in order, per stream)."""
@@ -153,7 +169,7 @@ class QuicPipe(CarrierPipe):
             decoder = self._decoders[quic_stream] = FrameDecoder(limit)
         control = quic_stream == CONTROL_STREAM
         try:
-            frames = decoder.receive(data)
+            frames = self._decode(quic_stream, decoder, data)
             for _, stream_id, _ in frames:
                 if stream_id != quic_stream:
                     raise RemoteProtocolError(
@@ -166,7 +182,7 @@ class QuicPipe(CarrierPipe):
             if control and core.authenticated:
                 decoder.max_payload = MAX_PAYLOAD
         if end_stream:
-            self._decoders.pop(quic_stream, None)
+            self._drop_decoder(quic_stream)
             if control:
                 core.shutdown(f"{self.role_peer} closed the control stream", now)
                 return
@@ -174,9 +190,35 @@ class QuicPipe(CarrierPipe):
             if stream is not None and not stream.eof_received:
                 stream.receive_reset("QUIC stream ended without FIN")
 
+    def _decode(self, quic_stream: int, decoder: FrameDecoder, data: bytes) -> list[RawFrame]:
+        """The frames ``data`` completes; what stays in the decoder is charged to the
+        pipe's budget (``LimitExceeded`` past it)."""
+        budget = self.core.budget
+        before = decoder.buffered
+        frames = decoder.receive(data)
+        held = decoder.buffered - before
+        if held < 0:
+            budget.release(-held)
+        elif held and not budget.charge(held):
+            self._decoders.pop(quic_stream, None)
+            budget.release(before)  # what it held before
+            if self.closing:
+                return []  # ended already, by an earlier stream of this batch
+            raise LimitExceeded(
+                f"incomplete frames on {len(self._decoders) + 1} QUIC streams would make the "
+                f"pipe hold over its pipe_buffer of {budget.limit} B",
+                Limit.PIPE_BUFFER,
+            )
+        return frames
+
+    def _drop_decoder(self, quic_stream: int) -> None:
+        decoder = self._decoders.pop(quic_stream, None)
+        if decoder is not None:
+            self.core.budget.release(decoder.buffered)
+
     def quic_stream_reset(self, quic_stream: int) -> None:
         self.deliver_pending()
-        self._decoders.pop(quic_stream, None)
+        self._drop_decoder(quic_stream)
         stream = self.core.streams.get(quic_stream)
         if stream is not None:
             stream.receive_reset(f"stream reset by {self.role_peer}")
@@ -226,6 +268,28 @@ class QuicPipe(CarrierPipe):
         protocol.transmit()
         if control:
             self._check_control_backlog(quic)
+        self._check_send_backlog()
+
+    def _schedule_flush(self) -> None:
+        # Pause at once: one loop iteration may read many local sockets.
+        if not self.paused and self._unsent + self._out.queued > SEND_HIGH_WATER:
+            self.core.pause_writing()
+        super()._schedule_flush()
+
+    def _check_send_backlog(self) -> None:
+        """Pause the local sockets while qh3 holds more than SEND_HIGH_WATER unsent."""
+        protocol = self._protocol
+        if protocol is None or self.closed.done():
+            return
+        try:
+            backlog = protocol.quic.get_send_buffer_size()
+        except Exception:  # closed meanwhile
+            return
+        self._unsent = backlog
+        if not self.paused and backlog > SEND_HIGH_WATER:
+            self.core.pause_writing()
+        elif self.paused and backlog <= SEND_LOW_WATER:
+            self.core.resume_writing()
 
     def _check_control_backlog(self, quic: QuicConnection) -> None:
         """Control frames the peer lets pile up (it grants no flow-control credit)."""

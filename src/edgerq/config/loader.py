@@ -346,6 +346,7 @@ def _limits(root: etree._Element) -> PipeLimits:
         ("handshake_timeout", float),
         ("control_backlog", int),
         ("streams_per_pipe", int),
+        ("pipe_buffer", int),
     ):
         text = _text(elem, name)
         if text:
@@ -461,6 +462,7 @@ def load_provider(path: Path, env: Mapping[str, str] | None = None) -> ProviderC
 
     pipes = []
     pipe_names: dict[str, int] = {}
+    default_window = int(_text(root, "stream_window") or defaults.STREAM_WINDOW)
     for index, pipe_elem in enumerate(root.iterfind("pipes/pipe"), start=1):
         pipe_line = _line(pipe_elem, "name")
         name = _text(pipe_elem, "name") or f"pipe{index}"
@@ -528,6 +530,7 @@ def load_provider(path: Path, env: Mapping[str, str] | None = None) -> ProviderC
                 resolve_interval=float(
                     Decimal(_text(pipe_elem, "resolve_interval") or defaults.RESOLVE_INTERVAL)
                 ),
+                stream_window=int(_text(pipe_elem, "stream_window") or default_window),
             )
         )
     return ProviderConfig(

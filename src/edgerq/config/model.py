@@ -154,6 +154,10 @@ class PipeLimits:
     that does not read; past it the pipe is closed. DATA is bounded by stream windows."""
     streams_per_pipe: int = defaults.STREAMS_PER_PIPE
     """Most concurrent streams the peer may open on one pipe (SP side)."""
+    pipe_buffer: int = defaults.PIPE_BUFFER
+    """Most bytes one pipe's streams may hold, received and not yet taken by their local
+    sockets; the stream that would pass it is reset (and a peer that keeps at it loses
+    the pipe)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +218,8 @@ class PipeConfig:
     Swarm ``tasks.<service>`` name or a Kubernetes headless Service)."""
     resolve_interval: float = defaults.RESOLVE_INTERVAL
     """With ``all_addresses``: seconds between two lookups of ``hostname``."""
+    stream_window: int = defaults.STREAM_WINDOW
+    """The most this SP grants a stream the SC opens (the smaller of this and the SC's ask)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "edgerq.pipe_roles",
             "edgerq.pipe_streams",
             "edgerq.stream",
+            "edgerq.budget",
         ),
     ),
     ("config", ("edgerq.config", "edgerq.tls", "edgerq.pki")),

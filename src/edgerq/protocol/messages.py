@@ -223,7 +223,11 @@ class Open:
         raw, window, max_frame = cls._FIXED.unpack_from(payload)
         if window == 0 or max_frame == 0:
             raise FrameError("open with a zero window or frame size")
-        client, _, destination = _text(payload[cls._FIXED.size :], "client address").partition(" ")
+        client, space, destination = _text(payload[cls._FIXED.size :], "client address").partition(
+            " "
+        )
+        if space and not destination:  # never sent: one reading of each OPEN only
+            raise FrameError("open with a separator but no destination")
         return cls(stream_id, uuid_mod.UUID(bytes=raw), window, max_frame, client, destination)
 
 
@@ -262,6 +266,23 @@ def decode_window(payload: bytes) -> int:
     if increment == 0:
         raise FrameError("window update of zero")
     return int(increment)
+
+
+def encode_open_ok(stream_id: int, window: int) -> bytes:
+    """OPEN_OK with the window the SP granted (older SPs send it empty; older SCs ignore it)."""
+    return encode_frame(FrameType.OPEN_OK, stream_id, WINDOW_BODY.pack(window))
+
+
+def decode_open_ok(payload: bytes) -> int | None:
+    """The window an OPEN_OK grants, or None when it names none (an older SP)."""
+    if not payload:
+        return None
+    if len(payload) != WINDOW_BODY.size:
+        raise FrameError("malformed open answer")
+    (window,) = WINDOW_BODY.unpack(payload)
+    if window == 0:
+        raise FrameError("open answer grants a zero window")
+    return int(window)
 
 
 def decode_ping(payload: bytes) -> int:
