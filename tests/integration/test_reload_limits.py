@@ -93,7 +93,7 @@ def test_an_sp_reload_that_lowers_streams_per_pipe_applies_to_the_pipe_up(
     assert sp.proc is not None
     sp.proc.send_signal(signal.SIGHUP)
     sp.wait_log("0 pipe(s) (re)started, 0 retargeted, 0 removed, 1 unchanged")
-    sp.wait_log("streams_per_pipe 3 and control_backlog")
+    sp.wait_log("streams_per_pipe 3, control_backlog")
     assert is_refused(port)  # 3 open: at the new limit (the old one allowed 5)
     sp.wait_log("carries its limit of 3 concurrent streams")
     for sock in held:
