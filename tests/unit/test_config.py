@@ -20,7 +20,7 @@ from edgerq.config import (
     load_consumer,
     load_provider,
 )
-from edgerq.config.loader import MAX_CONFIG_BYTES
+from edgerq.config.xmlfile import MAX_CONFIG_BYTES
 from edgerq.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
