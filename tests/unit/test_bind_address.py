@@ -48,7 +48,7 @@ def test_without_it_the_old_rules_hold(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("written", "expected"),
-    [("172.30.80.10", "172.30.80.10"), (" 10.0.0.1 ", "10.0.0.1"), ("::1", "::1")],
+    [("10.230.80.10", "10.230.80.10"), (" 10.0.0.1 ", "10.0.0.1"), ("::1", "::1")],
 )
 def test_a_service_listens_on_its_bind_address(tmp_path: Path, written: str, expected: str) -> None:
     xml = consumer_xml(service=f"<bind_address>{written}</bind_address>")
@@ -60,12 +60,12 @@ def test_a_service_listens_on_its_bind_address(tmp_path: Path, written: str, exp
 
 def test_listener_and_admin_take_one_too(tmp_path: Path) -> None:
     xml = consumer_xml(
-        listener="<bind_address>172.30.80.10</bind_address>",
-        admin="<bind_address>172.30.80.11</bind_address>",
+        listener="<bind_address>10.230.80.10</bind_address>",
+        admin="<bind_address>10.230.80.11</bind_address>",
     )
     config = load_consumer(write(tmp_path, xml), env={})
-    assert config.listener.host == "172.30.80.10"
-    assert config.admin is not None and config.admin.host == "172.30.80.11"
+    assert config.listener.host == "10.230.80.10"
+    assert config.admin is not None and config.admin.host == "10.230.80.11"
     assert config.services[0].host == "127.0.0.1"
 
 

@@ -28,8 +28,8 @@ def test_every_deploy_sample_loads(path: Path) -> None:
     if path.parent.name == "public":
         assert isinstance(config, ConsumerConfig)
         # nothing on all addresses by accident: services and admin on the edge address
-        assert all(s.host == "172.30.80.10" for s in config.services)
-        assert config.admin is not None and config.admin.host == "172.30.80.10"
+        assert all(s.host == "10.230.80.10" for s in config.services)
+        assert config.admin is not None and config.admin.host == "10.230.80.10"
     else:
         assert isinstance(config, ProviderConfig)
         assert all(s.proxy_protocol is None for p in config.pipes for s in p.services)

@@ -1,6 +1,6 @@
 #!/bin/sh
 # front-entrypoint: render nginx.conf from the environment, test it, run nginx.
-#   FRONT_UPSTREAM      the SC's service port (required), e.g. 172.30.80.10:3000
+#   FRONT_UPSTREAM      the SC's service port (required), e.g. 10.230.80.10:3000
 #   FRONT_CERT/KEY      TLS certificate and key for clients (/etc/front/tls/front-{cert,key}.pem)
 #   FRONT_IDLE_TIMEOUT  close a connection silent this long (10m)
 #   FRONT_CONF          the template (/etc/nginx/nginx.conf); another file may be mounted
