@@ -38,7 +38,6 @@ from bench.common import (
 from bench.cpu import session_cpu_seconds
 from bench.run import DEBIAN_TOOLS, SCENARIOS, Scenario, run_wrk, start_nginx
 
-
 _PROFILED = """
 import cProfile, runpy, sys, time
 sys.argv[0] = "edgerq"

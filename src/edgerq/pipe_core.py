@@ -72,6 +72,7 @@ log = logging.getLogger("edgerq.pipe")
 
 _pipe_ids = itertools.count(1)
 _DATA = int(FrameType.DATA)
+_CLOSED = State.CLOSED
 
 
 def _ignore(_: object = None) -> None:
@@ -239,10 +240,11 @@ class PipeConnection:
     def receive(self, data: bytes, now: float) -> None:
         """Bytes from a byte-stream carrier."""
         self.last_heard = now
-        if self._ignores_input():
-            return
         try:
-            self._receive_frames(self._decoder.receive(data), now, control=True)
+            if self._handshake is None and self.state is not _CLOSED:  # the hot path
+                self._deliver(self._decoder.receive(data), now)
+            elif not self._ignores_input():
+                self._receive_frames(self._decoder.receive(data), now, control=True)
         except ProtocolError as exc:
             self.protocol_failure(exc, now)
 
@@ -304,23 +306,46 @@ class PipeConnection:
         self._emit(Authenticated())
 
     def _deliver(self, frames: list[RawFrame], now: float) -> None:
-        """Dispatch frames; consecutive DATA frames of one stream reach it as one write."""
+        """Dispatch frames; consecutive DATA frames of one stream reach it as one write.
+
+        The hot path of a pipe: a run of DATA frames is held as its first payload
+        (``first``) and, only once a second one of the same stream follows, a list."""
+        streams = self.streams
         run_id = 0
-        run: list[bytes | memoryview] = []
+        first: bytes | memoryview | None = None
+        more: list[bytes | memoryview] = []
         for ftype, stream_id, payload in frames:
             if ftype == _DATA:
-                if stream_id != run_id and run:
-                    self.table.data(run_id, run)
-                    run = []
+                if first is not None:
+                    if stream_id == run_id:
+                        more.append(payload)
+                        continue
+                    self._data_run(streams.get(run_id), run_id, first, more)
+                    more = []
                 run_id = stream_id
-                run.append(payload)
+                first = payload
                 continue
-            if run:
-                self.table.data(run_id, run)
-                run = []
+            if first is not None:
+                self._data_run(streams.get(run_id), run_id, first, more)
+                first = None
+                more = []
             self._dispatch(Frame(FrameType(ftype), stream_id, bytes(payload)), now)
-        if run:
-            self.table.data(run_id, run)
+        if first is not None:
+            self._data_run(streams.get(run_id), run_id, first, more)
+
+    def _data_run(
+        self,
+        stream: Stream | None,
+        stream_id: int,
+        first: bytes | memoryview,
+        more: list[bytes | memoryview],
+    ) -> None:
+        if stream is None:
+            self.table.unknown(stream_id, "DATA")
+        elif more:
+            stream.receive_data(b"".join([first, *more]))
+        else:
+            stream.receive_data(first)
 
     def _dispatch(self, frame: Frame, now: float) -> None:
         ftype = frame.type

@@ -51,8 +51,10 @@ class TcpPipe(CarrierPipe, asyncio.Protocol):
         self._start()
 
     def data_received(self, data: bytes) -> None:
-        self.core.receive(data, time.monotonic())
-        self._sync_timer()
+        core = self.core
+        core.receive(data, time.monotonic())
+        if core.next_deadline() != self._timer_at:  # seldom: heartbeats move it, not data
+            self._sync_timer()
 
     def eof_received(self) -> bool:
         self.core.shutdown(f"{self.role_peer} closed the connection", time.monotonic())
