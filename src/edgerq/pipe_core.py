@@ -72,7 +72,10 @@ log = logging.getLogger("edgerq.pipe")
 
 _pipe_ids = itertools.count(1)
 _DATA = int(FrameType.DATA)
+_CLOSING = State.CLOSING
 _CLOSED = State.CLOSED
+"""The hot path compares with these: ``State.CLOSING`` is a lookup through the enum's
+metaclass (~0.1 µs a time)."""
 
 
 def _ignore(_: object = None) -> None:
@@ -381,7 +384,7 @@ class PipeConnection:
 
     def send_raw(self, data: bytes) -> None:
         """Queue one encoded frame (nothing once closing)."""
-        if self.state >= State.CLOSING:
+        if self.state >= _CLOSING:
             return
         if self.paused:
             queued = self.bounds.queue_paused(len(data))
@@ -392,7 +395,7 @@ class PipeConnection:
         self._wake()
 
     def send_data(self, stream_id: int, data: Payload, max_frame: int) -> None:
-        if self.state >= State.CLOSING:
+        if self.state >= _CLOSING:
             return
         self.outbox.data(stream_id, data, max_frame)
         self._wake()
