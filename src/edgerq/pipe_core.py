@@ -82,26 +82,6 @@ def _ignore(_: object = None) -> None:
     pass
 
 
-class _BudgetOwner:
-    """What a ``PipeBudget`` tells its pipe: a limit hit, and the end of the pipe."""
-
-    __slots__ = ("_core",)
-
-    def __init__(self, core: PipeConnection) -> None:
-        self._core = core
-
-    def __str__(self) -> str:
-        return str(self._core)
-
-    @property
-    def limit_hit(self) -> Callable[[Limit], None]:
-        return self._core.bounds.on_limit
-
-    def protocol_failure(self, exc: ProtocolError) -> None:
-        # Only ever called while input is handled, so the last input's time is now.
-        self._core.protocol_failure(exc, self._core.last_heard)
-
-
 class PipeConnection:
     """One pipe's protocol state: handshake, streams, heartbeats, limits, close."""
 
@@ -157,8 +137,9 @@ class PipeConnection:
         self.bounds = PipeBounds(max_streams, control_backlog, on_limit)
         self.stream_window = stream_window
         """The most this end grants a stream the peer opens, whatever it asks (SP side)."""
-        self.budget = PipeBudget(_BudgetOwner(self), pipe_buffer)
-        """Bytes the streams hold for their local sockets, at most ``pipe_buffer``."""
+        self.budget = PipeBudget(self, pipe_buffer)
+        """Bytes the streams hold for their local sockets, at most ``pipe_buffer``; its
+        ``LimitExceeded`` reaches ``receive`` and closes the pipe like any other."""
         self._role_frames: RoleFrames = (
             ProviderFrames(self, self.table, self.bounds, emit)
             if role is Role.PROVIDER
@@ -168,6 +149,15 @@ class PipeConnection:
     def __str__(self) -> str:
         who = f" '{self.name}'" if self.name else ""
         return f"pipe {self.id}{who} ({self.peer})"
+
+    @property
+    def limit_hit(self) -> Callable[[Limit], None]:
+        """Told every limit this pipe enforces (the daemon counts them)."""
+        return self.bounds.on_limit
+
+    def learn_peer(self, address: str) -> None:
+        """The carrier knows the peer's ``host:port`` (named in every log line)."""
+        self.peer = address
 
     @property
     def streams_total(self) -> int:

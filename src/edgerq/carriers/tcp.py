@@ -43,7 +43,7 @@ class TcpPipe(CarrierPipe, asyncio.Protocol):
         self._transport = transport
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
-            self.core.peer = f"{peer[0]}:{peer[1]}"
+            self.core.learn_peer(f"{peer[0]}:{peer[1]}")
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
