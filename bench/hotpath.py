@@ -36,7 +36,7 @@ from bench.common import (
     provider_config,
 )
 from bench.cpu import session_cpu_seconds
-from bench.run import DEBIAN_TOOLS, SCENARIOS, Scenario, run_wrk, start_nginx
+from bench.run import DEBIAN_TOOLS, LARGE_BODY, SCENARIOS, Scenario, run_wrk, start_nginx
 
 _PROFILED = """
 import cProfile, runpy, sys, time
@@ -86,20 +86,22 @@ def start_tree(stack: Stack, tree: Tree, backend: int, profile: Path | None) -> 
     tree.service_port, tree.sc_pid, tree.sp_pid = service, sc.pid, sp.pid
 
 
-def scenario_for(conns: int) -> Scenario:
+def scenario_for(conns: int, large: bool = False) -> Scenario:
+    path = "/large" if large else "/small"
     for scenario in SCENARIOS:
-        if scenario.path == "/small" and scenario.connections == conns and not scenario.close:
+        if scenario.path == path and scenario.connections == conns and not scenario.close:
             return scenario
-    return Scenario(f"small-ka-{conns}", f"small GET keep-alive, {conns} conns", "/small", conns)
+    return Scenario(f"{path[1:]}-ka-{conns}", f"{path} GET keep-alive, {conns} conns", path, conns)
 
 
 def measure(
-    trees: list[Tree], conns: list[int], rounds: int, duration: float, wrk: str
+    trees: list[Tree], conns: list[int], rounds: int, duration: float, wrk: str, large: bool
 ) -> dict[tuple[str, int], list[tuple[float, float]]]:
-    """(label, conns) -> per round (SC µs, SP µs) per request."""
+    """(label, conns) -> per round (SC µs, SP µs) per request (per MB: ``large``)."""
     out: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    unit = "MB" if large else "req"
     for n in conns:
-        scenario = scenario_for(n)
+        scenario = scenario_for(n, large)
         for tree in trees:  # warm up: the first requests open connections and pipes' streams
             run_wrk(wrk, tree.service_port, scenario, 1.0)
         for r in range(rounds):
@@ -109,11 +111,12 @@ def measure(
                 sc1, sp1 = session_cpu_seconds(tree.sc_pid), session_cpu_seconds(tree.sp_pid)
                 if result.requests <= 0 or result.errors:
                     raise RuntimeError(f"{tree.label}: {result.requests} requests, errors")
-                per = ((sc1 - sc0) * 1e6 / result.requests, (sp1 - sp0) * 1e6 / result.requests)
+                units = result.requests * (LARGE_BODY / 1e6 if large else 1)
+                per = ((sc1 - sc0) * 1e6 / units, (sp1 - sp0) * 1e6 / units)
                 out.setdefault((tree.label, n), []).append(per)
                 log(
                     f"round {r + 1} {tree.label:>10} {n:3d} conns: SC {per[0]:6.1f} "
-                    f"SP {per[1]:6.1f} µs/req ({result.requests:.0f} requests)"
+                    f"SP {per[1]:6.1f} µs/{unit} ({result.requests:.0f} requests)"
                 )
     return out
 
@@ -139,6 +142,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="rounds per tree (default 3)")
     p.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run (default 3)")
     p.add_argument(
+        "--large", action="store_true", help="1 MiB GETs instead: CPU µs per MB, not per request"
+    )
+    p.add_argument(
         "--profile", type=Path, metavar="DIR", help="run the daemons under cProfile into DIR"
     )
     return p.parse_args(argv)
@@ -162,8 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         backend = start_nginx(stack, tools["nginx"])
         for tree in trees:
             start_tree(stack, tree, backend, args.profile)
-        results = measure(trees, conns, args.rounds, args.duration, tools["wrk"])
-    print(f"median CPU µs per request over {args.rounds} rounds of {args.duration:g} s")
+        results = measure(trees, conns, args.rounds, args.duration, tools["wrk"], args.large)
+    unit = "MB (1 MiB GETs)" if args.large else "request"
+    print(f"median CPU µs per {unit} over {args.rounds} rounds of {args.duration:g} s")
     print(f"{'tree':>12} {'conns':>5} {'SC':>7} {'SP':>7} {'SC+SP':>7}")
     for (label, n), per in results.items():
         sc = statistics.median(p[0] for p in per)
