@@ -156,9 +156,9 @@ class LocalConnection(asyncio.BufferedProtocol):
         # One buffer shared by every connection of this thread: buffer_updated()
         # copies the bytes out at once, so idle connections cost no buffer at all.
         credit = self.stream.send_credit if self.stream is not None else 0
-        if credit <= 0:
+        if credit <= 0 or credit >= self._read_size:  # the latter: most reads, no new view
             return self._view
-        return self._view[: min(credit, self._read_size)]
+        return self._view[:credit]
 
     def buffer_updated(self, nbytes: int) -> None:
         if self.idle_timeout is not None:
