@@ -8,7 +8,7 @@ USERS ?= 50
 TARGET ?= tunnel
 LINT_PATHS := src tests $(wildcard bench)
 
-.PHONY: help up test lint typecheck unit integration fault-test compose-test two-site-test promtool-test swarm-test lock loadtest bench bench-scale bench-capacity clean
+.PHONY: help up test lint typecheck unit integration fault-test compose-test two-site-test promtool-test swarm-test lock loadtest bench bench-cpu bench-scale bench-capacity clean
 .PHONY: bench-wan bench-loss
 
 help:
@@ -23,6 +23,7 @@ help:
 	@echo "make loadtest      headless Locust on the Compose suite (DURATION=60s USERS=50 TARGET=tunnel|direct PROJECT=name)"
 	@echo "make bench         edgerq vs direct, socat, ssh -R (about 14 min; BENCH_ARGS=--quick)"
 	@echo "make bench-capacity CPU per request, per new connection and per MB, memory per connection and per pipe (docs/scaling.md)"
+	@echo "make bench-cpu     SC and SP CPU µs per small keep-alive request (tcp), then the pipe's own Python per request (BENCH_ARGS: see python -m bench.hotpath --help)"
 	@echo "make bench-scale   10,000 idle tunneled connections: RSS per connection, all answered"
 	@echo "make bench-loss    goodput across 0/2/10 % packet loss, tcp and udp (root) -> bench/results/loss.json"
 	@echo "make bench-wan     tcp, tcp + stunnel, udp across an emulated WAN (root; ~15 min; BENCH_ARGS=--quick)"
@@ -83,6 +84,10 @@ bench: $(STAMP)
 
 bench-capacity: $(STAMP)
 	$(BIN)/python -m bench.capacity $(BENCH_ARGS)
+
+bench-cpu: $(STAMP)
+	$(BIN)/python -m bench.hotpath $(BENCH_ARGS)
+	$(BIN)/python -m bench.hotpath_core
 
 bench-scale: $(STAMP)
 	$(BIN)/python -m bench.scale $(BENCH_ARGS)

@@ -16,8 +16,9 @@ A peer that honours the windows never overruns one; a budget overrun means
 this end's local sockets (slow clients at the SC, a stuck service at the SP)
 hold more than ``limit`` at once.
 
-No I/O here: streams charge and release bytes, the pipe is told through the
-small ``BudgetOwner`` interface.
+No I/O here: streams charge and release bytes; a limit hit is told to the
+small ``BudgetOwner`` interface, and the violation that ends the pipe is
+raised (``LimitExceeded``) to whoever handed the pipe its input.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from edgerq import defaults
-from edgerq.errors import LimitExceeded, ProtocolError
+from edgerq.errors import LimitExceeded
 from edgerq.labels import Limit
 
 log = logging.getLogger("edgerq.budget")
@@ -39,11 +40,10 @@ def granted_window(own: int, asked: int) -> int:
 
 
 class BudgetOwner(Protocol):
-    """The pipe a budget belongs to (``MuxPipe`` on either carrier)."""
+    """The pipe a budget belongs to (its ``PipeConnection``): named in the log lines."""
 
     @property
     def limit_hit(self) -> Callable[[Limit], None]: ...
-    def protocol_failure(self, exc: ProtocolError) -> None: ...
 
 
 class PipeBudget:
@@ -82,7 +82,9 @@ class PipeBudget:
         self.held = max(0, self.held - n)
 
     def violated(self, limit: Limit, stream_id: int, message: str) -> None:
-        """A stream was reset for overrunning ``limit``: count it, and end the pipe at last."""
+        """A stream was reset for overrunning ``limit``: count it; the ``max_violations``-th
+        raises ``LimitExceeded`` (the pipe ends with it), later ones do not (frames
+        already on their way)."""
         self.violations += 1
         owner = self.owner
         if owner is not None:
@@ -97,11 +99,9 @@ class PipeBudget:
             self.violations,
             self.max_violations,
         )
-        if self.violations == self.max_violations and owner is not None:
-            owner.protocol_failure(
-                LimitExceeded(
-                    f"the peer overran stream windows or the pipe buffer {self.violations} "
-                    f"times (last: {message})",
-                    Limit.REPEATED_VIOLATIONS,
-                )
+        if self.violations == self.max_violations:
+            raise LimitExceeded(
+                f"the peer overran stream windows or the pipe buffer {self.violations} "
+                f"times (last: {message})",
+                Limit.REPEATED_VIOLATIONS,
             )

@@ -255,8 +255,26 @@ class CarrierPipe(ABC):
         return self.core.streams_total
 
     @property
+    def unknown_stream_frames(self) -> int:
+        """Frames for streams this pipe no longer has (or never had), dropped."""
+        return self.core.unknown_stream_frames
+
+    @property
     def max_streams(self) -> int:
         return self.core.bounds.max_streams
+
+    @property
+    def control_backlog(self) -> int:
+        return self.core.bounds.control_backlog
+
+    @property
+    def pipe_buffer(self) -> int:
+        return self.core.budget.limit
+
+    @property
+    def limit_violations(self) -> int:
+        """Streams reset because the peer overran a window or the pipe's buffer."""
+        return self.core.budget.violations
 
     def set_limits(self, *, max_streams: int, control_backlog: int, pipe_buffer: int) -> None:
         self.core.bounds.max_streams = max_streams
@@ -300,6 +318,11 @@ class CarrierPipe(ABC):
 
     def send_raw(self, data: bytes) -> None:
         self.core.send_raw(data)
+
+    def send_data(self, stream_id: int, data: bytes, max_frame: int) -> None:
+        """Queue ``data`` as DATA frames of ``stream_id``, whatever its credit (a stream's
+        own ``send`` keeps to it: this is for tests that play a peer)."""
+        self.core.send_data(stream_id, data, max_frame)
 
     def drain(self, reason: str) -> None:
         """Tell the peer no new streams will be taken here; open ones go on."""

@@ -2,7 +2,8 @@
 
 ``PipeConnection`` owns one ``StreamTable``. The table allocates the SC's
 stream ids, creates ``Stream``s (whose ``StreamWriter`` is the connection),
-routes DATA/WINDOW/FIN/RESET/OPEN_OK/OPEN_FAIL to them, and counts frames for
+routes WINDOW/FIN/RESET/OPEN_OK/OPEN_FAIL to them (DATA, the hot path, is
+routed by the connection itself), and counts frames for
 streams it no longer has (the peer sent them before it learnt of a close:
 they are dropped, never handed to another stream).
 """
@@ -84,13 +85,6 @@ class StreamTable:
         self.streams.clear()
 
     # --- frames for streams ------------------------------------------------------------
-
-    def data(self, stream_id: int, chunks: list[bytes | memoryview]) -> None:
-        stream = self.streams.get(stream_id)
-        if stream is None:
-            self.unknown(stream_id, "DATA")
-            return
-        stream.receive_data(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     def window(self, stream_id: int, increment: int) -> None:
         stream = self.streams.get(stream_id)

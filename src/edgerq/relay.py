@@ -88,6 +88,9 @@ class LocalConnection(asyncio.BufferedProtocol):
         """The stream whose bytes were last counted, and its (out, in) counts then."""
         self._window = 0
         """The stream window the write buffer's limits were set for."""
+        self._buffered = 1
+        """The transport's write buffer after our last write (1 before it: unknown). It
+        only shrinks until the next, so 0 spares asking again (once per write, the hot path)."""
 
     # --- binding -----------------------------------------------------------------
 
@@ -139,6 +142,7 @@ class LocalConnection(asyncio.BufferedProtocol):
             # bytes, so not counted in ``written`` (credit is granted for those only).
             transport.write(self._preamble)
             self._preamble = b""
+            self._buffered = 1  # unknown: ask before the first write of a view
         if self._pending:
             for data in self._pending:
                 self._write(data)
@@ -152,9 +156,9 @@ class LocalConnection(asyncio.BufferedProtocol):
         # One buffer shared by every connection of this thread: buffer_updated()
         # copies the bytes out at once, so idle connections cost no buffer at all.
         credit = self.stream.send_credit if self.stream is not None else 0
-        if credit <= 0:
+        if credit <= 0 or credit >= self._read_size:  # the latter: most reads, no new view
             return self._view
-        return self._view[: min(credit, self._read_size)]
+        return self._view[:credit]
 
     def buffer_updated(self, nbytes: int) -> None:
         if self.idle_timeout is not None:
@@ -260,7 +264,7 @@ class LocalConnection(asyncio.BufferedProtocol):
         assert transport is not None
         if transport.is_closing():
             return
-        if isinstance(data, memoryview) and transport.get_write_buffer_size():
+        if self._buffered and isinstance(data, memoryview) and transport.get_write_buffer_size():
             # Queued behind unsent bytes, a view of a pipe read would keep that
             # whole read (up to 256 KiB for a 4 KiB frame) alive: queue a copy,
             # so what a slow reader holds stays its window, not reads it shared.
@@ -269,8 +273,9 @@ class LocalConnection(asyncio.BufferedProtocol):
         self.written += len(data)
         if self.idle_timeout is not None:
             self.last_active = time.monotonic()
+        buffered = self._buffered = transport.get_write_buffer_size()
         if self.stream is not None:
-            self.stream.consumed(self.written - transport.get_write_buffer_size())
+            self.stream.consumed(self.written - buffered)
 
     def _write_eof(self) -> None:
         transport = self.transport

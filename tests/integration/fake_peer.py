@@ -327,7 +327,7 @@ class QuicHostileConsumer:
             if not live:
                 break
             for i in live:
-                pipe.core.send_data(i, chunk, frame_size)  # past any credit: a hostile SC
+                pipe.send_data(i, chunk, frame_size)  # past any credit: a hostile SC
                 sent[i] += frame_size
             done += frame_size * len(live)
             await asyncio.sleep(0.002)  # let qh3 send, and hear the SP's resets
@@ -374,7 +374,7 @@ class QuicHostileConsumer:
                     sink=_NullSink(self.reset_streams, 0),
                 )
                 frame = encode_frame(FrameType.DATA, stream.id, bytes(MAX_PAYLOAD))
-                pipe.core.send_raw(frame[:HEADER_SIZE] + body)  # queued after its OPEN
+                pipe.send_raw(frame[:HEADER_SIZE] + body)  # queued after its OPEN
                 # Paced (about 50 MB/s), so the SP's socket does not drop datagrams: a
                 # loss leaves data out of order in qh3, which is not what is tested here.
                 await asyncio.sleep(0.02)

@@ -16,7 +16,7 @@ from edgerq import defaults
 from edgerq.budget import PipeBudget, granted_window
 from edgerq.config import load_provider
 from edgerq.config.model import ProviderConfig
-from edgerq.errors import ConfigError, FrameError, LimitExceeded, ProtocolError
+from edgerq.errors import ConfigError, FrameError, LimitExceeded
 from edgerq.labels import Limit, Outcome
 from edgerq.pipe_adapter import CarrierPipe
 from edgerq.protocol.frames import FrameDecoder, FrameType
@@ -28,13 +28,11 @@ KIB = 1024
 
 
 class Pipe:
-    """A stand-in for the pipe: records frames, limit hits and the failure that ends it."""
+    """A stand-in for the pipe: records frames and limit hits."""
 
     def __init__(self) -> None:
         self.frames: list[tuple[FrameType, int, bytes]] = []
         self.hits: list[Limit] = []
-        self.failure: ProtocolError | None = None
-        self.failures = 0
         self.forgotten: list[int] = []
 
     # StreamWriter
@@ -57,10 +55,6 @@ class Pipe:
     # BudgetOwner
     def limit_hit(self, limit: Limit) -> None:
         self.hits.append(limit)
-
-    def protocol_failure(self, exc: ProtocolError) -> None:
-        self.failure = exc
-        self.failures += 1
 
     def resets(self) -> list[int]:
         return [sid for kind, sid, _ in self.frames if kind is FrameType.RESET]
@@ -113,7 +107,7 @@ def test_data_past_the_window_this_end_granted_resets_the_stream_whatever_was_as
     assert pipe.resets() == [1]
     assert pipe.hits == [Limit.STREAM_WINDOW]
     assert budget.held == 0, "a reset stream gives back what it held"
-    assert pipe.failure is None, "one violation does not end the pipe"
+    assert budget.violations == 1, "counted; one violation does not end the pipe (no raise)"
 
 
 def test_credit_granted_back_lets_the_peer_send_on() -> None:
@@ -149,16 +143,18 @@ def test_the_pipe_budget_resets_the_stream_that_would_pass_it() -> None:
 def test_a_peer_that_keeps_breaking_the_bounds_loses_the_pipe() -> None:
     pipe = Pipe()
     budget = PipeBudget(pipe, limit=1024 * KIB, max_violations=3)
-    for n in range(3):
+    for n in range(2):
         stream, _ = sp_stream(pipe, budget, 2 * n + 1)
+        stream.receive_data(bytes(64 * KIB + 1))  # reset, counted, the pipe goes on
+    stream, _ = sp_stream(pipe, budget, 5)
+    with pytest.raises(LimitExceeded) as failure:  # to the pipe's receive: it closes
         stream.receive_data(bytes(64 * KIB + 1))
-        assert (pipe.failure is None) == (n < 2)
-    assert isinstance(pipe.failure, LimitExceeded)
-    assert pipe.failure.limit is Limit.REPEATED_VIOLATIONS
-    assert "3 times" in str(pipe.failure)
+    assert failure.value.limit is Limit.REPEATED_VIOLATIONS
+    assert "3 times" in str(failure.value)
+    assert pipe.resets() == [1, 3, 5], "every overrunning stream was reset"
     stream, _ = sp_stream(pipe, budget, 99)  # frames already on their way: no second end
     stream.receive_data(bytes(64 * KIB + 1))
-    assert budget.violations == 4 and pipe.failures == 1
+    assert budget.violations == 4
 
 
 def test_the_first_violation_is_logged_and_a_flood_is_not(caplog: pytest.LogCaptureFixture) -> None:
@@ -250,7 +246,7 @@ async def test_an_sc_window_larger_than_the_sps_is_cut_to_the_sps_and_bytes_arri
         (stream,) = pipe.streams.values()
         assert stream.window == 256 * KIB
         assert isinstance(pipe, CarrierPipe)
-        assert pipe.core.budget.violations == 0
+        assert pipe.limit_violations == 0
         writer.close()
     finally:
         await sp.stop()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from edgerq import defaults
-from edgerq.errors import AuthError
+from edgerq.errors import AuthError, LimitExceeded
 from edgerq.labels import Limit, Outcome
 from edgerq.pipe_bounds import MAX_PINGS_PER_INTERVAL
 from edgerq.pipe_core import PipeConnection
@@ -371,6 +371,20 @@ def test_stream_ids_are_allocated_in_steps() -> None:
             for _ in range(3)
         ]
         assert ids == wanted
+
+
+def test_a_peer_that_overruns_windows_again_and_again_loses_the_pipe() -> None:
+    sc, sp = authenticated()
+    streams = [open_stream(sc, sp, window=1000) for _ in range(defaults.LIMIT_VIOLATIONS)]
+    for n, (sc_stream, _, _, service) in enumerate(streams, 1):
+        # past the window this end granted: the stream is reset, the violation counted
+        sp.core.receive(encode_frame(FrameType.DATA, sc_stream.id, bytes(1001)), 2.0)
+        assert service.resets and service.data == b""
+        assert (state_of(sp) is State.CLOSING) == (n == defaults.LIMIT_VIOLATIONS)
+    assert Limit.REPEATED_VIOLATIONS in sp.limits
+    assert sp.take_events()[-1] == CloseTransport()
+    assert isinstance(sp.core.error, LimitExceeded) and "16 times" in sp.core.close_reason
+    assert sp.sent()[-1] == goaway(GoawayCode.LIMIT_EXCEEDED, sp.core.close_reason)
 
 
 def test_data_flows_within_the_window_and_credit_comes_back() -> None:

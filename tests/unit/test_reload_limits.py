@@ -23,7 +23,7 @@ def test_streams_per_pipe_control_backlog_and_pipe_buffer_apply_to_the_pipe_up()
         provider.apply_limits(
             PipeLimits(streams_per_pipe=3, control_backlog=65536, pipe_buffer=2 << 20)
         )
-        limits = (pipe.max_streams, pipe.core.bounds.control_backlog, pipe.core.budget.limit)
+        limits = (pipe.max_streams, pipe.control_backlog, pipe.pipe_buffer)
         assert limits == (3, 65536, 2 << 20)
         provider.apply_limits(PipeLimits(streams_per_pipe=50))  # tcp: a raise applies too
         assert pipe.max_streams == 50

@@ -95,7 +95,7 @@ class QuicPipe(CarrierPipe):
         """The QUIC handshake is done (SP) or the connection exists (SC): start ours.
         ``source``: the address of the first datagram (SC), when known."""
         if source is not None:
-            self.core.peer = f"{str(source[0]).removeprefix('::ffff:')}:{source[1]}"
+            self.core.learn_peer(f"{str(source[0]).removeprefix('::ffff:')}:{source[1]}")
         self._learn_peer()
         self._start()
 
@@ -104,7 +104,7 @@ class QuicPipe(CarrierPipe):
             address = qh3_compat.remote_address(self._protocol.quic)
             if address is not None:
                 host = str(address[0]).removeprefix("::ffff:")
-                self.core.peer = f"{host}:{address[1]}"
+                self.core.learn_peer(f"{host}:{address[1]}")
 
     def begin_batch(self) -> None:
         self._batching = True

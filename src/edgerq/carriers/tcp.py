@@ -43,7 +43,7 @@ class TcpPipe(CarrierPipe, asyncio.Protocol):
         self._transport = transport
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
-            self.core.peer = f"{peer[0]}:{peer[1]}"
+            self.core.learn_peer(f"{peer[0]}:{peer[1]}")
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -51,8 +51,10 @@ class TcpPipe(CarrierPipe, asyncio.Protocol):
         self._start()
 
     def data_received(self, data: bytes) -> None:
-        self.core.receive(data, time.monotonic())
-        self._sync_timer()
+        core = self.core
+        core.receive(data, time.monotonic())
+        if core.next_deadline() != self._timer_at:  # seldom: heartbeats move it, not data
+            self._sync_timer()
 
     def eof_received(self) -> bool:
         self.core.shutdown(f"{self.role_peer} closed the connection", time.monotonic())
