@@ -136,16 +136,23 @@ async def forward(request: web.Request) -> web.StreamResponse:
         if length is not None and "Transfer-Encoding" not in upstream.headers:
             resp.content_length = int(length)
         await resp.prepare(request)
-        try:
-            async for chunk in upstream.content.iter_any():
+        while True:
+            try:
+                chunk = await upstream.content.readany()
+            except (ClientError, TimeoutError) as exc:
+                # the client must see a truncated body, not a clean end: close its connection
+                log.warning("upstream broke mid-body: %s %s: %r", request.method, url, exc)
+                upstream.close()
+                if request.transport is not None:
+                    request.transport.abort()
+                return resp
+            if not chunk:
+                break
+            try:
                 await resp.write(chunk)
-        except (ClientError, TimeoutError) as exc:
-            # the client must see a truncated body, not a clean end: close its connection
-            log.warning("upstream broke mid-body: %s %s: %r", request.method, url, exc)
-            upstream.close()
-            if request.transport is not None:
-                request.transport.abort()
-            return resp
+            except ConnectionError:  # the client went away: so does the upstream connection
+                upstream.close()
+                return resp
         await resp.write_eof()
         return resp
     finally:
