@@ -1,11 +1,13 @@
 # gunicorn settings for the proxy; overridable with GUNICORN_CMD_ARGS.
+# One asyncio worker (aiohttp) serves every connection: the proxy
+# only relays, so a second process would add context switches, not capacity,
+# on a small machine (PROXY_WORKERS raises it).
 import os
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8080')}"
-workers = int(os.environ.get("PROXY_WORKERS", "2"))
-worker_class = "gthread"
-threads = int(os.environ.get("PROXY_THREADS", "16"))
-keepalive = 30
+workers = int(os.environ.get("PROXY_WORKERS", "1"))
+worker_class = "aiohttp.GunicornWebWorker"
+keepalive = 30  # seconds an idle client connection stays open
 timeout = 120
 graceful_timeout = 10
 errorlog = "-"

@@ -45,6 +45,14 @@ def test_post_echo_returns_body_method_and_query(http: requests.Session, proxy_u
     assert r.headers["X-Body-SHA256"] == hashlib.sha256(body).hexdigest()
 
 
+def test_query_reaches_the_server_as_sent(http: requests.Session, proxy_url: str) -> None:
+    """Percent-escapes and '+' in the query are forwarded byte for byte, not re-encoded."""
+    query = "a=%2F%20b&c=x+y&d=%C3%A9&e=%25"
+    r = http.get(f"{proxy_url}/echo?{query}", timeout=15)
+    assert r.status_code == 200
+    assert r.headers["X-Echo-Query"] == query
+
+
 def test_other_methods_echo(http: requests.Session, proxy_url: str) -> None:
     for method in ("PUT", "PATCH", "DELETE"):
         r = http.request(
