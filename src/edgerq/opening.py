@@ -31,6 +31,7 @@ from edgerq.registry import ServiceRegistry
 from edgerq.relay import LocalConnection
 from edgerq.slow_clients import SlowClients
 from edgerq.stream import OpenRefused, PipeLost, Stream
+from edgerq.waiting import Deadlines
 
 log = logging.getLogger("edgerq.sc")
 
@@ -59,6 +60,8 @@ class ClientOpener:
         self.bytes: dict[uuid_mod.UUID, list[int]] = {}
         """Bytes up and down per service, as counted so far."""
         self.slow = SlowClients(metrics, self.slots)
+        self.unanswered: Deadlines[ClientConnection] = Deadlines(self._check_open)
+        """Connections whose SP has not answered yet: the next probe, or the deadline."""
         self.configure(services)
 
     def configure(self, services: Iterable[ConsumerService]) -> None:
@@ -188,21 +191,22 @@ class ClientOpener:
             conn.counted = True
             self.metrics.streams_open.labels(service.name).inc()
         assert stream.opened is not None
-        self._watch_open(conn, stream)
+        self._watch_open(conn)
         stream.opened.add_done_callback(lambda opened: self._opened(conn, pipe, stream, opened))
 
-    def _watch_open(self, conn: ClientConnection, stream: Stream) -> None:
-        """One timer while the SP has not answered: the next probe, or the deadline."""
+    def _watch_open(self, conn: ClientConnection) -> None:
+        """While the SP has not answered: the next probe, or the deadline (on the
+        opener's one timer for all of them, not a timer per connection)."""
         loop = asyncio.get_running_loop()
         when = min(conn.attempt.deadline, loop.time() + PROBE_INTERVAL)
-        conn.timer = loop.call_at(when, self._check_open, conn, stream)
+        self.unanswered.set(conn, when, loop)
 
-    def _check_open(self, conn: ClientConnection, stream: Stream) -> None:
+    def _check_open(self, conn: ClientConnection) -> None:
         """Still no OPEN_OK. Past request_ttl: 504. Else, if the pipe has gone silent
         (a killed udp SP says nothing, and the heartbeat timeout takes 8 s) while
         another pipe is heard from, open the connection there instead."""
-        conn.timer = None
-        if conn.stream is not stream or stream.opened is None or stream.opened.done():
+        stream = conn.stream
+        if conn.done or stream is None or stream.opened is None or stream.opened.done():
             return
         attempt = conn.attempt
         pipe = attempt.pipe
@@ -227,16 +231,14 @@ class ClientOpener:
                 attempt.failed()
                 conn.fail(502, f"service '{conn.service.name}' unreachable: {lost.reason}")
             return
-        self._watch_open(conn, stream)
+        self._watch_open(conn)
 
     def _opened(
         self, conn: ClientConnection, pipe: MuxPipe, stream: Stream, opened: asyncio.Future[None]
     ) -> None:
         if conn.stream is not stream:
             return
-        if conn.timer is not None:
-            conn.timer.cancel()
-            conn.timer = None
+        self.unanswered.discard(conn)
         if opened.cancelled():
             return
         error = opened.exception()
@@ -307,9 +309,7 @@ class ClientOpener:
         self.connections.discard(conn)
         if conn.task is not None and not conn.task.done():
             conn.task.cancel()
-        if conn.timer is not None:
-            conn.timer.cancel()
-            conn.timer = None
+        self.unanswered.discard(conn)
         if conn.guard is not None:
             conn.guard.cancel()
             conn.guard = None

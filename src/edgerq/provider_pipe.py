@@ -14,6 +14,7 @@ import logging
 import time
 import uuid as uuid_mod
 from collections.abc import Sequence
+from typing import Any
 
 from edgerq.backoff import Backoff
 from edgerq.carriers import carrier
@@ -27,6 +28,7 @@ from edgerq.protocol.handshake import ProviderHandshake
 from edgerq.protocol.messages import Open, OpenFailure, Register, RegisterStatus
 from edgerq.relay import LocalConnection
 from edgerq.stream import OpenRefused, Stream
+from edgerq.waiting import Deadlines
 
 log = logging.getLogger("edgerq.sp")
 
@@ -55,6 +57,9 @@ class ProviderPipe:
         """streams_per_pipe when that pipe was built (udp: what QUIC announced)."""
         self.accepted: set[uuid_mod.UUID] = set()
         self.connections: set[LocalConnection] = set()
+        self.connecting: Deadlines[asyncio.Task[Any]] = Deadlines(self._connect_expired)
+        """Connects to services under way, each with its CONNECT_TIMEOUT."""
+        self._timed_out: set[asyncio.Task[Any]] = set()
         self.ready = asyncio.Event()
         self._failure: Exception | None = None
         self.backoff = Backoff(steady=REDIAL_STEADY)
@@ -328,28 +333,22 @@ class ProviderPipe:
     ) -> None:
         """Connect to the service; answer the stream when that is done or failed.
 
-        A task for ``create_connection`` and a timer that cancels it, not a
-        coroutine of our own under ``asyncio.timeout``: one frame, one timeout
-        object and a loop look-up less per stream (this runs once per connection)."""
+        A task for ``create_connection`` with its deadline among the pipe's
+        others (one timer for all), not a coroutine of our own under
+        ``asyncio.timeout``: a frame, a timeout object and a timer armed and
+        cancelled less per stream (this runs once per connection)."""
         loop = asyncio.get_running_loop()
         task = loop.create_task(
             loop.create_connection(lambda: conn, service.hostname, service.port)
         )
-        timed_out: list[bool] = []
+        self.connecting.set(task, loop.time() + CONNECT_TIMEOUT, loop)
 
-        def expire() -> None:
-            timed_out.append(True)
-            task.cancel()
-
-        timer = loop.call_later(CONNECT_TIMEOUT, expire)
-
-        def connected(
-            done: asyncio.Task[tuple[asyncio.Transport, LocalConnection]],
-        ) -> None:
-            timer.cancel()
+        def connected(done: asyncio.Task[tuple[asyncio.Transport, LocalConnection]]) -> None:
+            self.connecting.discard(done)
             if done.cancelled():
-                if not timed_out:
+                if done not in self._timed_out:
                     return  # cancelled from outside (shutdown), as the coroutine was
+                self._timed_out.discard(done)
                 error: BaseException = TimeoutError()
             else:
                 exc = done.exception()
@@ -362,6 +361,10 @@ class ProviderPipe:
             self._connect_failed(pipe, stream, conn, service, error)
 
         task.add_done_callback(connected)
+
+    def _connect_expired(self, task: asyncio.Task[Any]) -> None:
+        self._timed_out.add(task)
+        task.cancel()
 
     def _connected(
         self, pipe: MuxPipe, stream: Stream, conn: LocalConnection, transport: asyncio.Transport
