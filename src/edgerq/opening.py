@@ -82,8 +82,9 @@ class ClientOpener:
         up, down = conn.uncounted_bytes()
         if up or down:
             name = conn.service.name
-            self.metrics.bytes.labels(name, "up").inc(up)
-            self.metrics.bytes.labels(name, "down").inc(down)
+            tally, metric = self.metrics.tally, self.metrics.bytes
+            tally.add(metric, (name, "up"), up)
+            tally.add(metric, (name, "down"), down)
             totals = self.bytes[conn.service.uuid]
             totals[0] += up
             totals[1] += down
@@ -189,7 +190,7 @@ class ClientOpener:
         conn.bind(stream, pipe.paused)
         if not conn.counted:
             conn.counted = True
-            self.metrics.streams_open.labels(service.name).inc()
+            self.metrics.tally.add(self.metrics.streams_open, (service.name,))
         assert stream.opened is not None
         self._watch_open(conn)
         stream.opened.add_done_callback(lambda opened: self._opened(conn, pipe, stream, opened))
@@ -318,9 +319,10 @@ class ClientOpener:
             self.slots[conn.service.uuid].release(conn.source)
         stream = conn.stream
         name = conn.service.name
-        self.metrics.streams.labels(name, conn.outcome_kind or Outcome.CLOSED_EARLY).inc()
+        tally = self.metrics.tally
+        tally.add(self.metrics.streams, (name, conn.outcome_kind or Outcome.CLOSED_EARLY))
         if conn.counted:
-            self.metrics.streams_open.labels(name).dec()
+            tally.add(self.metrics.streams_open, (name,), -1)
         self._count(conn)
         outcome = conn.outcome or "closed"
         if outcome != "ok":

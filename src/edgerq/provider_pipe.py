@@ -304,7 +304,7 @@ class ProviderPipe:
         )
         conn.bind(stream, pipe.paused)
         self.connections.add(conn)
-        self.metrics.streams_open.labels(service.name).inc()
+        self.metrics.tally.add(self.metrics.streams_open, (service.name,))
         self._connect(pipe, stream, conn, service)
 
     def pipe_closed(self, pipe: MuxPipe, reason: str) -> None:
@@ -409,8 +409,9 @@ class ProviderPipe:
             return
         service = self.services.get(stream.service)
         name = service.name if service is not None else str(stream.service)
-        self.metrics.bytes.labels(name, "up").inc(received)
-        self.metrics.bytes.labels(name, "down").inc(sent)
+        tally, metric = self.metrics.tally, self.metrics.bytes
+        tally.add(metric, (name, "up"), received)
+        tally.add(metric, (name, "down"), sent)
 
     def _connection_done(self, conn: LocalConnection) -> None:
         self.connections.discard(conn)
@@ -420,8 +421,9 @@ class ProviderPipe:
         outcome = conn.outcome or "closed"
         service = self.services.get(stream.service)
         name = service.name if service is not None else str(stream.service)
-        self.metrics.streams_open.labels(name).dec()
-        self.metrics.streams.labels(name, conn.outcome_kind or Outcome.CLOSED_EARLY).inc()
+        tally = self.metrics.tally
+        tally.add(self.metrics.streams_open, (name,), -1)
+        tally.add(self.metrics.streams, (name, conn.outcome_kind or Outcome.CLOSED_EARLY))
         self._count(conn)
         level = logging.DEBUG if outcome == "ok" else logging.INFO
         log.log(
