@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 from typing import Any
 
@@ -62,6 +63,8 @@ class Tally:
 
     def __init__(self) -> None:
         self._pending: dict[tuple[Counter | Gauge, tuple[str, ...]], float] = {}
+        self._observed: dict[tuple[Histogram, tuple[str, ...]], list[float]] = {}
+        """Per histogram child: the count of each bucket, then the sum."""
 
     def add(self, metric: Counter | Gauge, labels: tuple[str, ...], amount: float = 1) -> None:
         """``metric.labels(*labels).inc(amount)``, at the next flush (a gauge may
@@ -69,11 +72,32 @@ class Tally:
         key = (metric, labels)
         self._pending[key] = self._pending.get(key, 0) + amount
 
+    def observe(self, metric: Histogram, labels: tuple[str, ...], amount: float) -> None:
+        """``metric.labels(*labels).observe(amount)``, at the next flush (~0.4 us
+        against ~4 us: a bucket found by bisection, no lock)."""
+        key = (metric, labels)
+        counts = self._observed.get(key)
+        bounds: list[float] = metric._upper_bounds
+        if counts is None:
+            counts = self._observed[key] = [0.0] * (len(bounds) + 1)
+        counts[bisect.bisect_left(bounds, amount)] += 1  # the first bound >= amount
+        counts[-1] += amount
+
     def flush(self) -> None:
         pending, self._pending = self._pending, {}
         for (metric, labels), amount in pending.items():
             if amount:
                 metric.labels(*labels).inc(amount)
+        observed, self._observed = self._observed, {}
+        for (histogram, labels), counts in observed.items():
+            # prometheus_client has no public call to add bucket counts; its
+            # child keeps one value per bucket and one for the sum (test_tally
+            # checks the result against observe()).
+            child = histogram.labels(*labels)
+            for bucket, count in zip(child._buckets, counts, strict=False):
+                if count:
+                    bucket.inc(count)
+            child._sum.inc(counts[-1])
 
 
 class Metrics:

@@ -247,8 +247,8 @@ class ClientOpener:
             conn.attempt.confirmed()
             stream.replay = None
             self.registry.note_opened(conn.service.uuid, pipe)
-            self.metrics.open_seconds.labels(conn.service.name).observe(
-                time.monotonic() - conn.started
+            self.metrics.tally.observe(
+                self.metrics.open_seconds, (conn.service.name,), time.monotonic() - conn.started
             )
             return
         if isinstance(error, OpenRefused) and not isinstance(error, PipeLost):

@@ -42,3 +42,29 @@ def test_refreshers_run_before_the_tally_is_added() -> None:
     assert (
         sample(metrics, "edgerq_stream_bytes_total", {"service": "web", "direction": "down"}) == 7
     )
+
+
+def test_a_tallied_histogram_scrapes_as_if_each_value_were_observed() -> None:
+    """Bucket edges included (``le`` is <=), the sum, the count: the same text a
+    scrape of directly observed values gives."""
+    values = [0.0, 0.001, 0.0011, 0.004, 0.3, 0.5, 2.5, 9.9, 10.0, 11.0, 123.0] * 3
+    direct, tallied = Metrics(), Metrics()
+    for value in values:
+        direct.open_seconds.labels("web").observe(value)
+        tallied.tally.observe(tallied.open_seconds, ("web",), value)
+    tallied.refresh()
+    tallied.tally.observe(tallied.open_seconds, ("web",), 0.02)  # a later one, later scrape
+    direct.open_seconds.labels("web").observe(0.02)
+    tallied.refresh()
+
+    def scrape(metrics: Metrics) -> list[tuple[str, dict[str, str], float]]:
+        return [
+            (s.name, s.labels, s.value)
+            for family in metrics.registry.collect()
+            if family.name == "edgerq_stream_open_seconds"
+            for s in family.samples
+            if not s.name.endswith("_created")
+        ]
+
+    assert scrape(tallied) == scrape(direct)
+    assert ("edgerq_stream_open_seconds_count", {"service": "web"}, 34.0) in scrape(tallied)
