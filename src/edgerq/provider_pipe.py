@@ -426,6 +426,8 @@ class ProviderPipe:
         tally.add(self.metrics.streams, (name, conn.outcome_kind or Outcome.CLOSED_EARLY))
         self._count(conn)
         level = logging.DEBUG if outcome == "ok" else logging.INFO
+        if not log.isEnabledFor(level):
+            return  # the line's arguments are not even formatted
         log.log(
             level,
             "%s stream %d: service %s: %d B in, %d B out, %.3f s: %s",
