@@ -60,6 +60,7 @@ class ClientOpener:
         self.bytes: dict[uuid_mod.UUID, list[int]] = {}
         """Bytes up and down per service, as counted so far."""
         self.slow = SlowClients(metrics, self.slots)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.unanswered: Deadlines[ClientConnection] = Deadlines(self._check_open)
         """Connections whose SP has not answered yet: the next probe, or the deadline."""
         self.configure(services)
@@ -89,6 +90,15 @@ class ClientOpener:
             totals[0] += up
             totals[1] += down
 
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the SC runs on, looked up once: on Python 3.11 every
+        ``asyncio.get_running_loop()`` is a getpid() system call, and this runs
+        twice per new connection."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
+
     def new_client(self, service: ConsumerService) -> ClientConnection:
         conn = ClientConnection(service, self.connection_done, self.client_connected)
         self.connections.add(conn)
@@ -97,7 +107,7 @@ class ClientOpener:
     def client_connected(self, conn: LocalConnection) -> None:
         assert isinstance(conn, ClientConnection)
         service = conn.service
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         attempt: OpenAttempt[MuxPipe] = OpenAttempt(loop.time() + service.request_ttl)
         conn.attempt = attempt
         conn.source = source_of(conn.peer)
@@ -198,7 +208,7 @@ class ClientOpener:
     def _watch_open(self, conn: ClientConnection) -> None:
         """While the SP has not answered: the next probe, or the deadline (on the
         opener's one timer for all of them, not a timer per connection)."""
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         when = min(conn.attempt.deadline, loop.time() + PROBE_INTERVAL)
         self.unanswered.set(conn, when, loop)
 
