@@ -3,6 +3,7 @@ they pay by default. Failures and refusals are logged either way."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from edgerq.labels import Outcome
 from edgerq.metrics import Metrics
 from edgerq.opening import ClientOpener
 from edgerq.registry import ServiceRegistry
+from edgerq.sc import ServiceConsumer
 
 UUID = "11111111-2222-3333-4444-555555555555"
 
@@ -96,3 +98,15 @@ def test_nothing_is_formatted_when_the_line_would_not_be_emitted(
     conn.outcome = "ok"
     opener.connection_done(conn)
     assert lines(caplog) == []
+
+
+def test_a_reload_turns_the_access_log_on_and_off(tmp_path: Path) -> None:
+    async def body() -> None:
+        sc = ServiceConsumer(load_consumer(config(tmp_path), env={}))
+        assert sc.opener.access_log is False
+        await sc.reload(load_consumer(config(tmp_path, "<access_log>yes</access_log>"), env={}))
+        assert sc.opener.access_log is True
+        await sc.reload(load_consumer(config(tmp_path), env={}))
+        assert sc.opener.access_log is False
+
+    asyncio.run(body())
