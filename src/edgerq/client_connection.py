@@ -42,8 +42,6 @@ class ClientConnection(LocalConnection):
         """Where the opening stands (set when the client is accepted)."""
         self.task: asyncio.Task[None] | None = None
         """Waiting for a slot or a pipe."""
-        self.timer: asyncio.TimerHandle | None = None
-        """The next probe of an open the SP has not answered yet."""
         self.holds_slot = False
         self.counted = False
         self.source = "?"

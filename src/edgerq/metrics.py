@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 from typing import Any
 
@@ -49,12 +50,64 @@ class Histogram(_MemoLabels, _Histogram):
     pass
 
 
+class Tally:
+    """Counts made once per tunneled connection, kept as plain numbers and added
+    to their metrics at the next ``Metrics.refresh`` (which every scrape of
+    ``/metrics`` calls first), so a scrape sees every connection that ended
+    before it.
+
+    Each ``inc``/``dec`` of prometheus_client takes a lock and costs 1.5-2.5 us;
+    at five or six per connection that was about a tenth of the SC's and the SP's
+    CPU on short connections. Here it is one dict update; the pending sums are
+    bounded by the label sets in use (services x outcomes), not by traffic."""
+
+    def __init__(self) -> None:
+        self._pending: dict[tuple[Counter | Gauge, tuple[str, ...]], float] = {}
+        self._observed: dict[tuple[Histogram, tuple[str, ...]], list[float]] = {}
+        """Per histogram child: the count of each bucket, then the sum."""
+
+    def add(self, metric: Counter | Gauge, labels: tuple[str, ...], amount: float = 1) -> None:
+        """``metric.labels(*labels).inc(amount)``, at the next flush (a gauge may
+        take a negative ``amount``; a counter may not)."""
+        key = (metric, labels)
+        self._pending[key] = self._pending.get(key, 0) + amount
+
+    def observe(self, metric: Histogram, labels: tuple[str, ...], amount: float) -> None:
+        """``metric.labels(*labels).observe(amount)``, at the next flush (~0.4 us
+        against ~4 us: a bucket found by bisection, no lock)."""
+        key = (metric, labels)
+        counts = self._observed.get(key)
+        bounds: list[float] = metric._upper_bounds
+        if counts is None:
+            counts = self._observed[key] = [0.0] * (len(bounds) + 1)
+        counts[bisect.bisect_left(bounds, amount)] += 1  # the first bound >= amount
+        counts[-1] += amount
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for (metric, labels), amount in pending.items():
+            if amount:
+                metric.labels(*labels).inc(amount)
+        observed, self._observed = self._observed, {}
+        for (histogram, labels), counts in observed.items():
+            # prometheus_client has no public call to add bucket counts; its
+            # child keeps one value per bucket and one for the sum (test_tally
+            # checks the result against observe()).
+            child = histogram.labels(*labels)
+            for bucket, count in zip(child._buckets, counts, strict=False):
+                if count:
+                    bucket.inc(count)
+            child._sum.inc(counts[-1])
+
+
 class Metrics:
     """Everything an operator graphs or alerts on, labelled by what it concerns."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._refreshers: list[Callable[[], None]] = []
+        self.tally = Tally()
+        """Per-connection counts (streams, streams_open, bytes), added at refresh."""
         r = self.registry
         self.pipes = Gauge(
             "edgerq_pipes_connected", "Authenticated pipes now up", ["carrier", "sp"], registry=r
@@ -123,8 +176,10 @@ class Metrics:
         self._refreshers.append(refresher)
 
     def refresh(self) -> None:
+        """Bring every metric up to date; call before reading any (a scrape does)."""
         for refresher in self._refreshers:
             refresher()
+        self.tally.flush()
 
     def limit_hit(self, limit: Limit) -> None:
         """A limit against abuse refused something (passed to pipes as ``on_limit``)."""

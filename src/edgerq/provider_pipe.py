@@ -14,6 +14,7 @@ import logging
 import time
 import uuid as uuid_mod
 from collections.abc import Sequence
+from typing import Any
 
 from edgerq.backoff import Backoff
 from edgerq.carriers import carrier
@@ -27,6 +28,7 @@ from edgerq.protocol.handshake import ProviderHandshake
 from edgerq.protocol.messages import Open, OpenFailure, Register, RegisterStatus
 from edgerq.relay import LocalConnection
 from edgerq.stream import OpenRefused, Stream
+from edgerq.waiting import Deadlines
 
 log = logging.getLogger("edgerq.sp")
 
@@ -55,6 +57,9 @@ class ProviderPipe:
         """streams_per_pipe when that pipe was built (udp: what QUIC announced)."""
         self.accepted: set[uuid_mod.UUID] = set()
         self.connections: set[LocalConnection] = set()
+        self.connecting: Deadlines[asyncio.Task[Any]] = Deadlines(self._connect_expired)
+        """Connects to services under way, each with its CONNECT_TIMEOUT."""
+        self._timed_out: set[asyncio.Task[Any]] = set()
         self.ready = asyncio.Event()
         self._failure: Exception | None = None
         self.backoff = Backoff(steady=REDIAL_STEADY)
@@ -299,8 +304,8 @@ class ProviderPipe:
         )
         conn.bind(stream, pipe.paused)
         self.connections.add(conn)
-        self.metrics.streams_open.labels(service.name).inc()
-        asyncio.get_running_loop().create_task(self._connect(pipe, stream, conn, service))
+        self.metrics.tally.add(self.metrics.streams_open, (service.name,))
+        self._connect(pipe, stream, conn, service)
 
     def pipe_closed(self, pipe: MuxPipe, reason: str) -> None:
         self._failure = pipe.error
@@ -323,35 +328,74 @@ class ProviderPipe:
             log.warning("%s stream %d: PROXY header: %s", pipe, request.stream_id, problem)
         return header
 
-    async def _connect(
+    def _connect(
         self, pipe: MuxPipe, stream: Stream, conn: LocalConnection, service: ProviderService
     ) -> None:
+        """Connect to the service; answer the stream when that is done or failed.
+
+        A task for ``create_connection`` with its deadline among the pipe's
+        others (one timer for all), not a coroutine of our own under
+        ``asyncio.timeout``: a frame, a timeout object and a timer armed and
+        cancelled less per stream (this runs once per connection)."""
         loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(CONNECT_TIMEOUT):
-                transport, _ = await loop.create_connection(
-                    lambda: conn, service.hostname, service.port
-                )
-        except (OSError, TimeoutError) as exc:
-            failure = open_failure_from_os_error(exc)
-            log.warning(
-                "%s stream %d: service '%s' at %s:%d: %s",
-                pipe,
-                stream.id,
-                service.name,
-                service.hostname,
-                service.port,
-                failure.reason,
-            )
-            conn.set_outcome(Outcome.ERROR, failure.reason)
-            if not stream.finished:
-                pipe.answer_open(stream, failure)
-            conn.abort()
-            return
+        task = loop.create_task(
+            loop.create_connection(lambda: conn, service.hostname, service.port)
+        )
+        self.connecting.set(task, loop.time() + CONNECT_TIMEOUT, loop)
+
+        def connected(done: asyncio.Task[tuple[asyncio.Transport, LocalConnection]]) -> None:
+            self.connecting.discard(done)
+            if done.cancelled():
+                if done not in self._timed_out:
+                    return  # cancelled from outside (shutdown), as the coroutine was
+                self._timed_out.discard(done)
+                error: BaseException = TimeoutError()
+            else:
+                exc = done.exception()
+                if exc is None:
+                    self._connected(pipe, stream, conn, done.result()[0])
+                    return
+                error = exc
+            if not isinstance(error, OSError):
+                raise error
+            self._connect_failed(pipe, stream, conn, service, error)
+
+        task.add_done_callback(connected)
+
+    def _connect_expired(self, task: asyncio.Task[Any]) -> None:
+        self._timed_out.add(task)
+        task.cancel()
+
+    def _connected(
+        self, pipe: MuxPipe, stream: Stream, conn: LocalConnection, transport: asyncio.Transport
+    ) -> None:
         if stream.finished or conn.done:
             transport.abort()
             return
         pipe.answer_open(stream, None)
+
+    def _connect_failed(
+        self,
+        pipe: MuxPipe,
+        stream: Stream,
+        conn: LocalConnection,
+        service: ProviderService,
+        exc: OSError,
+    ) -> None:
+        failure = open_failure_from_os_error(exc)
+        log.warning(
+            "%s stream %d: service '%s' at %s:%d: %s",
+            pipe,
+            stream.id,
+            service.name,
+            service.hostname,
+            service.port,
+            failure.reason,
+        )
+        conn.set_outcome(Outcome.ERROR, failure.reason)
+        if not stream.finished:
+            pipe.answer_open(stream, failure)
+        conn.abort()
 
     def count_bytes(self) -> None:
         """Add the bytes open connections relayed since the last count (at scrapes)."""
@@ -365,8 +409,9 @@ class ProviderPipe:
             return
         service = self.services.get(stream.service)
         name = service.name if service is not None else str(stream.service)
-        self.metrics.bytes.labels(name, "up").inc(received)
-        self.metrics.bytes.labels(name, "down").inc(sent)
+        tally, metric = self.metrics.tally, self.metrics.bytes
+        tally.add(metric, (name, "up"), received)
+        tally.add(metric, (name, "down"), sent)
 
     def _connection_done(self, conn: LocalConnection) -> None:
         self.connections.discard(conn)
@@ -376,10 +421,13 @@ class ProviderPipe:
         outcome = conn.outcome or "closed"
         service = self.services.get(stream.service)
         name = service.name if service is not None else str(stream.service)
-        self.metrics.streams_open.labels(name).dec()
-        self.metrics.streams.labels(name, conn.outcome_kind or Outcome.CLOSED_EARLY).inc()
+        tally = self.metrics.tally
+        tally.add(self.metrics.streams_open, (name,), -1)
+        tally.add(self.metrics.streams, (name, conn.outcome_kind or Outcome.CLOSED_EARLY))
         self._count(conn)
         level = logging.DEBUG if outcome == "ok" else logging.INFO
+        if not log.isEnabledFor(level):
+            return  # the line's arguments are not even formatted
         log.log(
             level,
             "%s stream %d: service %s: %d B in, %d B out, %.3f s: %s",

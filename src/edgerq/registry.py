@@ -69,11 +69,11 @@ class ServiceRegistry:
         return list(self._pipes.get(service, ()))
 
     def choose(self, service: uuid_mod.UUID, exclude: Collection[MuxPipe] = ()) -> MuxPipe | None:
-        live = [
-            p
-            for p in self._pipes.get(service, ())
-            if not (p.closing or p.draining) and p not in exclude
-        ]
+        pipes = self._pipes.get(service, ())
+        if len(pipes) == 1 and not exclude:  # the common case, once per new connection
+            only = pipes[0]
+            return None if only.closing or only.draining else only
+        live = [p for p in pipes if not (p.closing or p.draining) and p not in exclude]
         if not live:
             return None
         if len(live) > 1:

@@ -43,7 +43,9 @@ class ServiceConsumer:
         self.service_addresses: dict[uuid_mod.UUID, tuple[str, int]] = {}
         self.started = time.monotonic()
         self.metrics = Metrics()
-        self.opener = ClientOpener(config.services, self.registry, self.metrics)
+        self.opener = ClientOpener(
+            config.services, self.registry, self.metrics, access_log=config.access_log
+        )
         self.connections = self.opener.connections
         self.metrics.on_refresh(self.opener.count_bytes)
         self.metrics.on_refresh(self._count_drops)
@@ -188,6 +190,7 @@ class ServiceConsumer:
                 self._servers.pop(service.uuid).close()
         self.services = self.acceptance.services = new_services
         self.opener.configure(new.services)
+        self.opener.access_log = new.access_log
         self._servers.update(bound)
         for service in later:
             try:

@@ -60,6 +60,7 @@ SINGLE_ROOT_CHILDREN = (
     "request_ttl",
     "stream_window",
     "shutdown_grace",
+    "access_log",
     "auth_token",
     "idle_timeout",
     "connections_per_source",
@@ -335,6 +336,7 @@ def load_consumer(path: Path, env: Mapping[str, str] | None = None) -> ConsumerC
         _admin(path, root, used_ports),
         shutdown_grace=_shutdown_grace(root),
         limits=_limits(root),
+        access_log=xml.yes(xml.text_of(root, "access_log")),
     )
 
 

@@ -173,6 +173,9 @@ class ConsumerConfig:
     """Seconds open streams may take to finish on SIGTERM (or when a reload removes
     their service) before they are cut."""
     limits: PipeLimits = PipeLimits()
+    access_log: bool = False
+    """Log each client connection that ended well at INFO (at DEBUG when off);
+    connections that failed or were refused are logged either way."""
 
     @property
     def listener(self) -> ListenerConfig:
