@@ -206,7 +206,10 @@ class PipeProtocol(qh3_compat.CompatProtocol):
             self.receive_batch(data, addr)
         finally:
             pipe.end_batch()
-        self.transmit()
+        if pipe.closed.done():
+            self.transmit()  # a closing connection answers at once; no flush comes
+        else:
+            pipe.transmit_soon()  # acknowledgements ride with this iteration's frames
 
     def quic_event_received(self, event: events.QuicEvent) -> None:
         pipe = self.pipe
