@@ -309,7 +309,9 @@ async def listen(listener: ListenerConfig, make_pipe: MakePipe) -> QuicListener:
     )
     server = cast(BatchingServer, server)
     _enlarge_buffers(server.transport)
-    return QuicListener(server)
+    accepting = QuicListener(server)
+    log.info("udp pipe port %s: %s", accepting.address[1], qh3_compat.offloads(server.transport))
+    return accepting
 
 
 @asynccontextmanager
@@ -340,6 +342,13 @@ async def dial(pipe: PipeConfig, make_pipe: MakePipe, timeout: float) -> AsyncIt
             reason = created[0].pipe.close_reason if created else ""
             raise ConnectionError(reason or "QUIC handshake failed") from exc
     _enlarge_buffers(protocol.transport)
+    log.debug(
+        "udp pipe to %s:%s: %s, datagrams up to %d B",
+        pipe.hostname,
+        pipe.port,
+        qh3_compat.offloads(protocol.transport),
+        configuration.max_datagram_size,
+    )
     try:
         yield protocol.pipe
     finally:
