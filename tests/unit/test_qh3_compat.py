@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from pathlib import Path
 
@@ -107,3 +108,27 @@ def test_the_sp_lets_the_sc_open_its_streams_per_pipe_and_no_more(tmp_path: Path
     that lets an OPEN past the limit reach the SP and be refused with a reason."""
     assert streams_the_server_may_open(tmp_path, 5) == 5 + qh3_compat.STREAM_HEADROOM
     assert streams_the_server_may_open(tmp_path, 300) == 300 + qh3_compat.STREAM_HEADROOM
+
+
+def test_the_offloads_qh3_uses_are_named_and_none_on_a_plain_transport() -> None:
+    """GSO/GRO where the kernel has them (this Linux), plain sends elsewhere."""
+
+    async def look() -> tuple[str, str]:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        transport, _ = await qh3_compat.optimized_datagram_transport(
+            loop, asyncio.DatagramProtocol, sock=sock
+        )
+        plain, _ = await loop.create_datagram_endpoint(
+            asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
+        )
+        try:
+            return qh3_compat.offloads(transport), qh3_compat.offloads(plain)
+        finally:
+            transport.close()
+            plain.close()
+
+    optimized, plain = asyncio.run(look())
+    assert "GSO on" in optimized  # Linux >= 4.18 on loopback
+    assert plain == "GSO off, GRO off"

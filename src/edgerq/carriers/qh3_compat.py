@@ -75,6 +75,7 @@ __all__ = [
     "Drop",
     "UnsupportedQh3",
     "install",
+    "offloads",
     "optimized_datagram_transport",
     "remote_address",
     "require_known_version",
@@ -166,6 +167,16 @@ def install() -> None:
 def remote_address(quic: QuicConnection) -> Any:
     """The peer's current address (qh3 2.1.0: ``QuicConnection._remote_addr``)."""
     return getattr(quic, "_remote_addr", None)
+
+
+def offloads(transport: asyncio.BaseTransport | None) -> str:
+    """Which segmentation offloads qh3's datagram transport uses, for one log line:
+    GSO (several equal-size datagrams in one send) and GRO (one receive for several).
+    qh3 2.1.0: ``OptimizedDatagramTransport._gso_enabled`` / ``_gro_enabled`` (it
+    falls back to plain sends by itself when the kernel or the NIC refuses GSO)."""
+    gso = bool(getattr(transport, "_gso_enabled", False))
+    gro = bool(getattr(transport, "_gro_enabled", False))
+    return f"GSO {'on' if gso else 'off'}, GRO {'on' if gro else 'off'}"
 
 
 BatchSend = Callable[[list[bytes], Any], None]
