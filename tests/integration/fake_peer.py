@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from edgerq import defaults
 from edgerq.carriers import quic
 from edgerq.carriers.quic_pipe import QuicPipe
 from edgerq.config.model import ListenerConfig
@@ -258,6 +259,12 @@ class QuicHostileConsumer:
 
     def _make_pipe(self, pipe_class: type[MuxPipe]) -> MuxPipe:
         pipe = pipe_class(Role.CONSUMER, ConsumerHandshake(self.token), self)
+        # The attacker does not bound itself: with edgerq's own 4 MiB control backlog
+        # it could end its own pipe first when the SP reads slowly (seen once, under
+        # load), and the test would not be about the SP at all.
+        pipe.set_limits(
+            max_streams=defaults.STREAMS_PER_PIPE, control_backlog=1 << 40, pipe_buffer=1 << 40
+        )
         if self.pipe is None:
             self.pipe = pipe
         return pipe
