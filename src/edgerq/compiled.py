@@ -21,6 +21,7 @@ import importlib.machinery
 import importlib.util
 
 MYPYC_MODULES: tuple[str, ...] = (
+    # every request's bytes: frames, the pipe core, flow control, the local sockets
     "edgerq.protocol.frames",
     "edgerq.pipe_events",
     "edgerq.pipe_bounds",
@@ -32,9 +33,27 @@ MYPYC_MODULES: tuple[str, ...] = (
     "edgerq.relay",
     # compiled with relay: a compiled class accepts only compiled subclasses
     "edgerq.client_connection",
+    # every new connection: the SC's opener and slots, the SP's pipe and its opens
+    "edgerq.opening",
+    "edgerq.open_attempt",
+    "edgerq.connection_slots",
+    "edgerq.slow_clients",
+    "edgerq.fairness",
+    "edgerq.registry",
+    "edgerq.limits",
+    "edgerq.httperrors",
+    "edgerq.pipe",
+    "edgerq.pipe_roles",
+    "edgerq.pipe_acceptance",
+    "edgerq.pipe_addresses",
+    "edgerq.provider_pipe",
+    "edgerq.protocol.handshake",
+    "edgerq.protocol.proxy_header",
 )
-"""Hot, fully typed modules. A compiled class cannot be subclassed by interpreted
-code, so a subclass's module must be on this list with its base's."""
+"""Hot, fully typed modules (docs/scaling.md has what each group saves). A compiled
+class cannot be subclassed by interpreted code, so a subclass's module must be on
+this list with its base's. If a module stops compiling, mypyc names it: take it
+off this list (it then runs interpreted)."""
 
 
 def is_compiled(module: str) -> bool:
