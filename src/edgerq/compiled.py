@@ -13,6 +13,9 @@ Left out, and why (a module must type-check *and* compile unchanged):
   which mypyc does not implement.
 - ``pipe_adapter.py``: its ``CarrierPipe`` is subclassed by modules that stay
   interpreted (tcp, quic, memory carriers); a compiled class refuses those.
+
+Not tried: ``sc.py``, ``sp.py`` (start-up and reload, not per request) and the
+quic carrier.
 """
 
 from __future__ import annotations
