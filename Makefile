@@ -6,14 +6,19 @@ STAMP := $(VENV)/.installed
 DURATION ?= 60s
 USERS ?= 50
 TARGET ?= tunnel
-LINT_PATHS := src tests $(wildcard bench)
+LINT_PATHS := src tests $(wildcard bench) setup.py
+# the optional mypyc build (edgerq.compiled lists the modules): its own venv, .venv stays pure
+FAST_VENV ?= .venv-fast
+FAST_BIN := $(FAST_VENV)/bin
 
 .PHONY: help up test lint typecheck unit integration fault-test compose-test two-site-test promtool-test swarm-test lock loadtest bench bench-cpu bench-scale bench-capacity clean
-.PHONY: bench-wan bench-loss
+.PHONY: bench-wan bench-loss build-fast test-fast
 
 help:
 	@echo "make up            the dev suite on this machine: Docker bootstrapped if missing, Compose v2 or v1, up -d, healthy"
 	@echo "make test          ruff, mypy and pytest (unit + integration); creates $(VENV)"
+	@echo "make build-fast    the optional mypyc-compiled build into $(FAST_VENV) (needs a C compiler; docs/scaling.md)"
+	@echo "make test-fast     the compiled build's own tests, run by $(FAST_VENV) (after build-fast)"
 	@echo "make fault-test    kill -9 under load, pipe partition, soak, long fuzzing (about 11 min)"
 	@echo "make compose-test  the Docker Compose suite end to end (bootstraps Docker as root)"
 	@echo "make two-site-test deploy/public + deploy/private as two Compose projects: the production set-up, rotation, upgrade"
@@ -49,6 +54,21 @@ integration: $(STAMP)
 
 test: lint typecheck
 	$(BIN)/pytest
+
+# Not incremental on purpose: always recompiles what is checked out now.
+build-fast:
+	rm -rf build
+	test -x $(FAST_BIN)/python || $(PYTHON) -m venv $(FAST_VENV)
+	$(FAST_BIN)/python -m pip install --quiet --upgrade pip
+	$(FAST_BIN)/python -m pip install --quiet 'setuptools>=68' wheel 'mypy>=1.10'
+	$(FAST_BIN)/python -m pip install --quiet --no-build-isolation '.[test]'
+	EDGERQ_MYPYC=1 $(FAST_BIN)/python -m pip install --quiet --no-build-isolation --force-reinstall --no-deps .
+	rm -rf build  # its .so files would slip into a later pure wheel built from this tree
+	$(FAST_BIN)/python -m edgerq --version
+
+test-fast:
+	@test -x $(FAST_BIN)/python || { echo "no $(FAST_VENV): run make build-fast first"; exit 1; }
+	EDGERQ_EXPECT_COMPILED=1 $(FAST_BIN)/pytest tests/integration/test_compiled.py
 
 fault-test: $(STAMP)
 	$(BIN)/pytest tests/fault -m fault
@@ -102,4 +122,4 @@ bench-wan: $(STAMP)
 	$(BIN)/python -m bench.wan.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build src/*.egg-info
+	rm -rf $(VENV) $(FAST_VENV) .mypy_cache .pytest_cache .ruff_cache build src/*.egg-info

@@ -176,7 +176,18 @@ def provenance() -> dict[str, Any]:
         "revision": (git("describe", "--always") or "unknown") + ("-dirty" if changed else ""),
         "dirty": bool(changed),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "build": _build(),
     }
+
+
+def _build() -> str:
+    """How the edgerq the daemons run was built: ``pure Python`` or ``mypyc: ...``.
+    The daemons are started with this interpreter, so they load what it would."""
+    try:
+        from edgerq import compiled
+    except ImportError:
+        return "unknown"
+    return compiled.describe()
 
 
 DIRTY_REFUSAL = (
@@ -189,6 +200,8 @@ DIRTY_REFUSAL = (
 def provenance_line(prov: dict[str, Any]) -> str:
     """One line for a table's header: the commit, and a warning for a dirty tree."""
     line = f"edgerq {prov['commit'][:10]} ({prov['revision']}), {prov['date']}"
+    if prov.get("build"):
+        line += f", {prov['build']}"
     if prov["dirty"]:
         line += "; DIRTY TREE: uncommitted changes were measured, no commit has this code"
     return line

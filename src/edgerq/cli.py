@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from edgerq import __version__, oslimits, pki
+from edgerq import __version__, compiled, oslimits, pki
 from edgerq.config import ConsumerConfig, ProviderConfig, load_any, load_consumer, load_provider
 from edgerq.errors import ConfigError
 from edgerq.logs import setup_logging
@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Reverse tunnels to TCP services: the SP dials out from the private "
         "network, the SC serves its services on the public host.",
     )
-    parser.add_argument("--version", action="version", version=f"edgerq {__version__}")
+    version = f"edgerq {__version__} ({compiled.describe()})"
+    parser.add_argument("--version", action="version", version=version)
     _common(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     status = sub.add_parser(
@@ -57,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         "or SP, read from its <admin> endpoint.",
     )
     status.add_argument("url", metavar="URL", help="e.g. http://127.0.0.1:9100")
-    status.add_argument("--version", action="version", version=f"edgerq {__version__}")
+    status.add_argument("--version", action="version", version=version)
     _common(status, top=False)
     for name, help_text in (
         ("sc", "run a service consumer (public side) from consumer.xml"),
@@ -71,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         cmd = sub.add_parser(name, help=help_text, description=help_text)
         cmd.add_argument("config", type=Path, metavar="CONFIG.xml")
-        cmd.add_argument("--version", action="version", version=f"edgerq {__version__}")
+        cmd.add_argument("--version", action="version", version=version)
         _common(cmd, top=False)
     pki.add_parser(sub)
     return parser
@@ -380,7 +381,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     _tune_allocator()
     loop_kind = _install_uvloop()
     log.info(
-        "edgerq %s %s starting from %s (%s)", __version__, args.command, args.config, loop_kind
+        "edgerq %s %s starting from %s (%s, %s)",
+        __version__,
+        args.command,
+        args.config,
+        loop_kind,
+        compiled.describe(),
     )
     oslimits.raise_open_files_limit()
     return asyncio.run(_run_daemon(config))

@@ -24,6 +24,14 @@ def test_a_dirty_tree_is_said_in_the_header_line() -> None:
     assert "DIRTY" not in provenance_line(CLEAN) and "0000000000" in provenance_line(CLEAN)
 
 
+def test_the_header_line_says_whether_the_daemons_ran_compiled() -> None:
+    from edgerq import compiled
+
+    prov = provenance()
+    assert prov["build"] == compiled.describe()
+    assert prov["build"] in provenance_line(prov)
+
+
 ARGS: dict[str, list[str]] = {
     "bench.run": ["--quick"],
     "bench.scale": ["--connections", "10"],

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("base", ("edgerq", "edgerq.defaults", "edgerq.errors", "edgerq.labels")),
+    ("base", ("edgerq", "edgerq.compiled", "edgerq.defaults", "edgerq.errors", "edgerq.labels")),
     ("protocol", ("edgerq.protocol",)),
     (
         "pipe",
