@@ -199,7 +199,7 @@ class FrameDecoder:
                 self._check(length, ftype)
             stop = pos + HEADER_SIZE + length
             if stop > end:
-                if stream_data and ftype == _DATA:
+                if stream_data and ftype == _DATA and isinstance(buf, memoryview):
                     start = pos + HEADER_SIZE
                     if start < end:
                         out.append((ftype, stream_id, buf[start:end]))
