@@ -285,7 +285,7 @@ def test_receive_returns_the_frames_whatever_the_read_boundaries(
     # give back the same control frames and the same bytes of each stream, in order.
     wire = b"".join(f.encode() for f in frames)
     bounds = sorted({0, len(wire), *(c for c in cuts if c < len(wire))})
-    decoder = FrameDecoder(MAX_PAYLOAD)
+    decoder = FrameDecoder(MAX_PAYLOAD, stream_data=True)
     received: list[Frame] = []
     for start, stop in itertools.pairwise(bounds):
         for ftype, stream_id, payload in decoder.receive(wire[start:stop]):
@@ -315,7 +315,7 @@ def test_receive_delivers_a_large_data_frame_as_its_bytes_arrive_without_staging
     payload = bytes(range(256)) * 1024
     ping = encode_frame(FrameType.PING, 0, b"p" * 8)
     wire = encode_frame(FrameType.DATA, 7, payload) + ping
-    decoder = FrameDecoder(MAX_PAYLOAD)
+    decoder = FrameDecoder(MAX_PAYLOAD, stream_data=True)
     pieces: list[bytes] = []
     control: list[RawFrame] = []
     for start in range(0, len(wire), 65536):

@@ -83,11 +83,16 @@ class FrameDecoder:
     ``FrameError`` the decoder stays broken: the pipe must be closed.
     """
 
-    __slots__ = ("_broken", "_buffer", "_data_left", "_data_stream", "max_payload")
+    __slots__ = ("_broken", "_buffer", "_data_left", "_data_stream", "_stream_data", "max_payload")
 
-    def __init__(self, max_payload: int = HANDSHAKE_MAX_PAYLOAD) -> None:
+    def __init__(
+        self, max_payload: int = HANDSHAKE_MAX_PAYLOAD, *, stream_data: bool = False
+    ) -> None:
+        """``stream_data``: ``receive`` delivers a DATA frame split across reads piecewise
+        (one byte stream per pipe: the ``tcp`` carrier), instead of staging it whole."""
         self._buffer = bytearray()
         self._broken = False
+        self._stream_data = stream_data
         self._data_left = 0
         """``receive``: bytes of a DATA frame's payload still to come (its start was
         delivered already), for stream ``_data_stream``."""
@@ -111,10 +116,11 @@ class FrameDecoder:
         """Feed ``data`` and return the frames it completes as ``(type, stream_id, payload)``.
 
         The fast path of the pipe: payloads are sliced straight out of ``data``
-        as zero-copy views. A DATA frame is a run of bytes of its stream, so one
-        split across reads is delivered piecewise as its bytes arrive (several
-        DATA tuples, together its payload), never staged: a large frame costs
-        no copy. Only a header, or a control frame, split across reads is staged.
+        as zero-copy views. With ``stream_data``, a DATA frame (a run of bytes of
+        its stream) split across reads is delivered piecewise as its bytes arrive
+        (several DATA tuples, together its payload), never staged: a large frame
+        costs no copy, and only a header or a control frame split across reads is
+        staged. Without it, any frame split across reads is staged until whole.
         """
         if self._broken:
             raise FrameError("decoder already failed; the pipe must be closed")
@@ -133,7 +139,7 @@ class FrameDecoder:
                     return out
             length, ftype, stream_id = HEADER.unpack_from(buffer)
             self._check(length, ftype)
-            if ftype == _DATA:  # only its header was staged
+            if ftype == _DATA and self._stream_data:  # only its header was staged
                 buffer.clear()
                 if length == 0:
                     out.append((ftype, stream_id, b""))
@@ -151,7 +157,7 @@ class FrameDecoder:
                 buffer.clear()
                 view = view[missing:]
         if view:
-            more, pos = self._parse(view, stream_data=True)
+            more, pos = self._parse(view, stream_data=self._stream_data)
             out += more
             if pos < len(view):
                 buffer += view[pos:]
