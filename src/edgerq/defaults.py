@@ -12,7 +12,12 @@ from __future__ import annotations
 MAX_CONNECTIONS = 50
 """Most concurrent tunneled connections for a service at the SC."""
 REQUEST_BUFFER = 4096
-"""Bytes read from a socket at a time, and the largest DATA frame."""
+"""The original's read size; now the smallest DATA frame limit a stream sends with (see
+``DATA_FRAME``): a larger ``request_buffer`` still makes larger frames."""
+DATA_FRAME = 64 * 1024
+"""Largest DATA frame a stream sends when ``request_buffer`` (the OPEN's ``max_frame``)
+is smaller: bulk transfers are framed in few large frames, whatever the config's
+historical 4 KiB. Every edgerq peer accepts payloads up to ``frames.MAX_PAYLOAD``."""
 REQUEST_TTL = 3.0
 """Seconds a new connection may take to reach the service end to end."""
 STREAM_WINDOW = 1024 * 1024

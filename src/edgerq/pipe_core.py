@@ -116,7 +116,7 @@ class PipeConnection:
         self._emit = emit
         self._wake = wake
         self._handshake: ConsumerHandshake | ProviderHandshake | None = handshake
-        self._decoder = FrameDecoder()
+        self._decoder = FrameDecoder(stream_data=True)  # one byte stream: DATA as it arrives
         self.table = StreamTable(self, stream_id_step)
         self.streams = self.table.streams
         """Stream id -> ``Stream`` (the table's own dict)."""

@@ -27,7 +27,8 @@ from edgerq.stream import Stream
 log = logging.getLogger("edgerq.relay")
 
 READ_SIZE = 256 * 1024
-"""Most bytes read from a socket at once; they leave as frames of at most request_buffer."""
+"""Most bytes read from a socket at once (whatever request_buffer says); they leave as
+DATA frames of at most the stream's ``max_frame`` (``defaults.DATA_FRAME`` or more)."""
 
 PAUSED_CREDIT = 1
 PAUSED_PIPE = 2

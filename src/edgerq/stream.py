@@ -26,6 +26,7 @@ import asyncio
 import uuid as uuid_mod
 from typing import Protocol
 
+from edgerq import defaults
 from edgerq.budget import PipeBudget
 from edgerq.labels import Limit, Outcome
 from edgerq.protocol.frames import FrameType, encode_frame
@@ -103,7 +104,9 @@ class Stream:
         self.id = stream_id
         self.service = service
         self.window = window
-        self.max_frame = max_frame
+        self.max_frame = max(max_frame, defaults.DATA_FRAME)
+        """The largest DATA frame this end sends: the OPEN's ``max_frame`` (the SC's
+        ``request_buffer``), raised to ``defaults.DATA_FRAME`` for bulk transfers."""
         self.sink = sink
         self.send_credit = window
         self.withheld: int | None = None

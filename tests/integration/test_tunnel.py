@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import socket
+import threading
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -114,3 +115,61 @@ def test_sigterm_stops_both_daemons_cleanly(tunnel: Tunnel, processes: Processes
     open_client.close()
     assert "stopped" in tunnel.sc.log and "stopped" in tunnel.sp.log
     assert "Traceback" not in tunnel.sc.log + tunnel.sp.log
+
+
+def test_small_requests_are_answered_while_a_bulk_transfer_runs_on_the_same_pipe(
+    tunnel: Tunnel,
+) -> None:
+    # Bulk moves as large DATA frames: a stream that keeps the pipe busy must not
+    # hold up a small one. A reader downloads 64 MiB after 64 MiB (hash-checked)
+    # while echo round trips run; at least one must be answered with the same
+    # download in flight at both ends, bytes flowing in between.
+    size = 64 * 1024 * 1024
+    lock = threading.Lock()
+    progress = {"index": 0, "received": 0}
+    stop = threading.Event()
+    digests: list[bool] = []
+
+    def bulk() -> None:
+        while not stop.is_set():
+            with connect(tunnel.service_port) as sock:
+                sock.sendall(f"DOWN {size} 5\n".encode())
+                digest = hashlib.sha256()
+                while chunk := sock.recv(1 << 20):
+                    digest.update(chunk)
+                    with lock:
+                        progress["received"] += len(chunk)
+            digests.append(digest.hexdigest() == sha256(payload(size, 5)))
+            with lock:
+                progress["index"] += 1
+                progress["received"] = 0
+
+    def snapshot() -> tuple[int, int]:
+        with lock:
+            return progress["index"], progress["received"]
+
+    reader = threading.Thread(target=bulk, daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: snapshot()[1] >= 4 * 1024 * 1024, 60, "the bulk transfer to flow")
+        during = 0
+        for i in range(10):
+            before = snapshot()
+            with connect(tunnel.service_port, timeout=30) as sock:
+                message = f"small request {i}".encode()
+                sock.sendall(b"ECHO\n" + message)
+                echoed = b""
+                while len(echoed) < len(message):
+                    chunk = sock.recv(100)
+                    assert chunk, "the echo service closed before answering"
+                    echoed += chunk
+                assert echoed == message
+            after = snapshot()
+            if after[0] == before[0] and after[1] > before[1]:
+                during += 1
+        assert during, "no small request was answered while a bulk download was in flight"
+    finally:
+        stop.set()
+        reader.join(timeout=120)
+    assert not reader.is_alive()
+    assert digests and all(digests), f"bulk downloads intact: {digests}"

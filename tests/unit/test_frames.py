@@ -17,6 +17,7 @@ from edgerq.protocol.frames import (
     Frame,
     FrameDecoder,
     FrameType,
+    RawFrame,
     encode_data_header,
     encode_frame,
 )
@@ -279,17 +280,56 @@ def test_valid_frames_split_anywhere_decode_to_the_same_frames(
 def test_receive_returns_the_frames_whatever_the_read_boundaries(
     frames: list[Frame], cuts: list[int]
 ) -> None:
-    # The pipe's fast path slices frames out of each read and stages only a
-    # frame split across reads: every split must give back the same frames.
+    # The pipe's fast path slices frames out of each read, delivers a DATA frame
+    # split across reads piecewise and stages only the rest: every split must
+    # give back the same control frames and the same bytes of each stream, in order.
     wire = b"".join(f.encode() for f in frames)
     bounds = sorted({0, len(wire), *(c for c in cuts if c < len(wire))})
-    decoder = FrameDecoder(MAX_PAYLOAD)
+    decoder = FrameDecoder(MAX_PAYLOAD, stream_data=True)
     received: list[Frame] = []
     for start, stop in itertools.pairwise(bounds):
         for ftype, stream_id, payload in decoder.receive(wire[start:stop]):
             received.append(Frame(FrameType(ftype), stream_id, bytes(payload)))
-    assert received == frames
+    assert _merged_data(received) == _merged_data(frames)
     assert decoder.buffered == 0
+
+
+def _merged_data(frames: list[Frame]) -> list[Frame]:
+    """Consecutive DATA of one stream as one frame (DATA is a byte stream), none empty."""
+    out: list[Frame] = []
+    for frame in frames:
+        if frame.type is FrameType.DATA:
+            if not frame.payload:
+                continue
+            last = out[-1] if out else None
+            if last is not None and (last.type, last.stream_id) == (frame.type, frame.stream_id):
+                out[-1] = Frame(FrameType.DATA, frame.stream_id, last.payload + frame.payload)
+                continue
+        out.append(frame)
+    return out
+
+
+def test_receive_delivers_a_large_data_frame_as_its_bytes_arrive_without_staging() -> None:
+    # A 256 KiB DATA frame read in pieces: each read yields its part at once, as
+    # a view of that read (no copy), and nothing waits in the decoder.
+    payload = bytes(range(256)) * 1024
+    ping = encode_frame(FrameType.PING, 0, b"p" * 8)
+    wire = encode_frame(FrameType.DATA, 7, payload) + ping
+    decoder = FrameDecoder(MAX_PAYLOAD, stream_data=True)
+    pieces: list[bytes] = []
+    control: list[RawFrame] = []
+    for start in range(0, len(wire), 65536):
+        for ftype, stream_id, part in decoder.receive(wire[start : start + 65536]):
+            if ftype == FrameType.DATA:
+                assert stream_id == 7
+                assert isinstance(part, memoryview)
+                pieces.append(bytes(part))
+            else:
+                control.append((ftype, stream_id, bytes(part)))
+        assert decoder.buffered < HEADER_SIZE + 8
+    assert len(pieces) == 5
+    assert b"".join(pieces) == payload
+    assert control == [(FrameType.PING, 0, b"p" * 8)]
 
 
 @pytest.mark.parametrize("cut", range(1, 2 * HEADER_SIZE + 8))

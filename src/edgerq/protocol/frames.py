@@ -77,22 +77,32 @@ def encode_data_header(stream_id: int, length: int) -> bytes:
 
 
 class FrameDecoder:
-    """Incremental decoder: ``feed(bytes)``, then iterate ``frames()``.
+    """Incremental decoder: ``feed(bytes)``, then iterate ``frames()``; or ``receive``.
 
     ``max_payload`` may be raised once the peer is authenticated. After a
     ``FrameError`` the decoder stays broken: the pipe must be closed.
     """
 
-    __slots__ = ("_broken", "_buffer", "max_payload")
+    __slots__ = ("_broken", "_buffer", "_data_left", "_data_stream", "_stream_data", "max_payload")
 
-    def __init__(self, max_payload: int = HANDSHAKE_MAX_PAYLOAD) -> None:
+    def __init__(
+        self, max_payload: int = HANDSHAKE_MAX_PAYLOAD, *, stream_data: bool = False
+    ) -> None:
+        """``stream_data``: ``receive`` delivers a DATA frame split across reads piecewise
+        (one byte stream per pipe: the ``tcp`` carrier), instead of staging it whole."""
         self._buffer = bytearray()
         self._broken = False
+        self._stream_data = stream_data
+        self._data_left = 0
+        """``receive``: bytes of a DATA frame's payload still to come (its start was
+        delivered already), for stream ``_data_stream``."""
+        self._data_stream = 0
         self.max_payload = max_payload
 
     @property
     def buffered(self) -> int:
-        """Bytes received that do not yet form a whole frame."""
+        """Bytes received that do not yet form a whole frame (a DATA frame's payload
+        is delivered as it arrives: only headers and control frames wait here)."""
         return len(self._buffer)
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
@@ -103,42 +113,71 @@ class FrameDecoder:
         return [Frame(FrameType(t), sid, bytes(payload)) for t, sid, payload in self.raw_frames()]
 
     def receive(self, data: bytes) -> list[RawFrame]:
-        """Feed ``data`` and return the complete frames as ``(type, stream_id, payload)``.
+        """Feed ``data`` and return the frames it completes as ``(type, stream_id, payload)``.
 
-        The fast path of the pipe: frames are sliced straight out of ``data``
-        as zero-copy views. Only a frame split across reads is staged: what
-        was left over is completed from the head of ``data``, and the rest of
-        ``data`` is parsed in place.
+        The fast path of the pipe: payloads are sliced straight out of ``data``
+        as zero-copy views. With ``stream_data``, a DATA frame (a run of bytes of
+        its stream) split across reads is delivered piecewise as its bytes arrive
+        (several DATA tuples, together its payload), never staged: a large frame
+        costs no copy, and only a header or a control frame split across reads is
+        staged. Without it, any frame split across reads is staged until whole.
         """
+        if self._broken:
+            raise FrameError("decoder already failed; the pipe must be closed")
         view = memoryview(data)
+        out: list[RawFrame] = []
+        if self._data_left:
+            view = self._continue_data(view, out)
         buffer = self._buffer
-        if not buffer:
-            out, pos = self._parse(view)
+        if buffer:
+            have = len(buffer)
+            if have < HEADER_SIZE:
+                take = min(HEADER_SIZE - have, len(view))
+                buffer += view[:take]
+                view = view[take:]
+                if len(buffer) < HEADER_SIZE:
+                    return out
+            length, ftype, stream_id = HEADER.unpack_from(buffer)
+            self._check(length, ftype)
+            if ftype == _DATA and self._stream_data:  # only its header was staged
+                buffer.clear()
+                if length == 0:
+                    out.append((ftype, stream_id, b""))
+                else:
+                    self._data_left = length
+                    self._data_stream = stream_id
+                    view = self._continue_data(view, out)
+            else:
+                missing = HEADER_SIZE + length - len(buffer)
+                if missing > len(view):
+                    buffer += view
+                    return out
+                buffer += view[:missing]
+                out.append((ftype, stream_id, bytes(buffer[HEADER_SIZE:])))
+                buffer.clear()
+                view = view[missing:]
+        if view:
+            more, pos = self._parse(view, stream_data=self._stream_data)
+            out += more
             if pos < len(view):
                 buffer += view[pos:]
-            return out
-        have = len(buffer)
-        if have < HEADER_SIZE:
-            take = min(HEADER_SIZE - have, len(view))
-            buffer += view[:take]
-            view = view[take:]
-            if len(buffer) < HEADER_SIZE:
-                return []
-        # Validates the header (raising as soon as it is whole), and returns
-        # the frame once its payload is complete.
-        missing = HEADER_SIZE + HEADER.unpack_from(buffer)[0] - len(buffer)
-        if missing > len(view):
-            self._parse(buffer)
-            buffer += view
-            return []
-        buffer += view[:missing]
-        out, _ = self._parse(buffer)
-        buffer.clear()
-        more, pos = self._parse(view[missing:])
-        out += more
-        if missing + pos < len(view):
-            buffer += view[missing + pos :]
         return out
+
+    def _continue_data(self, view: memoryview, out: list[RawFrame]) -> memoryview:
+        """Deliver what ``view`` holds of the DATA payload still to come; the rest of it."""
+        take = min(self._data_left, len(view))
+        if take:
+            out.append((_DATA, self._data_stream, view[:take]))
+            self._data_left -= take
+        return view[take:]
+
+    def _check(self, length: int, ftype: int) -> None:
+        if ftype not in _KNOWN_TYPES:
+            self._broken = True
+            raise FrameError(f"unknown frame type {ftype}")
+        if length > self.max_payload:
+            self._broken = True
+            raise FrameError(f"frame of {length} bytes exceeds the limit of {self.max_payload}")
 
     def raw_frames(self) -> list[RawFrame]:
         """Like ``frames()``, as plain tuples with the type as an ``int``."""
@@ -147,7 +186,12 @@ class FrameDecoder:
             del self._buffer[:pos]
         return out
 
-    def _parse(self, buf: bytes | bytearray | memoryview) -> tuple[list[RawFrame], int]:
+    def _parse(
+        self, buf: bytes | bytearray | memoryview, stream_data: bool = False
+    ) -> tuple[list[RawFrame], int]:
+        """The whole frames at the head of ``buf``, and where they end. ``stream_data``
+        (``receive``): a DATA frame cut short is delivered as far as it goes, and the
+        decoder remembers how much of it is still to come."""
         if self._broken:
             raise FrameError("decoder already failed; the pipe must be closed")
         out: list[RawFrame] = []
@@ -157,14 +201,17 @@ class FrameDecoder:
         limit = self.max_payload
         while end - pos >= HEADER_SIZE:
             length, ftype, stream_id = unpack(buf, pos)
-            if ftype not in _KNOWN_TYPES:
-                self._broken = True
-                raise FrameError(f"unknown frame type {ftype}")
-            if length > limit:
-                self._broken = True
-                raise FrameError(f"frame of {length} bytes exceeds the limit of {limit}")
+            if ftype not in _KNOWN_TYPES or length > limit:
+                self._check(length, ftype)
             stop = pos + HEADER_SIZE + length
             if stop > end:
+                if stream_data and ftype == _DATA and isinstance(buf, memoryview):
+                    start = pos + HEADER_SIZE
+                    if start < end:
+                        out.append((ftype, stream_id, buf[start:end]))
+                    self._data_left = stop - end
+                    self._data_stream = stream_id
+                    pos = end
                 break
             # A view of immutable received bytes may be kept; the staging
             # bytearray is trimmed after parsing, so its slices are copied.
