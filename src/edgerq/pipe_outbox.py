@@ -5,15 +5,15 @@ adapter takes them out once per loop iteration and writes them.
 
 - ``ByteOutbox``: one byte stream (``tcp``, ``memory``): every frame appended
   to one buffer, written in one system call.
-- ``StreamOutbox``: one queue per QUIC stream (``udp``), and the set of QUIC
-  streams whose half should be ended.
+- ``StreamOutbox``: a few buffers per QUIC stream (``udp``), each sent in one
+  call, and the set of QUIC streams whose half should be ended.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from edgerq.protocol.frames import HEADER, FrameType, encode_data_header
+from edgerq.protocol.frames import HEADER, HEADER_SIZE, FrameType
 
 _DATA = int(FrameType.DATA)
 
@@ -79,41 +79,66 @@ class ByteOutbox:
         return data
 
 
+PIECE = 64 * 1024
+"""``StreamOutbox``: frames are gathered into buffers of about this size per QUIC
+stream, each handed to qh3 in one call. A frame that does not fit in the stream's
+last buffer starts a new one, so a full DATA frame is copied once (into its own
+buffer, right after its header) and never again on our side."""
+
+
 class StreamOutbox:
-    """Frames for QUIC streams: one queue per stream, and the streams to end."""
+    """Frames for QUIC streams: one list of buffers per stream, and the streams to end.
+
+    Every frame is copied once, into the stream's current buffer (its payload
+    may be a view of a buffer its caller reuses); ``take`` hands those buffers
+    over as they are, for one ``send_stream_data`` each (qh3 copies what it is
+    given into its own send queue)."""
 
     __slots__ = ("ended", "queued", "queues", "to_end")
 
     def __init__(self) -> None:
         self.queued = 0
         """Bytes queued since the last ``take``."""
-        self.queues: dict[int, list[bytes]] = {}
+        self.queues: dict[int, list[bytearray]] = {}
         self.to_end: set[int] = set()
         self.ended: set[int] = set()
         """QUIC streams whose sending half was ended: nothing more is queued for them."""
 
     def frame(self, data: bytes) -> None:
-        self._queue(int.from_bytes(data[5:9], "big"), data)
+        quic_stream = int.from_bytes(data[5:9], "big")
+        if quic_stream not in self.ended:
+            self._buffer(quic_stream, len(data)).extend(data)
 
     def data(self, stream_id: int, data: Payload, max_frame: int) -> None:
+        if stream_id in self.ended:
+            return
         n = len(data)
         if n <= max_frame:
-            self._queue(stream_id, encode_data_header(stream_id, n) + bytes(data))
+            out = self._buffer(stream_id, HEADER_SIZE + n)
+            out += HEADER.pack(n, _DATA, stream_id)
+            out += data
             return
         view = memoryview(data)
         for start in range(0, n, max_frame):
             chunk = view[start : start + max_frame]
-            self._queue(stream_id, encode_data_header(stream_id, len(chunk)) + bytes(chunk))
+            size = len(chunk)
+            out = self._buffer(stream_id, HEADER_SIZE + size)
+            out += HEADER.pack(size, _DATA, stream_id)
+            out += chunk
 
-    def _queue(self, quic_stream: int, data: bytes) -> None:
-        if quic_stream in self.ended:
-            return
-        self.queued += len(data)
-        queue = self.queues.get(quic_stream)
-        if queue is None:
-            self.queues[quic_stream] = [data]
-        else:
-            queue.append(data)
+    def _buffer(self, quic_stream: int, size: int) -> bytearray:
+        """The buffer of ``quic_stream`` to append a frame of ``size`` bytes to."""
+        self.queued += size
+        buffers = self.queues.get(quic_stream)
+        if buffers is None:
+            out = bytearray()
+            self.queues[quic_stream] = [out]
+            return out
+        out = buffers[-1]
+        if len(out) + size > PIECE:
+            out = bytearray()
+            buffers.append(out)
+        return out
 
     def end_stream(self, stream_id: int) -> bool:
         if stream_id in self.ended:
@@ -126,12 +151,14 @@ class StreamOutbox:
         self.queues.clear()
         self.to_end.clear()
 
-    def take(self) -> list[tuple[int, bytes, bool]]:
-        """``(quic stream, data, end)`` for every stream with something to send."""
-        out = [(s, b"".join(chunks), s in self.to_end) for s, chunks in self.queues.items()]
-        out += [(s, b"", True) for s in self.to_end if s not in self.queues]
-        self.ended |= self.to_end
+    def take(self) -> list[tuple[int, list[bytearray], bool]]:
+        """``(quic stream, buffers, end)`` for every stream with something to send
+        (no buffers: only its end); the caller owns the buffers."""
+        to_end = self.to_end
+        out = [(s, buffers, s in to_end) for s, buffers in self.queues.items()]
+        out += [(s, [], True) for s in to_end if s not in self.queues]
+        self.ended |= to_end
         self.queued = 0
-        self.queues.clear()
-        self.to_end.clear()
+        self.queues = {}
+        self.to_end = set()
         return out

@@ -258,10 +258,16 @@ class QuicPipe(CarrierPipe):
             return
         quic = protocol.quic
         control = False
-        for quic_stream, data, end in self._out.take():
+        for quic_stream, buffers, end in self._out.take():
             control = control or quic_stream == CONTROL_STREAM
             try:
-                quic.send_stream_data(quic_stream, data, end_stream=end)
+                if not buffers:
+                    quic.send_stream_data(quic_stream, b"", end_stream=True)
+                    continue
+                last = buffers.pop()
+                for data in buffers:  # qh3 copies each into its queue: none is joined here
+                    quic.send_stream_data(quic_stream, data)
+                quic.send_stream_data(quic_stream, last, end_stream=end)
             except Exception as exc:  # qh3 raises QuicConnectionError, ValueError, …
                 # The peer reset or finished the stream already: nothing left to say on it.
                 log.debug("%s: QUIC stream %d: %s", self, quic_stream, exc)
