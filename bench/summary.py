@@ -41,12 +41,17 @@ def entries(data: dict[str, Any]) -> dict[tuple[str, str], Entry]:
 
 
 def cpu_text(entry: Entry) -> str:
-    """``14+15 µs`` for the SC and SP, ``23 µs`` for a single relay; ``-`` if unmeasured."""
-    cpu = entry.get("cpu_us_per_unit") or {}
-    parts = [v for k, v in cpu.items() if k != "total"]
-    if not parts:
+    """``14+15 µs`` for the SC and SP, ``23 µs`` for a single relay, ``14+15 µs
+    (+11 stunnel)`` where stunnel's processes took their share too; ``-`` if unmeasured."""
+    cpu = {k: v for k, v in (entry.get("cpu_us_per_unit") or {}).items() if k != "total"}
+    if not cpu:
         return "-"
-    return "+".join(f"{v:.0f}" for v in parts) + " µs"
+    ours = [cpu.pop(role) for role in ("SC", "SP") if role in cpu]
+    if not ours:  # a relay of its own (socat, ssh)
+        return "+".join(f"{v:.0f}" for v in cpu.values()) + " µs"
+    text = "+".join(f"{v:.0f}" for v in ours) + " µs"
+    others = " ".join(f"+{v:.0f} {role}" for role, v in cpu.items())
+    return f"{text} ({others})" if others else text
 
 
 def ratio_text(entry: Entry) -> str:

@@ -22,6 +22,12 @@ RUN: dict[str, Any] = {
         },
         {
             "scenario": "small-ka-16",
+            "path": "edgerq-tcp-stunnel",
+            "ratio": 0.28,
+            "cpu_us_per_unit": {"SC": 13.2, "stunnel": 11.4, "SP": 14.1, "total": 38.7},
+        },
+        {
+            "scenario": "small-ka-16",
             "path": "socat",
             "ratio": 0.42,
             "cpu_us_per_unit": {"socat": 22.8, "total": 22.8},
@@ -35,6 +41,7 @@ def test_the_table_shows_ratio_and_cpu_per_role_and_names_the_commit() -> None:
     assert "edgerq 1234567890 (1234567), 2026-12-02 06:00 UTC" in text
     row = next(line for line in text.splitlines() if "16 connections" in line)
     assert "0.61 · 7+7 µs" in row and "0.42 · 23 µs" in row
+    assert "0.28 · 13+14 µs (+11 stunnel)" in row
 
 
 def test_the_comparison_gives_the_change_in_total_cpu() -> None:
