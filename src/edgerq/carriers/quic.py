@@ -206,10 +206,7 @@ class PipeProtocol(qh3_compat.CompatProtocol):
             self.receive_batch(data, addr)
         finally:
             pipe.end_batch()
-        if pipe.closed.done():
-            self.transmit()  # a closing connection answers at once; no flush comes
-        else:
-            pipe.transmit_soon()  # acknowledgements ride with this iteration's frames
+        self.transmit()
 
     def quic_event_received(self, event: events.QuicEvent) -> None:
         pipe = self.pipe

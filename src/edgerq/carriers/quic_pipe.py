@@ -276,13 +276,6 @@ class QuicPipe(CarrierPipe):
             self._check_control_backlog(quic)
         self._check_send_backlog()
 
-    def transmit_soon(self) -> None:
-        """What QUIC has to send (acknowledgements, ...) goes with this iteration's
-        flush: one transmit per loop iteration, whatever it received and queued."""
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-
     def _schedule_flush(self) -> None:
         # Pause at once: one loop iteration may read many local sockets.
         if not self.paused and self._unsent + self._out.queued > SEND_HIGH_WATER:
