@@ -661,7 +661,8 @@ def markdown(
             else []
         ),
         f"Measured {meta['date']} on {m['cores']} cores ({m['cpu_model']}), "
-        f"Linux {m['kernel']}, Python {m['python']}, edgerq {meta['revision']}; "
+        f"Linux {m['kernel']}, Python {m['python']}, edgerq {meta['revision']} "
+        f"({meta.get('build', 'build not recorded')}); "
         f"wrk, median of {meta['rounds']} rounds of {meta['duration_s']:g} s interleaved with "
         "direct; ratio = path / direct (req/s, MB/s for 1 MiB); CPU = user + system time the "
         "relay processes themselves spent per request (per MB for 1 MiB), median of the rounds.",
@@ -851,6 +852,7 @@ def main(argv: list[str] | None = None) -> int:
         "revision": revision,
         "commit": prov["commit"],
         "dirty": prov["dirty"],
+        "build": prov.get("build", "unknown"),
         "duration_s": args.duration,
         "rounds": args.rounds,
         "elapsed_s": round(time.time() - started, 1),

@@ -74,6 +74,7 @@ def origin(data: dict[str, Any]) -> str:
             "revision": data["revision"],
             "date": data["date"],
             "dirty": data.get("dirty", False),
+            "build": data.get("build"),
         }
     )
 
