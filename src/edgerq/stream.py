@@ -167,10 +167,8 @@ class Stream:
             return
         taken = self.taken
         if total > taken:
-            budget = self.budget
-            if budget is not None:  # ``budget.release``, inline: once per write
-                held = budget.held - (total - taken)
-                budget.held = held if held > 0 else 0
+            if self.budget is not None:
+                self.budget.release(total - taken)
             self.taken = total
         pending = total - self.recv_credited
         if pending >= self.window // 4:
@@ -211,19 +209,14 @@ class Stream:
             self.fail(ResetCode.LOCAL_ERROR, "data after end of stream")
             return
         budget = self.budget
-        if budget is not None:  # ``budget.charge(n)``, inline: once per DATA frame
-            held = budget.held + n
-            if held > budget.limit:
-                self._violation(
-                    Limit.PIPE_BUFFER,
-                    f"{n} B more would make the pipe hold over its pipe_buffer of "
-                    f"{budget.limit} B ({budget.held} B held by its streams)",
-                    "the pipe's buffer budget is exhausted",
-                )
-                return
-            budget.held = held
-            if held > budget.peak:
-                budget.peak = held
+        if budget is not None and not budget.charge(n):
+            self._violation(
+                Limit.PIPE_BUFFER,
+                f"{n} B more would make the pipe hold over its pipe_buffer of "
+                f"{budget.limit} B ({budget.held} B held by its streams)",
+                "the pipe's buffer budget is exhausted",
+            )
+            return
         self.recv_received += n  # charged (what ``_finish`` gives back)
         if self.sink is not None:
             self.sink.on_data(data)
