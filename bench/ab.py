@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", default="small-close-16", choices=[s.key for s in SCENARIOS])
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--duration", type=float, default=3.0)
+    parser.add_argument("--protocol", choices=("tcp", "udp"), default="tcp", help="the carrier")
     args = parser.parse_args(argv)
     trees: list[tuple[str, str]] = []
     for tree in args.trees:
@@ -45,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.rounds):
             for name, src in trees:
                 os.environ["PYTHONPATH"] = src
-                t = start_edgerq(stack, f"{name}{r}", nginx, max_connections=128)
+                t = start_edgerq(
+                    stack, f"{name}{r}", nginx, max_connections=128, protocol=args.protocol
+                )
                 run_wrk(tools["wrk"], t.service_port, scenario, 1)  # warm up
                 procs = {"SC": t.sc.pid, "SP": t.sp.pid}
                 before = {k: session_cpu_seconds(p) for k, p in procs.items()}

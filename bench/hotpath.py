@@ -1,13 +1,13 @@
 """CPU per small keep-alive request, SC and SP apart: the hot path's own measure.
 
 Starts nginx (the backend), then for each interpreter given an SC and an SP
-over tcp as separate processes (as ``bench.run`` does), and drives ``wrk``
-with N keep-alive connections through each in turn, interleaved (A, B, A, B,
-...) for ``--rounds`` rounds. It reads each process's user + system CPU time
-from /proc around every round and prints the median microseconds per request
-by role. ``--python`` may be given several times (``label=/path/to/python``),
-so two trees are compared in one sitting, e.g. the checkout before a change
-with its own venv against this one::
+joined over tcp (or QUIC: ``--protocol udp``) as separate processes (as
+``bench.run`` does), and drives ``wrk`` with N keep-alive connections through
+each in turn, interleaved (A, B, A, B, ...) for ``--rounds`` rounds. It reads
+each process's user + system CPU time from /proc around every round and prints
+the median microseconds per request by role. ``--python`` may be given several
+times (``label=/path/to/python``), so two trees are compared in one sitting,
+e.g. the checkout before a change with its own venv against this one::
 
     python -m bench.hotpath --python before=/work/bench-before/.venv/bin/python \\
         --python now=.venv/bin/python --conns 16 --rounds 5
@@ -34,6 +34,7 @@ from bench.common import (
     free_port,
     log,
     provider_config,
+    sc_fingerprint,
 )
 from bench.cpu import session_cpu_seconds
 from bench.run import DEBIAN_TOOLS, LARGE_BODY, SCENARIOS, Scenario, run_wrk, start_nginx
@@ -71,12 +72,16 @@ def _daemon_argv(tree: Tree, role: str, config: Path, profile: Path | None) -> l
     return [tree.python, "-c", _PROFILED.format(out=str(out)), *tail]
 
 
-def start_tree(stack: Stack, tree: Tree, backend: int, profile: Path | None) -> None:
+def start_tree(
+    stack: Stack, tree: Tree, backend: int, profile: Path | None, protocol: str = "tcp"
+) -> None:
     listener, service = free_port(), free_port()
     sc_conf = stack.path(f"{tree.label}-consumer.xml")
-    sc_conf.write_text(consumer_config(listener, service, max_connections=512))
+    sc_conf.write_text(consumer_config(listener, service, max_connections=512, protocol=protocol))
+    # over udp the SC generates its certificate once; the SP pins its fingerprint
+    pins = {"server_fingerprint": sc_fingerprint(sc_conf)} if protocol == "udp" else {}
     sp_conf = stack.path(f"{tree.label}-provider.xml")
-    sp_conf.write_text(provider_config(listener, backend))
+    sp_conf.write_text(provider_config(listener, backend, protocol=protocol, pipe_settings=pins))
     env = {"EDGERQ_AUTH_TOKEN": secrets.token_hex(16)}
     sc = stack.start(f"{tree.label}-sc", _daemon_argv(tree, "sc", sc_conf, profile), env)
     sc.wait_log("accepting pipes")
@@ -124,7 +129,7 @@ def measure(
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench.hotpath",
-        description="SC and SP CPU microseconds per small keep-alive request (tcp carrier), "
+        description="SC and SP CPU microseconds per small keep-alive request, "
         "several interpreters interleaved in one sitting.",
     )
     p.add_argument(
@@ -144,6 +149,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--large", action="store_true", help="1 MiB GETs instead: CPU µs per MB, not per request"
     )
+    p.add_argument("--protocol", choices=("tcp", "udp"), default="tcp", help="the carrier")
     p.add_argument(
         "--profile", type=Path, metavar="DIR", help="run the daemons under cProfile into DIR"
     )
@@ -167,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     with Stack("edgerq-hotpath-") as stack:
         backend = start_nginx(stack, tools["nginx"])
         for tree in trees:
-            start_tree(stack, tree, backend, args.profile)
+            start_tree(stack, tree, backend, args.profile, args.protocol)
         results = measure(trees, conns, args.rounds, args.duration, tools["wrk"], args.large)
     unit = "MB (1 MiB GETs)" if args.large else "request"
     print(f"median CPU µs per {unit} over {args.rounds} rounds of {args.duration:g} s")
