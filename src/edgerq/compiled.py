@@ -50,6 +50,7 @@ MYPYC_MODULES: tuple[str, ...] = (
     "edgerq.pipe_acceptance",
     "edgerq.pipe_addresses",
     "edgerq.provider_pipe",
+    "edgerq.service_connector",
     "edgerq.protocol.handshake",
     "edgerq.protocol.proxy_header",
 )

@@ -46,6 +46,13 @@ SHUTDOWN_GRACE = 5.0
 
 RESOLVE_INTERVAL = 5.0
 """With <all_addresses>: seconds between two lookups of the pipe's hostname."""
+DIAL_TIMEOUT = 10.0
+"""Seconds the SP gives one dial of its pipe (connect and carrier handshake)."""
+REDIAL_STEADY = 6
+"""Redials 0.25-0.5 s apart (about 2 s in all) before the delay grows: an SC
+restarted in place is found within half a second of its return."""
+CONNECT_TIMEOUT = 10.0
+"""Seconds the SP gives a connect to a service before it answers the OPEN with a timeout."""
 
 # --- limits against abuse (<limits>) ------------------------------------------------
 

@@ -1,10 +1,9 @@
 """One pipe of the SP: dial it, keep it up, register, and serve the SC's streams.
 
 ``ProviderPipe`` is the ``ProviderOwner`` of the pipe it dials: it registers
-the pipe's services, answers each OPEN by connecting to the service (with a
-PROXY protocol header when configured), counts what flows, and redials with
-backoff when the pipe is lost. ``ServiceProvider`` (sp.py) runs one per
-configured pipe.
+the pipe's services, hands each OPEN to its ``ServiceConnector`` (which
+connects to the service and counts what flows), and redials with backoff when
+the pipe is lost. ``ServiceProvider`` (sp.py) runs one per configured pipe.
 """
 
 from __future__ import annotations
@@ -14,29 +13,20 @@ import logging
 import time
 import uuid as uuid_mod
 from collections.abc import Sequence
-from typing import Any
 
 from edgerq.backoff import Backoff
 from edgerq.carriers import carrier
-from edgerq.config.model import PipeConfig, PipeLimits, ProviderService
+from edgerq.config.model import PipeConfig, PipeLimits
+from edgerq.defaults import DIAL_TIMEOUT, REDIAL_STEADY
 from edgerq.errors import AuthError, VersionError
-from edgerq.labels import Outcome
 from edgerq.metrics import Metrics
-from edgerq.pipe import MuxPipe, Role, open_failure_from_os_error
-from edgerq.protocol import proxy_header
+from edgerq.pipe import MuxPipe, Role
 from edgerq.protocol.handshake import ProviderHandshake
-from edgerq.protocol.messages import Open, OpenFailure, Register, RegisterStatus
+from edgerq.protocol.messages import Open, Register, RegisterStatus
 from edgerq.relay import LocalConnection
-from edgerq.stream import OpenRefused, Stream
-from edgerq.waiting import Deadlines
+from edgerq.service_connector import ServiceConnector
 
 log = logging.getLogger("edgerq.sp")
-
-CONNECT_TIMEOUT = 10.0
-DIAL_TIMEOUT = 10.0
-REDIAL_STEADY = 6
-"""Redials 0.25-0.5 s apart (about 2 s in all) before the delay grows: an SC
-restarted in place is found within half a second of its return."""
 
 
 class ProviderPipe:
@@ -56,10 +46,8 @@ class ProviderPipe:
         self._dialed_streams = self.limits.streams_per_pipe
         """streams_per_pipe when that pipe was built (udp: what QUIC announced)."""
         self.accepted: set[uuid_mod.UUID] = set()
-        self.connections: set[LocalConnection] = set()
-        self.connecting: Deadlines[asyncio.Task[Any]] = Deadlines(self._connect_expired)
-        """Connects to services under way, each with its CONNECT_TIMEOUT."""
-        self._timed_out: set[asyncio.Task[Any]] = set()
+        self.streams = ServiceConnector(self.label, self.services, self.metrics)
+        """Answers the SC's OPENs: the connections to the services."""
         self.ready = asyncio.Event()
         self._failure: Exception | None = None
         self.backoff = Backoff(steady=REDIAL_STEADY)
@@ -169,6 +157,7 @@ class ProviderPipe:
                 )
         self.config = config
         self.services = {s.uuid: s for s in config.services}
+        self.streams.label, self.streams.services = self.label, self.services
 
     def apply_limits(self, limits: PipeLimits) -> None:
         """A reload changed ``<limits>``: the next dial uses them all; the pipe up now
@@ -214,8 +203,16 @@ class ProviderPipe:
     def close(self) -> None:
         if self.pipe is not None:
             self.pipe.close(reason="SP shutting down")
-        for conn in list(self.connections):
-            conn.abort()
+        self.streams.abort_all()
+
+    @property
+    def connections(self) -> set[LocalConnection]:
+        """The open connections to services (streams of this pipe)."""
+        return self.streams.connections
+
+    def count_bytes(self) -> None:
+        """Add the bytes open connections relayed since the last count (at scrapes)."""
+        self.streams.count_bytes()
 
     # --- ProviderOwner -------------------------------------------------------------------
 
@@ -275,37 +272,7 @@ class ProviderPipe:
         self.ready.set()
 
     def pipe_open(self, pipe: MuxPipe, request: Open) -> None:
-        service = self.services.get(request.uuid)
-        if service is None:
-            log.warning(
-                "%s: SC asked for service %s, which this pipe does not offer",
-                self.label,
-                request.uuid,
-            )
-            refusal = OpenRefused(
-                OpenFailure.UNKNOWN_SERVICE, f"service {request.uuid} is not offered by this SP"
-            )
-            stream = pipe.accept_stream(request)
-            pipe.answer_open(stream, refusal)
-            return
-        if self.draining:
-            stream = pipe.accept_stream(request)
-            pipe.answer_open(stream, OpenRefused(OpenFailure.DRAINING, "the SP is shutting down"))
-            return
-        stream = pipe.accept_stream(request)
-        preamble = b""
-        if service.proxy_protocol is not None:
-            preamble = self._proxy_header(pipe, request, service.proxy_protocol)
-        conn = LocalConnection(
-            request.max_frame,
-            on_done=self._connection_done,
-            preamble=preamble,
-            idle_timeout=service.idle_timeout,
-        )
-        conn.bind(stream, pipe.paused)
-        self.connections.add(conn)
-        self.metrics.tally.add(self.metrics.streams_open, (service.name,))
-        self._connect(pipe, stream, conn, service)
+        self.streams.open(pipe, request, draining=self.draining)
 
     def pipe_closed(self, pipe: MuxPipe, reason: str) -> None:
         self._failure = pipe.error
@@ -318,124 +285,3 @@ class ProviderPipe:
                 pipe.streams_total,
                 reason,
             )
-
-    # --- streams ---------------------------------------------------------------------
-
-    def _proxy_header(self, pipe: MuxPipe, request: Open, version: int) -> bytes:
-        """The PROXY protocol header for the client the SC reported in ``request``."""
-        header, problem = proxy_header.header(version, request.client, request.destination)
-        if problem is not None:
-            log.warning("%s stream %d: PROXY header: %s", pipe, request.stream_id, problem)
-        return header
-
-    def _connect(
-        self, pipe: MuxPipe, stream: Stream, conn: LocalConnection, service: ProviderService
-    ) -> None:
-        """Connect to the service; answer the stream when that is done or failed.
-
-        A task for ``create_connection`` with its deadline among the pipe's
-        others (one timer for all), not a coroutine of our own under
-        ``asyncio.timeout``: a frame, a timeout object and a timer armed and
-        cancelled less per stream (this runs once per connection)."""
-        loop = asyncio.get_running_loop()
-        task = loop.create_task(
-            loop.create_connection(lambda: conn, service.hostname, service.port)
-        )
-        self.connecting.set(task, loop.time() + CONNECT_TIMEOUT, loop)
-
-        def connected(done: asyncio.Task[tuple[asyncio.Transport, LocalConnection]]) -> None:
-            self.connecting.discard(done)
-            if done.cancelled():
-                if done not in self._timed_out:
-                    return  # cancelled from outside (shutdown), as the coroutine was
-                self._timed_out.discard(done)
-                error: BaseException = TimeoutError()
-            else:
-                exc = done.exception()
-                if exc is None:
-                    self._connected(pipe, stream, conn, done.result()[0])
-                    return
-                error = exc
-            if not isinstance(error, OSError):
-                raise error
-            self._connect_failed(pipe, stream, conn, service, error)
-
-        task.add_done_callback(connected)
-
-    def _connect_expired(self, task: asyncio.Task[Any]) -> None:
-        self._timed_out.add(task)
-        task.cancel()
-
-    def _connected(
-        self, pipe: MuxPipe, stream: Stream, conn: LocalConnection, transport: asyncio.Transport
-    ) -> None:
-        if stream.finished or conn.done:
-            transport.abort()
-            return
-        pipe.answer_open(stream, None)
-
-    def _connect_failed(
-        self,
-        pipe: MuxPipe,
-        stream: Stream,
-        conn: LocalConnection,
-        service: ProviderService,
-        exc: OSError,
-    ) -> None:
-        failure = open_failure_from_os_error(exc)
-        log.warning(
-            "%s stream %d: service '%s' at %s:%d: %s",
-            pipe,
-            stream.id,
-            service.name,
-            service.hostname,
-            service.port,
-            failure.reason,
-        )
-        conn.set_outcome(Outcome.ERROR, failure.reason)
-        if not stream.finished:
-            pipe.answer_open(stream, failure)
-        conn.abort()
-
-    def count_bytes(self) -> None:
-        """Add the bytes open connections relayed since the last count (at scrapes)."""
-        for conn in self.connections:
-            self._count(conn)
-
-    def _count(self, conn: LocalConnection) -> None:
-        stream = conn.stream
-        sent, received = conn.uncounted_bytes()
-        if stream is None or not (sent or received):
-            return
-        service = self.services.get(stream.service)
-        name = service.name if service is not None else str(stream.service)
-        tally, metric = self.metrics.tally, self.metrics.bytes
-        tally.add(metric, (name, "up"), received)
-        tally.add(metric, (name, "down"), sent)
-
-    def _connection_done(self, conn: LocalConnection) -> None:
-        self.connections.discard(conn)
-        stream = conn.stream
-        if stream is None:
-            return
-        outcome = conn.outcome or "closed"
-        service = self.services.get(stream.service)
-        name = service.name if service is not None else str(stream.service)
-        tally = self.metrics.tally
-        tally.add(self.metrics.streams_open, (name,), -1)
-        tally.add(self.metrics.streams, (name, conn.outcome_kind or Outcome.CLOSED_EARLY))
-        self._count(conn)
-        level = logging.DEBUG if outcome == "ok" else logging.INFO
-        if not log.isEnabledFor(level):
-            return  # the line's arguments are not even formatted
-        log.log(
-            level,
-            "%s stream %d: service %s: %d B in, %d B out, %.3f s: %s",
-            stream.writer,
-            stream.id,
-            stream.service,
-            stream.bytes_in,
-            stream.bytes_out,
-            time.monotonic() - conn.started,
-            outcome,
-        )

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from edgerq import provider_pipe
 from edgerq.config import load_provider
 from edgerq.protocol.messages import OpenFailure
 from edgerq.provider_pipe import ProviderPipe
@@ -52,7 +51,7 @@ def setup(tmp_path: Path, port: int) -> tuple[ProviderPipe, Any]:
 
 async def connect(pp: ProviderPipe, service: Any) -> tuple[FakePipe, LocalConnection]:
     pipe, conn = FakePipe(), LocalConnection(4096)
-    pp._connect(pipe, FakeStream(), conn, service)  # type: ignore[arg-type]
+    pp.streams.connect(pipe, FakeStream(), conn, service)  # type: ignore[arg-type]
     await asyncio.wait_for(pipe.answered.wait(), 10)
     return pipe, conn
 
@@ -87,8 +86,6 @@ def test_a_refused_connect_is_answered_with_why(tmp_path: Path) -> None:
 
 
 def test_a_connect_that_hangs_times_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(provider_pipe, "CONNECT_TIMEOUT", 0.05)
-
     async def main() -> None:
         loop = asyncio.get_running_loop()
 
@@ -97,6 +94,7 @@ def test_a_connect_that_hangs_times_out(tmp_path: Path, monkeypatch: pytest.Monk
 
         monkeypatch.setattr(loop, "create_connection", never)
         pp, service = setup(tmp_path, 9)
+        pp.streams.connect_timeout = 0.05
         pipe, _ = await connect(pp, service)
         [failure] = pipe.answers
         assert failure is not None and failure.code is OpenFailure.CONNECT_TIMEOUT

@@ -54,6 +54,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "edgerq.pipe_acceptance",
             "edgerq.sp",
             "edgerq.provider_pipe",
+            "edgerq.service_connector",
             "edgerq.pipe_addresses",
             "edgerq.relay",
             "edgerq.registry",
