@@ -11,7 +11,7 @@ LINT_PATHS := src tests $(wildcard bench) setup.py
 FAST_VENV ?= .venv-fast
 FAST_BIN := $(FAST_VENV)/bin
 
-.PHONY: help up test lint typecheck unit integration fault-test compose-test two-site-test promtool-test swarm-test lock loadtest bench bench-cpu bench-scale bench-capacity clean
+.PHONY: help up test lint typecheck unit integration fault-test compose-test two-site-test promtool-test swarm-test lock loadtest bench bench-locust bench-cpu bench-scale bench-capacity clean
 .PHONY: bench-wan bench-loss build-fast test-fast
 
 help:
@@ -25,10 +25,11 @@ help:
 	@echo "make promtool-test promtool check/test of the public host's Prometheus config and alert rules"
 	@echo "make lock          regenerate requirements/image.lock (pinned, hashed deps of the edgerq image)"
 	@echo "make swarm-test    deploy/swarm on a one-node swarm: kills, rolling updates, scaling under load (about 4 min)"
-	@echo "make loadtest      headless Locust on the Compose suite (DURATION=60s USERS=50 TARGET=tunnel|direct PROJECT=name)"
+	@echo "make loadtest      headless Locust on the Compose suite (DURATION=60s USERS=50 TARGET=tunnel|direct|sc PROJECT=name)"
 	@echo "make bench         edgerq vs direct, socat, ssh -R (about 14 min; BENCH_ARGS=--quick)"
 	@echo "make bench-capacity CPU per request, per new connection and per MB, memory per connection and per pipe (docs/scaling.md)"
 	@echo "make bench-cpu     SC and SP CPU µs per small keep-alive request (tcp), then the pipe's own Python per request (BENCH_ARGS: see python -m bench.hotpath --help)"
+	@echo "make bench-locust  Locust on the running stack: p50 and CPU per container, direct vs sc:3000 vs the whole path"
 	@echo "make bench-scale   10,000 idle tunneled connections: RSS per connection, all answered"
 	@echo "make bench-loss    goodput across 0/2/10 % packet loss, tcp and udp (root) -> bench/results/loss.json"
 	@echo "make bench-wan     tcp, tcp + stunnel, udp across an emulated WAN (root; ~15 min; BENCH_ARGS=--quick)"
@@ -101,6 +102,10 @@ loadtest:
 bench: $(STAMP)
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Locust on the running Compose stack: direct, sc:3000 and the whole path, interleaved
+bench-locust: $(STAMP)
+	$(BIN)/python -m bench.locust $(BENCH_ARGS)
 
 bench-capacity: $(STAMP)
 	$(BIN)/python -m bench.capacity $(BENCH_ARGS)
