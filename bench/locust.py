@@ -8,6 +8,8 @@ targets, so that drift in the machine's load falls on each alike:
 - ``sc``: the tunnel without the proxy (``http://sc:3000``, from the public network);
 - ``tunnel``: the whole path (proxy → sc → 2 stunnels → sp → web server).
 
+On the udp variant's stack (``COMPOSE_FILE=docker-compose.yml:docker-compose.udp.yml``
+in the environment of ``make up`` and of this) the tunnel has no stunnels.
 Around every run it reads each container's CPU time (its cgroup) and divides
 by the run's requests; an idle spell before the rounds measures what each
 container spends doing nothing (healthchecks) per second, and that share is
@@ -65,6 +67,15 @@ def parse_summary(text: str) -> dict[str, Any]:
             out["requests"], out["failures"] = int(out["requests"]), int(out["failures"])
             return out
     raise RuntimeError("scripts/loadtest printed no summary line")
+
+
+def exact_latency(report_dir: Path) -> dict[str, float]:
+    """The exact p50/p95/p99 (ms) the locustfile wrote (Locust's own are whole ms)."""
+    path = report_dir / "latency.json"
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    return {f"exact_{k}": float(data[f"{k}_ms"]) for k in ("p50", "p95", "p99", "mean")}
 
 
 def compose_project() -> str:
@@ -167,6 +178,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             out = run_once(target, args, reports / f"{r + 1}-{target}")
             after, t1 = cpu_snapshot(ids), time.monotonic()
             summary = parse_summary(out)
+            summary |= exact_latency(reports / f"{r + 1}-{target}")
             requests = max(1, summary["requests"])
             cpu_ms = {
                 s: max(0.0, after[s] - before[s] - idle[s] * (t1 - t0)) * 1e3 / requests
@@ -183,6 +195,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "provenance": prov,
         "project": project,
+        "carrier": "tcp" if "stunnel-sc" in ids else "udp",
         "users": args.users,
         "duration": args.duration,
         "rounds": args.rounds,
@@ -198,26 +211,46 @@ def render(data: dict[str, Any]) -> str:
     def med(target: str, key: str) -> float:
         return float(statistics.median(r[key] for r in runs if r["target"] == target))
 
+    def latency(run: dict[str, Any], key: str) -> float:
+        """Exact where the locustfile wrote it, else Locust's (whole ms under 100)."""
+        return float(run.get(f"exact_{key}", run[key]))
+
+    def med_latency(target: str, key: str) -> float:
+        return float(statistics.median(latency(r, key) for r in runs if r["target"] == target))
+
+    exact = all("exact_p50" in r for r in runs)
+    fmt = "{:.2f} ms" if exact else "{:g} ms"
+
     lines = [
         f"Locust, {data['users']} users, {data['rounds']} interleaved rounds of "
-        f"{data['duration']} per target (medians); " + provenance_line(data["provenance"]),
+        f"{data['duration']} per target (medians; "
+        + ("exact latencies" if exact else "Locust's latencies: whole ms under 100 ms")
+        + "); "
+        + provenance_line(data["provenance"]),
         "",
     ]
-    direct_p50 = med("direct", "p50") if "direct" in targets else None
+    direct_p50 = med_latency("direct", "p50") if "direct" in targets else None
     rows = []
     for t in targets:
-        p50 = med(t, "p50")
+        p50 = med_latency(t, "p50")
         ratio = f"{p50 / direct_p50:.1f} x" if direct_p50 else "—"
+        label = TARGETS[t]
+        if t == "tunnel" and data.get("carrier") == "udp":
+            label = "through the tunnel (proxy → sc → QUIC → sp → web server)"
         rows.append(
             [
-                TARGETS[t],
+                label,
                 f"{med(t, 'rps'):.1f}",
-                f"{p50:g} ms",
+                fmt.format(p50),
                 ratio,
-                f"{med(t, 'p95'):g} ms",
-                f"{med(t, 'p99'):g} ms",
+                fmt.format(med_latency(t, "p95")),
+                fmt.format(med_latency(t, "p99")),
                 str(sum(r["failures"] for r in runs if r["target"] == t)),
-                " ".join(f"{r['p50']:g}" for r in runs if r["target"] == t),
+                " ".join(
+                    f"{latency(r, 'p50'):.2f}" if exact else f"{r['p50']:g}"
+                    for r in runs
+                    if r["target"] == t
+                ),
             ]
         )
     lines += markdown_table(

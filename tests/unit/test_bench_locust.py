@@ -3,10 +3,11 @@ the figures are those scripts/loadtest printed, per target, with the commit."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
-from bench.locust import parse_summary, render, run_time
+from bench.locust import exact_latency, parse_summary, render, run_time
 
 LINE = (
     "loadtest summary (tunnel): 7548 requests, 0 failures, 151.8 req/s, "
@@ -53,15 +54,18 @@ def run(round_: int, target: str, p50: float, proxy_ms: float) -> dict[str, Any]
     }
 
 
+PROVENANCE = {
+    "commit": "abcdef1234" + "0" * 30,
+    "revision": "abcdef1",
+    "dirty": False,
+    "date": "2026-12-02 08:00 UTC",
+    "build": "pure Python",
+}
+
+
 def test_the_tables_give_medians_the_ratio_to_direct_and_every_rounds_p50() -> None:
     data = {
-        "provenance": {
-            "commit": "abcdef1234" + "0" * 30,
-            "revision": "abcdef1",
-            "dirty": False,
-            "date": "2026-12-02 08:00 UTC",
-            "build": "pure Python",
-        },
+        "provenance": PROVENANCE,
         "users": 50,
         "duration": "50s",
         "rounds": 3,
@@ -83,3 +87,26 @@ def test_the_tables_give_medians_the_ratio_to_direct_and_every_rounds_p50() -> N
     assert cells[7] == "5 3 4"
     proxy = next(line for line in text.splitlines() if line.startswith("| proxy"))
     assert [c.strip() for c in proxy.strip("|").split("|")][1:] == ["0.00", "0.66"]
+
+
+def test_exact_latencies_replace_locusts_whole_milliseconds(tmp_path: Path) -> None:
+    (tmp_path / "latency.json").write_text(
+        '{"requests": 7000, "mean_ms": 3.1, "p50_ms": 1.42, "p95_ms": 9.5, "p99_ms": 51.0}'
+    )
+    assert exact_latency(tmp_path) == {
+        "exact_p50": 1.42,
+        "exact_p95": 9.5,
+        "exact_p99": 51.0,
+        "exact_mean": 3.1,
+    }
+    assert exact_latency(tmp_path / "missing") == {}
+    runs = [run(1, "direct", 1, 0.0) | {"exact_p50": 1.42, "exact_p95": 9.0, "exact_p99": 50.0}]
+    runs.append(
+        run(1, "tunnel", 3, 0.6) | {"exact_p50": 2.84, "exact_p95": 19.0, "exact_p99": 60.0}
+    )
+    data = {"provenance": PROVENANCE, "users": 50, "duration": "50s", "rounds": 1, "runs": runs}
+    text = render(data)
+    assert "exact latencies" in text
+    tunnel = next(line for line in text.splitlines() if line.startswith("| through the tunnel"))
+    cells = [c.strip() for c in tunnel.strip("|").split("|")]
+    assert cells[2:4] == ["2.84 ms", "2.0 x"]
