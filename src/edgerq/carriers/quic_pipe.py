@@ -78,6 +78,8 @@ class QuicPipe(CarrierPipe):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._out = StreamOutbox()
         self._protocol: QuicLink | None = None
+        self._quic: QuicConnection | None = None
+        """The protocol's QUIC connection (one for its life), kept: it is used per flush."""
         self._decoders: dict[int, FrameDecoder] = {}
         self._batching = False
         self._rx_pending: dict[int, list[bytes]] = {}
@@ -90,6 +92,7 @@ class QuicPipe(CarrierPipe):
 
     def attach(self, protocol: QuicLink) -> None:
         self._protocol = protocol
+        self._quic = protocol.quic
 
     def quic_ready(self, source: Any = None) -> None:
         """The QUIC handshake is done (SP) or the connection exists (SC): start ours.
@@ -253,10 +256,10 @@ class QuicPipe(CarrierPipe):
     def _flush(self) -> None:
         self._flush_scheduled = False
         protocol = self._protocol
-        if protocol is None or self.closed.done():
+        quic = self._quic
+        if protocol is None or quic is None or self.closed.done():
             self._out.clear()
             return
-        quic = protocol.quic
         control = False
         for quic_stream, buffers, end in self._out.take():
             control = control or quic_stream == CONTROL_STREAM
@@ -284,11 +287,11 @@ class QuicPipe(CarrierPipe):
 
     def _check_send_backlog(self) -> None:
         """Pause the local sockets while qh3 holds more than SEND_HIGH_WATER unsent."""
-        protocol = self._protocol
-        if protocol is None or self.closed.done():
+        quic = self._quic
+        if quic is None or self.closed.done():
             return
         try:
-            backlog = protocol.quic.get_send_buffer_size()
+            backlog = quic.get_send_buffer_size()
         except Exception:  # closed meanwhile
             return
         self._unsent = backlog
