@@ -260,19 +260,21 @@ class QuicPipe(CarrierPipe):
         if protocol is None or quic is None or self.closed.done():
             self._out.clear()
             return
-        control = False
-        for quic_stream, buffers, end in self._out.take():
-            control = control or quic_stream == CONTROL_STREAM
+        queues, to_end = self._out.take()
+        control = CONTROL_STREAM in queues
+        for quic_stream, buffers in queues.items():
             try:
-                if not buffers:
-                    quic.send_stream_data(quic_stream, b"", end_stream=True)
-                    continue
                 last = buffers.pop()
                 for data in buffers:  # qh3 copies each into its queue: none is joined here
                     quic.send_stream_data(quic_stream, data)
-                quic.send_stream_data(quic_stream, last, end_stream=end)
+                quic.send_stream_data(quic_stream, last, end_stream=quic_stream in to_end)
             except Exception as exc:  # qh3 raises QuicConnectionError, ValueError, …
                 # The peer reset or finished the stream already: nothing left to say on it.
+                log.debug("%s: QUIC stream %d: %s", self, quic_stream, exc)
+        for quic_stream in to_end.difference(queues) if to_end else ():  # only an end to send
+            try:
+                quic.send_stream_data(quic_stream, b"", end_stream=True)
+            except Exception as exc:
                 log.debug("%s: QUIC stream %d: %s", self, quic_stream, exc)
         protocol.transmit()
         if control:
