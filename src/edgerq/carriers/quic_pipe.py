@@ -86,6 +86,10 @@ class QuicPipe(CarrierPipe):
         """Stream data of one batch of datagrams, delivered as one write per stream."""
         self._unsent = 0
         """qh3's untransmitted bytes at the last look (what is queued since comes on top)."""
+        self._handed = 0
+        """Bytes handed to qh3 since that look: qh3 holds at most ``_unsent + _handed``
+        now (transmitting only makes it less), so while that is under SEND_HIGH_WATER
+        there is no need to ask it (a call into qh3 per flush)."""
         super().__init__(*args, outbox=self._out, **kwargs)
 
     # --- wiring to the QUIC connection ----------------------------------------------
@@ -260,6 +264,7 @@ class QuicPipe(CarrierPipe):
         if protocol is None or quic is None or self.closed.done():
             self._out.clear()
             return
+        self._handed += self._out.queued
         queues, to_end = self._out.take()
         control = CONTROL_STREAM in queues
         for quic_stream, buffers in queues.items():
@@ -279,24 +284,36 @@ class QuicPipe(CarrierPipe):
         protocol.transmit()
         if control:
             self._check_control_backlog(quic)
-        self._check_send_backlog()
+        if self.core.paused or self._unsent + self._handed > SEND_HIGH_WATER:
+            self._check_send_backlog()
 
     def _schedule_flush(self) -> None:
         # Pause at once: one loop iteration may read many local sockets.
-        if not self.paused and self._unsent + self._out.queued > SEND_HIGH_WATER:
-            self.core.pause_writing()
+        out = self._out
+        if not self.core.paused and self._unsent + self._handed + out.queued > SEND_HIGH_WATER:
+            if self._handed:
+                self._look_at_backlog()  # what qh3 holds now, not at most
+            if self._unsent + self._handed + out.queued > SEND_HIGH_WATER:
+                self.core.pause_writing()
         super()._schedule_flush()
+
+    def _look_at_backlog(self) -> bool:
+        """Ask qh3 what it holds untransmitted (``_unsent``); False: it cannot say (closed)."""
+        quic = self._quic
+        if quic is None or self.closed.done():
+            return False
+        try:
+            self._unsent = quic.get_send_buffer_size()
+        except Exception:  # closed meanwhile
+            return False
+        self._handed = 0
+        return True
 
     def _check_send_backlog(self) -> None:
         """Pause the local sockets while qh3 holds more than SEND_HIGH_WATER unsent."""
-        quic = self._quic
-        if quic is None or self.closed.done():
+        if not self._look_at_backlog():
             return
-        try:
-            backlog = quic.get_send_buffer_size()
-        except Exception:  # closed meanwhile
-            return
-        self._unsent = backlog
+        backlog = self._unsent
         if not self.paused and backlog > SEND_HIGH_WATER:
             self.core.pause_writing()
         elif self.paused and backlog <= SEND_LOW_WATER:
