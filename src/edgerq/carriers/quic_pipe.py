@@ -53,6 +53,11 @@ SEND_LOW_WATER = 256 * 1024
 stop being read, and below which they are read again: what tcp's transport
 high-water mark does, since a peer may grant stream credit and withhold QUIC's."""
 
+SMALL_SEND = 4096
+"""A stream's last buffer up to this size is handed to qh3 as ``bytes`` (a copy of a
+few hundred bytes, most often): qh3's ``send_stream_data`` takes bytes as they are,
+a bytearray costs it a memoryview, a cast and a release per call."""
+
 FORGOTTEN_AFTER = 1.5
 """Seconds of silence after which an SC's notice of an unknown connection closes the pipe."""
 
@@ -274,7 +279,11 @@ class QuicPipe(CarrierPipe):
                 last = buffers.pop()
                 for data in buffers:  # qh3 copies each into its queue: none is joined here
                     quic.send_stream_data(quic_stream, data)
-                quic.send_stream_data(quic_stream, last, end_stream=quic_stream in to_end)
+                quic.send_stream_data(
+                    quic_stream,
+                    bytes(last) if len(last) <= SMALL_SEND else last,
+                    end_stream=quic_stream in to_end,
+                )
             except Exception as exc:  # qh3 raises QuicConnectionError, ValueError, …
                 # The peer reset or finished the stream already: nothing left to say on it.
                 log.debug("%s: QUIC stream %d: %s", self, quic_stream, exc)
