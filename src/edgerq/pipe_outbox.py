@@ -151,14 +151,15 @@ class StreamOutbox:
         self.queues.clear()
         self.to_end.clear()
 
-    def take(self) -> list[tuple[int, list[bytearray], bool]]:
-        """``(quic stream, buffers, end)`` for every stream with something to send
-        (no buffers: only its end); the caller owns the buffers."""
+    def take(self) -> tuple[dict[int, list[bytearray]], set[int]]:
+        """The buffers of every QUIC stream with something to send, and the streams
+        whose half to end (some may have no buffers: only their end); the caller owns
+        both. Nothing is built per stream: most flushes carry one stream's frames."""
+        queues = self.queues
         to_end = self.to_end
-        out = [(s, buffers, s in to_end) for s, buffers in self.queues.items()]
-        out += [(s, [], True) for s in to_end if s not in self.queues]
-        self.ended |= to_end
         self.queued = 0
         self.queues = {}
-        self.to_end = set()
-        return out
+        if to_end:
+            self.ended |= to_end
+            self.to_end = set()
+        return queues, to_end

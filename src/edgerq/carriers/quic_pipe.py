@@ -53,6 +53,11 @@ SEND_LOW_WATER = 256 * 1024
 stop being read, and below which they are read again: what tcp's transport
 high-water mark does, since a peer may grant stream credit and withhold QUIC's."""
 
+SMALL_SEND = 4096
+"""A stream's last buffer up to this size is handed to qh3 as ``bytes`` (a copy of a
+few hundred bytes, most often): qh3's ``send_stream_data`` takes bytes as they are,
+a bytearray costs it a memoryview, a cast and a release per call."""
+
 FORGOTTEN_AFTER = 1.5
 """Seconds of silence after which an SC's notice of an unknown connection closes the pipe."""
 
@@ -78,18 +83,25 @@ class QuicPipe(CarrierPipe):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._out = StreamOutbox()
         self._protocol: QuicLink | None = None
+        self._quic: QuicConnection | None = None
+        """The protocol's QUIC connection (one for its life), kept: it is used per flush."""
         self._decoders: dict[int, FrameDecoder] = {}
         self._batching = False
         self._rx_pending: dict[int, list[bytes]] = {}
         """Stream data of one batch of datagrams, delivered as one write per stream."""
         self._unsent = 0
         """qh3's untransmitted bytes at the last look (what is queued since comes on top)."""
+        self._handed = 0
+        """Bytes handed to qh3 since that look: qh3 holds at most ``_unsent + _handed``
+        now (transmitting only makes it less), so while that is under SEND_HIGH_WATER
+        there is no need to ask it (a call into qh3 per flush)."""
         super().__init__(*args, outbox=self._out, **kwargs)
 
     # --- wiring to the QUIC connection ----------------------------------------------
 
     def attach(self, protocol: QuicLink) -> None:
         self._protocol = protocol
+        self._quic = protocol.quic
 
     def quic_ready(self, source: Any = None) -> None:
         """The QUIC handshake is done (SP) or the connection exists (SC): start ours.
@@ -112,8 +124,10 @@ class QuicPipe(CarrierPipe):
     def end_batch(self) -> None:
         self._batching = False
         self.deliver_pending()
-        self._sync_timer()
-        if self.paused:  # acknowledgements may have freed room: look once they are sent
+        core = self.core
+        if core.next_deadline() != self._timer_at:  # seldom: heartbeats move it, not data
+            self._sync_timer()
+        if core.paused:  # acknowledgements may have freed room: look once they are sent
             self._loop.call_soon(self._check_send_backlog)
 
     def deliver_pending(self) -> None:
@@ -140,7 +154,7 @@ class QuicPipe(CarrierPipe):
             return
         self.deliver_pending()
         self._stream_data(quic_stream, data, end_stream)
-        if not self._batching:
+        if not self._batching and self.core.next_deadline() != self._timer_at:
             self._sync_timer()
 
     def _stream_data(self, quic_stream: int, data: bytes, end_stream: bool) -> None:
@@ -253,45 +267,64 @@ class QuicPipe(CarrierPipe):
     def _flush(self) -> None:
         self._flush_scheduled = False
         protocol = self._protocol
-        if protocol is None or self.closed.done():
+        quic = self._quic
+        if protocol is None or quic is None or self.closed.done():
             self._out.clear()
             return
-        quic = protocol.quic
-        control = False
-        for quic_stream, buffers, end in self._out.take():
-            control = control or quic_stream == CONTROL_STREAM
+        self._handed += self._out.queued
+        queues, to_end = self._out.take()
+        control = CONTROL_STREAM in queues
+        for quic_stream, buffers in queues.items():
             try:
-                if not buffers:
-                    quic.send_stream_data(quic_stream, b"", end_stream=True)
-                    continue
                 last = buffers.pop()
                 for data in buffers:  # qh3 copies each into its queue: none is joined here
                     quic.send_stream_data(quic_stream, data)
-                quic.send_stream_data(quic_stream, last, end_stream=end)
+                quic.send_stream_data(
+                    quic_stream,
+                    bytes(last) if len(last) <= SMALL_SEND else last,
+                    end_stream=quic_stream in to_end,
+                )
             except Exception as exc:  # qh3 raises QuicConnectionError, ValueError, …
                 # The peer reset or finished the stream already: nothing left to say on it.
+                log.debug("%s: QUIC stream %d: %s", self, quic_stream, exc)
+        for quic_stream in to_end.difference(queues) if to_end else ():  # only an end to send
+            try:
+                quic.send_stream_data(quic_stream, b"", end_stream=True)
+            except Exception as exc:
                 log.debug("%s: QUIC stream %d: %s", self, quic_stream, exc)
         protocol.transmit()
         if control:
             self._check_control_backlog(quic)
-        self._check_send_backlog()
+        if self.core.paused or self._unsent + self._handed > SEND_HIGH_WATER:
+            self._check_send_backlog()
 
     def _schedule_flush(self) -> None:
         # Pause at once: one loop iteration may read many local sockets.
-        if not self.paused and self._unsent + self._out.queued > SEND_HIGH_WATER:
-            self.core.pause_writing()
+        out = self._out
+        if not self.core.paused and self._unsent + self._handed + out.queued > SEND_HIGH_WATER:
+            if self._handed:
+                self._look_at_backlog()  # what qh3 holds now, not at most
+            if self._unsent + self._handed + out.queued > SEND_HIGH_WATER:
+                self.core.pause_writing()
         super()._schedule_flush()
+
+    def _look_at_backlog(self) -> bool:
+        """Ask qh3 what it holds untransmitted (``_unsent``); False: it cannot say (closed)."""
+        quic = self._quic
+        if quic is None or self.closed.done():
+            return False
+        try:
+            self._unsent = quic.get_send_buffer_size()
+        except Exception:  # closed meanwhile
+            return False
+        self._handed = 0
+        return True
 
     def _check_send_backlog(self) -> None:
         """Pause the local sockets while qh3 holds more than SEND_HIGH_WATER unsent."""
-        protocol = self._protocol
-        if protocol is None or self.closed.done():
+        if not self._look_at_backlog():
             return
-        try:
-            backlog = protocol.quic.get_send_buffer_size()
-        except Exception:  # closed meanwhile
-            return
-        self._unsent = backlog
+        backlog = self._unsent
         if not self.paused and backlog > SEND_HIGH_WATER:
             self.core.pause_writing()
         elif self.paused and backlog <= SEND_LOW_WATER:

@@ -40,6 +40,10 @@ class BatchingServer(qh3_compat.CompatServer):
         self._notices = gone_notice.NoticeLimiter()
         self.drops = DropReport()
         self._flush_timer: asyncio.TimerHandle | None = None
+        # Looked up once, not per batch: the configuration is fixed, and qh3 keeps
+        # one table of connection ids for the server's life (it only adds and removes).
+        self._cid_end = 1 + self.connection_id_length
+        self._by_id = self.protocols
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         data = cast(bytes, data)
@@ -120,8 +124,8 @@ class BatchingServer(qh3_compat.CompatServer):
         transport.sendto(notice, addr)
 
     def datagrams_received(self, datagrams: list[bytes], addr: Any) -> None:
-        cid_end = 1 + self.connection_id_length
-        protocols = self.protocols
+        cid_end = self._cid_end
+        protocols = self._by_id
         batch: list[bytes] = []
         owner: QuicConnectionProtocol | None = None
         for data in datagrams:
