@@ -71,6 +71,11 @@ class LocalConnection(asyncio.BufferedProtocol):
         self._pending: list[bytes] = []
         self._backlog = b""
         self.written = 0
+        self.read_total = 0
+        """Bytes read from the socket so far (sent on, or held back)."""
+        self.watch_reads = False
+        """Whether ``read_seen`` is told of every read (a subclass that must look at
+        what arrives sets it, and clears it once done: the hot path only tests it)."""
         self.local_eof = False
         self.remote_eof = False
         self.done = False
@@ -162,6 +167,9 @@ class LocalConnection(asyncio.BufferedProtocol):
         return self._view[:credit]
 
     def buffer_updated(self, nbytes: int) -> None:
+        self.read_total += nbytes
+        if self.watch_reads:
+            self.read_seen(self._view[:nbytes])
         if self.idle_timeout is not None:
             self.last_active = time.monotonic()
         stream = self.stream
@@ -183,6 +191,9 @@ class LocalConnection(asyncio.BufferedProtocol):
             stream.send(self._view[:nbytes])
         if stream.send_credit <= 0:
             self._set_paused(PAUSED_CREDIT, True)
+
+    def read_seen(self, data: memoryview) -> None:
+        """``data`` was just read (while ``watch_reads``), before it is sent on."""
 
     def eof_received(self) -> bool:
         self.local_eof = True
