@@ -53,7 +53,7 @@ class TcpPipe(CarrierPipe, asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         core = self.core
         core.receive(data, time.monotonic())
-        if core.next_deadline() != self._timer_at:  # seldom: heartbeats move it, not data
+        if core.deadline != self._timer_at:  # seldom: the handshake or a close moves it, not data
             self._sync_timer()
 
     def eof_received(self) -> bool:
