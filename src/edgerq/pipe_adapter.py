@@ -48,6 +48,9 @@ class CarrierPipe(ABC):
     carrier = "?"
     stream_id_step = 1
     """Stream ids the SC allocates: 1, 2, 3, ... (QUIC: 1, 5, 9, ..., its own stream ids)."""
+    wake_once = False
+    """``_flush`` takes all the core queued: the core need not wake it again until then
+    (its ``woken``; ``_flush`` clears it). False: woken for every frame queued."""
 
     def __init__(
         self,
@@ -150,6 +153,7 @@ class CarrierPipe(ABC):
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
+            self.core.woken = self.wake_once
             self._loop.call_soon(self._flush)
 
     def _sync_timer(self) -> None:

@@ -115,6 +115,10 @@ class PipeConnection:
         self.outbox = outbox
         self._emit = emit
         self._wake = wake
+        self.woken = False
+        """Set by a carrier that takes everything queued in one go once woken (tcp), and
+        cleared when it has: until then ``wake`` is not called again. A carrier that
+        leaves it False is woken for every frame queued (udp checks its backlog on each)."""
         self._handshake: ConsumerHandshake | ProviderHandshake | None = handshake
         self._decoder = FrameDecoder(stream_data=True)  # one byte stream: DATA as it arrives
         self.table = StreamTable(self, stream_id_step)
@@ -383,13 +387,15 @@ class PipeConnection:
                 self.control_backlog_exceeded(queued)
                 return
         self.outbox.frame(data)
-        self._wake()
+        if not self.woken:
+            self._wake()
 
     def send_data(self, stream_id: int, data: Payload, max_frame: int) -> None:
         if self.state >= _CLOSING:
             return
         self.outbox.data(stream_id, data, max_frame)
-        self._wake()
+        if not self.woken:
+            self._wake()
 
     def forget_stream(self, stream: Stream) -> None:
         self.table.forget(stream)

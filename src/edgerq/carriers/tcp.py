@@ -30,6 +30,7 @@ class TcpPipe(CarrierPipe, asyncio.Protocol):
     """A pipe on one byte stream: the asyncio protocol of its connection."""
 
     carrier = "tcp"
+    wake_once = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._out = ByteOutbox()
@@ -71,6 +72,7 @@ class TcpPipe(CarrierPipe, asyncio.Protocol):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        self.core.woken = False
         transport = self._transport
         if transport is None or transport.is_closing():
             self._out.clear()
