@@ -50,7 +50,7 @@ class CarrierPipe(ABC):
     """Stream ids the SC allocates: 1, 2, 3, ... (QUIC: 1, 5, 9, ..., its own stream ids)."""
     wake_once = False
     """``_flush`` takes all the core queued: the core need not wake it again until then
-    (its ``woken``; ``_flush`` clears it). False: woken for every frame queued."""
+    (``_flush`` clears the core's ``woken``). False: woken for every frame queued."""
 
     def __init__(
         self,
@@ -83,7 +83,8 @@ class CarrierPipe(ABC):
             outbox,
             now=time.monotonic(),
             emit=self._event,
-            wake=self._schedule_flush,
+            wake=self._waker(),
+            wake_once=self.wake_once,
             name=name,
             heartbeat_interval=heartbeat_interval,
             heartbeat_timeout=heartbeat_timeout,
@@ -104,6 +105,10 @@ class CarrierPipe(ABC):
     @abstractmethod
     def _connected(self) -> bool:
         """A connection exists to write to (else there is nothing to close)."""
+
+    def _waker(self) -> Callable[[], object]:
+        """What the core calls when it queued frames (its ``wake``)."""
+        return self._schedule_flush
 
     @abstractmethod
     def _flush(self) -> None:
@@ -153,7 +158,6 @@ class CarrierPipe(ABC):
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self.core.woken = self.wake_once
             self._loop.call_soon(self._flush)
 
     def _sync_timer(self) -> None:

@@ -93,7 +93,8 @@ class PipeConnection:
         *,
         now: float,
         emit: Callable[[PipeEvent], None] = _ignore,
-        wake: Callable[[], None] = _ignore,
+        wake: Callable[[], object] = _ignore,
+        wake_once: bool = False,
         name: str = "",
         heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL,
         heartbeat_timeout: float = defaults.HEARTBEAT_TIMEOUT,
@@ -106,7 +107,9 @@ class PipeConnection:
         pipe_buffer: int = defaults.PIPE_BUFFER,
     ) -> None:
         """``emit`` receives every event at once, in order; ``wake`` is told frames
-        were queued in ``outbox`` (the adapter writes them out soon, once)."""
+        were queued in ``outbox`` (the adapter writes them out soon, once). With
+        ``wake_once`` (the adapter takes all that was queued in one go) it is told
+        once, until the adapter clears ``woken``; else for every frame."""
         self.id = next(_pipe_ids)
         self.role = role
         self.name = name
@@ -115,10 +118,10 @@ class PipeConnection:
         self.outbox = outbox
         self._emit = emit
         self._wake = wake
+        self._wake_once = wake_once
         self.woken = False
-        """Set by a carrier that takes everything queued in one go once woken (tcp), and
-        cleared when it has: until then ``wake`` is not called again. A carrier that
-        leaves it False is woken for every frame queued (udp checks its backlog on each)."""
+        """``wake_once``: the adapter was woken and has not taken the outbox yet (it
+        clears this when it does); ``wake`` is not called again until then."""
         self._handshake: ConsumerHandshake | ProviderHandshake | None = handshake
         self._decoder = FrameDecoder(stream_data=True)  # one byte stream: DATA as it arrives
         self.table = StreamTable(self, stream_id_step)
@@ -388,6 +391,7 @@ class PipeConnection:
                 return
         self.outbox.frame(data)
         if not self.woken:
+            self.woken = self._wake_once
             self._wake()
 
     def send_data(self, stream_id: int, data: Payload, max_frame: int) -> None:
@@ -395,6 +399,7 @@ class PipeConnection:
             return
         self.outbox.data(stream_id, data, max_frame)
         if not self.woken:
+            self.woken = self._wake_once
             self._wake()
 
     def forget_stream(self, stream: Stream) -> None:

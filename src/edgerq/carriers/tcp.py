@@ -10,9 +10,10 @@ a byte stream).
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
@@ -70,8 +71,12 @@ class TcpPipe(CarrierPipe, asyncio.Protocol):
     def _connected(self) -> bool:
         return self._transport is not None
 
+    def _waker(self) -> Callable[[], object]:
+        # wake_once: the core wakes this pipe once until _flush, so waking is
+        # just scheduling it (no Python call in between).
+        return functools.partial(self._loop.call_soon, self._flush)
+
     def _flush(self) -> None:
-        self._flush_scheduled = False
         self.core.woken = False
         transport = self._transport
         if transport is None or transport.is_closing():
