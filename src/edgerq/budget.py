@@ -7,7 +7,9 @@ Two bounds, both this end's own:
   than it granted (and has not handed to its local socket) is reset;
 - per pipe, ``PipeBudget``: the bytes all its streams received from the peer
   and their local sockets have not taken yet, at most ``limit``; the stream
-  whose DATA would go past it is reset.
+  whose DATA would go past it is reset. A stream charges what it holds once
+  DATA was handed to its local socket (bytes the socket took at once were
+  never held: a socket that keeps up costs the budget nothing).
 
 Either reset is a *violation*, counted in ``edgerq_limit_hits_total`` and
 logged (the first at WARNING, the rest at DEBUG: a flood costs two lines);

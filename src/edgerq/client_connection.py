@@ -46,10 +46,9 @@ class ClientConnection(LocalConnection):
         self.counted = False
         self.source = "?"
         """The client's address: slots are shared fairly between sources."""
-        self.read_total = 0
-        """Bytes read from the client so far (for ``min_rate``)."""
         self.head_done = service.type != "http" or service.header_timeout is None
         """``http``: whether the head of the first request has arrived."""
+        self.watch_reads = not self.head_done  # until then, every read is looked at
         self._head_tail = b""
         self.rate: RateWindow | None = None
         self.accepted_at = 0.0
@@ -57,11 +56,9 @@ class ClientConnection(LocalConnection):
         self.guard: asyncio.TimerHandle | None = None
         """The next ``header_timeout`` or ``min_rate`` check."""
 
-    def buffer_updated(self, nbytes: int) -> None:
-        self.read_total += nbytes
-        if not self.head_done:
-            self.head_done, self._head_tail = head_complete(self._head_tail, self._view[:nbytes])
-        super().buffer_updated(nbytes)
+    def read_seen(self, data: memoryview) -> None:
+        self.head_done, self._head_tail = head_complete(self._head_tail, data)
+        self.watch_reads = not self.head_done
 
     def too_slow(self, reason: str) -> None:
         """Cut by ``header_timeout`` or ``min_rate``: 408 to an ``http`` client that

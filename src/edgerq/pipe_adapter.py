@@ -48,6 +48,9 @@ class CarrierPipe(ABC):
     carrier = "?"
     stream_id_step = 1
     """Stream ids the SC allocates: 1, 2, 3, ... (QUIC: 1, 5, 9, ..., its own stream ids)."""
+    wake_once = False
+    """``_flush`` takes all the core queued: the core need not wake it again until then
+    (``_flush`` clears the core's ``woken``). False: woken for every frame queued."""
 
     def __init__(
         self,
@@ -80,7 +83,8 @@ class CarrierPipe(ABC):
             outbox,
             now=time.monotonic(),
             emit=self._event,
-            wake=self._schedule_flush,
+            wake=self._waker(),
+            wake_once=self.wake_once,
             name=name,
             heartbeat_interval=heartbeat_interval,
             heartbeat_timeout=heartbeat_timeout,
@@ -101,6 +105,10 @@ class CarrierPipe(ABC):
     @abstractmethod
     def _connected(self) -> bool:
         """A connection exists to write to (else there is nothing to close)."""
+
+    def _waker(self) -> Callable[[], object]:
+        """What the core calls when it queued frames (its ``wake``)."""
+        return self._schedule_flush
 
     @abstractmethod
     def _flush(self) -> None:

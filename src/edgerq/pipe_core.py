@@ -93,7 +93,8 @@ class PipeConnection:
         *,
         now: float,
         emit: Callable[[PipeEvent], None] = _ignore,
-        wake: Callable[[], None] = _ignore,
+        wake: Callable[[], object] = _ignore,
+        wake_once: bool = False,
         name: str = "",
         heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL,
         heartbeat_timeout: float = defaults.HEARTBEAT_TIMEOUT,
@@ -106,7 +107,9 @@ class PipeConnection:
         pipe_buffer: int = defaults.PIPE_BUFFER,
     ) -> None:
         """``emit`` receives every event at once, in order; ``wake`` is told frames
-        were queued in ``outbox`` (the adapter writes them out soon, once)."""
+        were queued in ``outbox`` (the adapter writes them out soon, once). With
+        ``wake_once`` (the adapter takes all that was queued in one go) it is told
+        once, until the adapter clears ``woken``; else for every frame."""
         self.id = next(_pipe_ids)
         self.role = role
         self.name = name
@@ -115,6 +118,10 @@ class PipeConnection:
         self.outbox = outbox
         self._emit = emit
         self._wake = wake
+        self._wake_once = wake_once
+        self.woken = False
+        """``wake_once``: the adapter was woken and has not taken the outbox yet (it
+        clears this when it does); ``wake`` is not called again until then."""
         self._handshake: ConsumerHandshake | ProviderHandshake | None = handshake
         self._decoder = FrameDecoder(stream_data=True)  # one byte stream: DATA as it arrives
         self.table = StreamTable(self, stream_id_step)
@@ -131,9 +138,10 @@ class PipeConnection:
         self._heartbeat_interval = heartbeat_interval
         self._heartbeat_timeout = heartbeat_timeout
         self._handshake_timeout = handshake_timeout
-        self._deadline: float | None = None
+        self.deadline: float | None = None
         """When ``handle_timer`` has work: the handshake timeout, the next heartbeat,
-        or the abort of a close that did not finish."""
+        or the abort of a close that did not finish (``next_deadline()``; the carrier
+        may read it after each input, never sets it)."""
         self.bounds = PipeBounds(max_streams, control_backlog, on_limit)
         self.stream_window = stream_window
         """The most this end grants a stream the peer opens, whatever it asks (SP side)."""
@@ -184,13 +192,13 @@ class PipeConnection:
 
     def next_deadline(self) -> float | None:
         """When ``handle_timer`` must next be called (None: no timer needed)."""
-        return self._deadline
+        return self.deadline
 
     def handle_timer(self, now: float) -> None:
-        deadline = self._deadline
+        deadline = self.deadline
         if deadline is None or now < deadline:
             return
-        self._deadline = None
+        self.deadline = None
         if self.state is State.CLOSING:
             self._emit(AbortTransport())  # the close did not finish in time
         elif self.state is State.CLOSED:
@@ -208,7 +216,7 @@ class PipeConnection:
             return
         self.bounds.new_interval()
         self.send_raw(encode_ping(FrameType.PING, int(now * 1000)))
-        self._deadline = now + self._heartbeat_interval
+        self.deadline = now + self._heartbeat_interval
 
     # --- receiving -------------------------------------------------------------------
 
@@ -216,14 +224,14 @@ class PipeConnection:
         """The connection is up: the SP says HELLO, the handshake timeout starts."""
         if isinstance(self._handshake, ProviderHandshake):
             self.send_raw(self._handshake.start())
-        self._deadline = now + self._handshake_timeout
+        self.deadline = now + self._handshake_timeout
 
     def refuse(self, refusal: Refusal) -> bytes:
         """Turn the pipe away before its handshake; returns the GOAWAY to send, if any."""
         self.refusal = refusal
         self.state = State.CLOSING
         self.close_reason = refusal.reason
-        self._deadline = None
+        self.deadline = None
         return CodedReason(FrameType.GOAWAY, 0, refusal.code, refusal.reason).encode()
 
     def heard(self, now: float) -> None:
@@ -295,7 +303,7 @@ class PipeConnection:
         if self.state is State.HANDSHAKE:
             self.state = State.OPEN
         if self.state < State.CLOSING:
-            self._deadline = now + self._heartbeat_interval
+            self.deadline = now + self._heartbeat_interval
         self._emit(Authenticated())
 
     def _deliver(self, frames: list[RawFrame], now: float) -> None:
@@ -382,13 +390,17 @@ class PipeConnection:
                 self.control_backlog_exceeded(queued)
                 return
         self.outbox.frame(data)
-        self._wake()
+        if not self.woken:
+            self.woken = self._wake_once
+            self._wake()
 
     def send_data(self, stream_id: int, data: Payload, max_frame: int) -> None:
         if self.state >= _CLOSING:
             return
         self.outbox.data(stream_id, data, max_frame)
-        self._wake()
+        if not self.woken:
+            self.woken = self._wake_once
+            self._wake()
 
     def forget_stream(self, stream: Stream) -> None:
         self.table.forget(stream)
@@ -457,7 +469,7 @@ class PipeConnection:
     def connection_lost(self, reason: str) -> str:
         """The connection is gone: reset every stream; returns why the pipe closed."""
         self.state = State.CLOSED
-        self._deadline = None
+        self.deadline = None
         if not self.close_reason:
             self.close_reason = reason
         self.table.reset_all(f"pipe closed: {self.close_reason}")
@@ -493,7 +505,7 @@ class PipeConnection:
     def _closing(self, reason: str, now: float) -> None:
         self.state = State.CLOSING
         self.close_reason = reason
-        self._deadline = now + defaults.CLOSE_TIMEOUT
+        self.deadline = now + defaults.CLOSE_TIMEOUT
         self._emit(CloseTransport())
 
     def abort(self, reason: str = "", error: ProtocolError | None = None) -> None:
@@ -505,7 +517,7 @@ class PipeConnection:
         if self.state is State.CLOSED:
             return
         self.state = State.CLOSING
-        self._deadline = None
+        self.deadline = None
         self._emit(AbortTransport())
 
     def _fail(self, code: GoawayCode, reason: str, now: float) -> None:

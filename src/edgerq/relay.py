@@ -71,6 +71,11 @@ class LocalConnection(asyncio.BufferedProtocol):
         self._pending: list[bytes] = []
         self._backlog = b""
         self.written = 0
+        self.read_total = 0
+        """Bytes read from the socket so far (sent on, or held back)."""
+        self.watch_reads = False
+        """Whether ``read_seen`` is told of every read (a subclass that must look at
+        what arrives sets it, and clears it once done: the hot path only tests it)."""
         self.local_eof = False
         self.remote_eof = False
         self.done = False
@@ -146,7 +151,7 @@ class LocalConnection(asyncio.BufferedProtocol):
             self._buffered = 1  # unknown: ask before the first write of a view
         if self._pending:
             for data in self._pending:
-                self._write(data)
+                self.on_data(data)
             self._pending.clear()
         if self.remote_eof:
             self._write_eof()
@@ -162,6 +167,9 @@ class LocalConnection(asyncio.BufferedProtocol):
         return self._view[:credit]
 
     def buffer_updated(self, nbytes: int) -> None:
+        self.read_total += nbytes
+        if self.watch_reads:
+            self.read_seen(self._view[:nbytes])
         if self.idle_timeout is not None:
             self.last_active = time.monotonic()
         stream = self.stream
@@ -183,6 +191,9 @@ class LocalConnection(asyncio.BufferedProtocol):
             stream.send(self._view[:nbytes])
         if stream.send_credit <= 0:
             self._set_paused(PAUSED_CREDIT, True)
+
+    def read_seen(self, data: memoryview) -> None:
+        """``data`` was just read (while ``watch_reads``), before it is sent on."""
 
     def eof_received(self) -> bool:
         self.local_eof = True
@@ -214,10 +225,25 @@ class LocalConnection(asyncio.BufferedProtocol):
     # --- StreamSink ----------------------------------------------------------------
 
     def on_data(self, data: bytes | memoryview) -> None:
-        if self.transport is None:
+        """Write what the stream delivers (kept until connected); credit follows."""
+        transport = self.transport
+        if transport is None:
             self._pending.append(bytes(data))  # a view would pin the whole pipe read
             return
-        self._write(data)
+        if transport.is_closing():
+            return
+        if self._buffered and isinstance(data, memoryview) and transport.get_write_buffer_size():
+            # Queued behind unsent bytes, a view of a pipe read would keep that
+            # whole read (up to 256 KiB for a 4 KiB frame) alive: queue a copy,
+            # so what a slow reader holds stays its window, not reads it shared.
+            data = bytes(data)
+        transport.write(data)
+        self.written += len(data)
+        if self.idle_timeout is not None:
+            self.last_active = time.monotonic()
+        buffered = self._buffered = transport.get_write_buffer_size()
+        if self.stream is not None:
+            self.stream.consumed(self.written - buffered)
 
     def on_eof(self) -> None:
         self.remote_eof = True
@@ -259,24 +285,6 @@ class LocalConnection(asyncio.BufferedProtocol):
             self._window = self.stream.window
             high = min(64 * 1024, self.stream.window // 4)
             self.transport.set_write_buffer_limits(high=high, low=high // 4)
-
-    def _write(self, data: bytes | memoryview) -> None:
-        transport = self.transport
-        assert transport is not None
-        if transport.is_closing():
-            return
-        if self._buffered and isinstance(data, memoryview) and transport.get_write_buffer_size():
-            # Queued behind unsent bytes, a view of a pipe read would keep that
-            # whole read (up to 256 KiB for a 4 KiB frame) alive: queue a copy,
-            # so what a slow reader holds stays its window, not reads it shared.
-            data = bytes(data)
-        transport.write(data)
-        self.written += len(data)
-        if self.idle_timeout is not None:
-            self.last_active = time.monotonic()
-        buffered = self._buffered = transport.get_write_buffer_size()
-        if self.stream is not None:
-            self.stream.consumed(self.written - buffered)
 
     def _write_eof(self) -> None:
         transport = self.transport

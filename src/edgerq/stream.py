@@ -17,7 +17,10 @@ the receive window THIS end granted (at the SP the smaller of its own
 ``stream_window`` and the SC's ask, see ``budget.granted_window``; OPEN_OK
 tells the SC), and DATA past it resets the stream. What a stream holds
 (received, not yet taken by the local socket) is also charged to its pipe's
-``PipeBudget``; a stream that would take the pipe past it is reset too.
+``PipeBudget``; a stream that would take the pipe past it is reset too. The
+charge is settled once DATA has been handed to the local end: bytes its socket
+took at once were never held, so the common case (a socket that keeps up)
+charges and releases nothing.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ class Stream:
         "budget",
         "bytes_in",
         "bytes_out",
+        "charged",
         "eof_received",
         "eof_sent",
         "finished",
@@ -116,6 +120,8 @@ class Stream:
         self.taken = 0
         """Bytes received that the local socket has taken (``consumed``)."""
         self.budget = budget
+        self.charged = 0
+        """Bytes this stream holds that are charged to ``budget`` (received, not taken)."""
         self.eof_sent = False
         self.eof_received = False
         self.finished = False
@@ -165,11 +171,13 @@ class Stream:
         """
         if self.finished:
             return
-        taken = self.taken
-        if total > taken:
-            if self.budget is not None:
-                self.budget.release(total - taken)
+        if total > self.taken:
             self.taken = total
+            charged = self.charged
+            if charged:  # held bytes were taken: give them back to the pipe
+                held = self.recv_received - total
+                if held < charged:
+                    self._settle(held)
         pending = total - self.recv_credited
         if pending >= self.window // 4:
             self.recv_credited = total
@@ -208,18 +216,35 @@ class Stream:
         if self.eof_received:
             self.fail(ResetCode.LOCAL_ERROR, "data after end of stream")
             return
-        budget = self.budget
-        if budget is not None and not budget.charge(n):
-            self._violation(
-                Limit.PIPE_BUFFER,
-                f"{n} B more would make the pipe hold over its pipe_buffer of "
-                f"{budget.limit} B ({budget.held} B held by its streams)",
-                "the pipe's buffer budget is exhausted",
-            )
-            return
-        self.recv_received += n  # charged (what ``_finish`` gives back)
+        self.recv_received += n
         if self.sink is not None:
-            self.sink.on_data(data)
+            self.sink.on_data(data)  # its ``consumed`` says what its socket took at once
+        held = self.recv_received - self.taken
+        if held > self.charged and not self.finished:
+            self._charge(held)
+
+    def _charge(self, held: int) -> None:
+        """This stream holds ``held`` bytes, more than it has charged: charge the rest to
+        the pipe's budget, or reset the stream if that would take the pipe past it."""
+        budget = self.budget
+        if budget is None:
+            return
+        more = held - self.charged
+        if budget.charge(more):
+            self.charged = held
+            return
+        self._violation(
+            Limit.PIPE_BUFFER,
+            f"{more} B more would make the pipe hold over its pipe_buffer of "
+            f"{budget.limit} B ({budget.held} B held by its streams)",
+            "the pipe's buffer budget is exhausted",
+        )
+
+    def _settle(self, held: int) -> None:
+        """This stream holds ``held`` bytes now, less than it charged: release the rest."""
+        if self.budget is not None:
+            self.budget.release(self.charged - max(held, 0))
+        self.charged = max(held, 0)
 
     def receive_window(self, increment: int) -> None:
         self.send_credit += increment
@@ -294,6 +319,6 @@ class Stream:
     def _finish(self) -> None:
         if not self.finished:
             self.finished = True
-            if self.budget is not None:
-                self.budget.release(self.recv_received - self.taken)
+            if self.charged:
+                self._settle(0)
             self.writer.forget_stream(self)

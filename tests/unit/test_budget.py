@@ -91,6 +91,28 @@ def sp_stream(
     return Stream(pipe, stream_id, SERVICE, window, 16 * KIB, sink, budget), sink
 
 
+class TakingSink(Sink):
+    """A local end whose socket takes what it is handed at once, but ``keep`` bytes
+    (as ``LocalConnection`` does: it calls ``consumed`` from ``on_data``)."""
+
+    def __init__(self, keep: int = 0) -> None:
+        super().__init__()
+        self.keep = keep
+        self.stream: Stream | None = None
+
+    def on_data(self, data: bytes | memoryview) -> None:
+        super().on_data(data)
+        assert self.stream is not None
+        self.stream.consumed(max(0, len(self.data) - self.keep))
+
+
+def taking_stream(pipe: Pipe, budget: PipeBudget, stream_id: int, keep: int = 0) -> Stream:
+    sink = TakingSink(keep)
+    stream = Stream(pipe, stream_id, SERVICE, 64 * KIB, 16 * KIB, sink, budget)
+    sink.stream = sink.stream or stream
+    return stream
+
+
 def test_the_granted_window_is_never_more_than_this_ends_own() -> None:
     assert granted_window(defaults.STREAM_WINDOW, 0xFFFFFFFF) == defaults.STREAM_WINDOW
     assert granted_window(defaults.STREAM_WINDOW, 64 * KIB) == 64 * KIB
@@ -138,6 +160,41 @@ def test_the_pipe_budget_resets_the_stream_that_would_pass_it() -> None:
     c, sink_c = sp_stream(pipe, budget, 5)
     c.receive_data(bytes(64 * KIB))
     assert sink_c.reset is None and budget.held == 64 * KIB
+
+
+def test_bytes_a_socket_takes_at_once_are_never_held_nor_charged() -> None:
+    pipe = Pipe()
+    budget = PipeBudget(pipe, limit=100 * KIB)
+    a, _ = sp_stream(pipe, budget, 1)
+    b, _ = sp_stream(pipe, budget, 3)
+    a.receive_data(bytes(60 * KIB))
+    b.receive_data(bytes(40 * KIB))  # the budget is full: held by a's and b's sockets
+    c = taking_stream(pipe, budget, 5)
+    for _ in range(10):
+        c.receive_data(bytes(64 * KIB))
+    assert isinstance(c.sink, TakingSink) and len(c.sink.data) == 640 * KIB
+    assert c.sink.reset is None and pipe.hits == []
+    assert budget.held == budget.peak == 100 * KIB, "c never held a byte"
+
+
+def test_what_a_socket_keeps_is_charged_and_past_the_budget_its_stream_is_reset() -> None:
+    pipe = Pipe()
+    budget = PipeBudget(pipe, limit=100 * KIB)
+    a, _ = sp_stream(pipe, budget, 1)
+    a.receive_data(bytes(60 * KIB))
+    c = taking_stream(pipe, budget, 3, keep=30 * KIB)
+    c.receive_data(bytes(50 * KIB))  # its socket keeps 30 KiB of them
+    assert budget.held == 90 * KIB and c.charged == 30 * KIB
+    c.consumed(45 * KIB)  # it drained 25 KiB: given back
+    assert budget.held == 65 * KIB and c.charged == 5 * KIB
+    c.receive_data(bytes(40 * KIB))  # keeps 30 KiB again: 5 KiB + 25 KiB more, fits
+    assert budget.held == 90 * KIB and c.charged == 30 * KIB
+    assert isinstance(c.sink, TakingSink)
+    c.sink.keep = 1 << 30  # its socket stops taking: 12 KiB more are past the budget
+    c.receive_data(bytes(12 * KIB))
+    assert c.sink.reset is not None and "budget" in c.sink.reset[0]
+    assert pipe.hits == [Limit.PIPE_BUFFER] and pipe.resets() == [3]
+    assert budget.held == 60 * KIB, "c gave back all it had charged; a's bytes stay"
 
 
 def test_a_peer_that_keeps_breaking_the_bounds_loses_the_pipe() -> None:

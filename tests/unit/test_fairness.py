@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from edgerq.client_connection import ClientConnection
 from edgerq.config.loader import load_consumer
 from edgerq.config.model import ConsumerService
 from edgerq.connection_slots import ConnectionSlots
@@ -380,3 +381,35 @@ def test_waiting_ends_in_time_refused_or_cancelled_without_leaking_a_slot() -> N
             assert slots.in_use == 1 and slots.fair.held == {B: 1}  # held by the caller
 
     asyncio.run(scenario())
+
+
+# --- what a client connection reads ------------------------------------------------
+
+
+def client_reads(service: ConsumerService, reads: list[bytes]) -> ClientConnection:
+    """A client connection (no socket, no stream yet) that read ``reads``."""
+    conn = ClientConnection(service, on_done=lambda c: None, on_connected=lambda c: None)
+    for data in reads:
+        conn.get_buffer(-1)[: len(data)] = data
+        conn.buffer_updated(len(data))
+    return conn
+
+
+def test_an_http_client_is_watched_until_its_head_arrives_and_every_read_counts() -> None:
+    http = ConsumerService(UUID, "h", 1, type="http")
+    reads = [b"GET / HTTP/1.1\r\n", b"Host: x\r", b"\n\r\n", b"body", b"more"]
+    conn = client_reads(http, reads[:2])
+    assert not conn.head_done and conn.watch_reads, "header_timeout still applies"
+    conn = client_reads(http, reads)
+    assert conn.head_done and not conn.watch_reads, "the rest of its reads are not looked at"
+    assert conn.read_total == sum(map(len, reads)), "min_rate counts every byte read"
+    assert conn.bytes_received == conn.read_total, "held back until a stream is bound"
+
+
+def test_a_tcp_client_or_one_without_header_timeout_is_never_watched() -> None:
+    for service in (
+        ConsumerService(UUID, "t", 1),
+        ConsumerService(UUID, "h", 1, type="http", header_timeout=None),
+    ):
+        conn = client_reads(service, [b"GET / HTTP/1.1\r\n", b"x"])
+        assert conn.head_done and not conn.watch_reads and conn.read_total == 17

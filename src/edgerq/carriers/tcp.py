@@ -10,9 +10,10 @@ a byte stream).
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
@@ -30,6 +31,7 @@ class TcpPipe(CarrierPipe, asyncio.Protocol):
     """A pipe on one byte stream: the asyncio protocol of its connection."""
 
     carrier = "tcp"
+    wake_once = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._out = ByteOutbox()
@@ -53,7 +55,7 @@ class TcpPipe(CarrierPipe, asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         core = self.core
         core.receive(data, time.monotonic())
-        if core.next_deadline() != self._timer_at:  # seldom: heartbeats move it, not data
+        if core.deadline != self._timer_at:  # seldom: the handshake or a close moves it, not data
             self._sync_timer()
 
     def eof_received(self) -> bool:
@@ -69,8 +71,13 @@ class TcpPipe(CarrierPipe, asyncio.Protocol):
     def _connected(self) -> bool:
         return self._transport is not None
 
+    def _waker(self) -> Callable[[], object]:
+        # wake_once: the core wakes this pipe once until _flush, so waking is
+        # just scheduling it (no Python call in between).
+        return functools.partial(self._loop.call_soon, self._flush)
+
     def _flush(self) -> None:
-        self._flush_scheduled = False
+        self.core.woken = False
         transport = self._transport
         if transport is None or transport.is_closing():
             self._out.clear()
