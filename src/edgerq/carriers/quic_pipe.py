@@ -125,7 +125,7 @@ class QuicPipe(CarrierPipe):
         self._batching = False
         self.deliver_pending()
         core = self.core
-        if core.next_deadline() != self._timer_at:  # seldom: heartbeats move it, not data
+        if core.deadline != self._timer_at:  # seldom: heartbeats move it, not data
             self._sync_timer()
         if core.paused:  # acknowledgements may have freed room: look once they are sent
             self._loop.call_soon(self._check_send_backlog)
@@ -154,7 +154,7 @@ class QuicPipe(CarrierPipe):
             return
         self.deliver_pending()
         self._stream_data(quic_stream, data, end_stream)
-        if not self._batching and self.core.next_deadline() != self._timer_at:
+        if not self._batching and self.core.deadline != self._timer_at:
             self._sync_timer()
 
     def _stream_data(self, quic_stream: int, data: bytes, end_stream: bool) -> None:
