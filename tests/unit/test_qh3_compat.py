@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import time
 from pathlib import Path
 
 import pytest
 import qh3
+from qh3.quic.configuration import QuicConfiguration
+from qh3.quic.connection import QuicConnection
+from qh3.quic.events import StreamDataReceived
 
 from edgerq.carriers import qh3_compat, require_usable
 from edgerq.config.model import ConsumerConfig, ListenerConfig, PipeConfig, ProviderConfig
 from edgerq.errors import ConfigError
+from edgerq.pki import make_key
 from edgerq.sc import ServiceConsumer
 from edgerq.sp import ServiceProvider
 
@@ -132,3 +137,95 @@ def test_the_offloads_qh3_uses_are_named_and_none_on_a_plain_transport() -> None
     optimized, plain = asyncio.run(look())
     assert "GSO on" in optimized  # Linux >= 4.18 on loopback
     assert plain == "GSO off, GRO off"
+
+
+# --- the clock --------------------------------------------------------------------------
+
+
+def _handshaken_pair(tmp_path: Path, now: float) -> tuple[QuicConnection, QuicConnection]:
+    """A qh3 client and server, handshake done in memory at ``now``."""
+    cert = make_key("127.0.0.1", tmp_path)
+    server_conf = QuicConfiguration(is_client=False, alpn_protocols=["t"])
+    server_conf.load_cert_chain(cert, tmp_path / "127.0.0.1-key.pem")
+    client = QuicConnection(
+        configuration=QuicConfiguration(
+            is_client=True, alpn_protocols=["t"], verify_mode=ssl.CERT_NONE
+        )
+    )
+    server = QuicConnection(
+        configuration=server_conf,
+        original_destination_connection_id=client.original_destination_connection_id,
+    )
+    client.connect(SERVER, now=now)
+    for _ in range(10):
+        _deliver(client, server, now)
+        _deliver(server, client, now)
+    assert _drain(client) and _drain(server)  # HandshakeCompleted, at least
+    return client, server
+
+
+CLIENT, SERVER = ("192.0.2.1", 4000), ("192.0.2.2", 4433)
+
+
+def _deliver(sender: QuicConnection, receiver: QuicConnection, now: float) -> int:
+    datagrams = sender.datagrams_to_send(now=now)
+    source = CLIENT if sender._is_client else SERVER
+    for data, _ in datagrams:
+        receiver.receive_datagram(data, source, now=now)
+    return len(datagrams)
+
+
+def _drain(connection: QuicConnection) -> list[object]:
+    events = []
+    while (event := connection.next_event()) is not None:
+        events.append(event)
+    return events
+
+
+def _exchanges_held(client: QuicConnection, server: QuicConnection, now: float, step: float) -> int:
+    """40 request/response exchanges on one stream, ``step`` s of clock apart; how many
+    of the sends qh3 held back (no datagram) at the time of the write."""
+    stream = client.get_next_available_stream_id()
+    held = 0
+    for _ in range(40):
+        now += step
+        client.send_stream_data(stream, b"q" * 80)
+        held += _deliver(client, server, now) == 0
+        if any(isinstance(e, StreamDataReceived) for e in _drain(server)):
+            server.send_stream_data(stream, b"r" * 350)
+            held += _deliver(server, client, now) == 0
+            _drain(client)
+    return held
+
+
+def test_qh3_holds_packets_back_while_the_clock_it_is_given_stands_still(
+    tmp_path: Path,
+) -> None:
+    # Why the carrier gives qh3 a clock of its own: qh3's pacer refills only as ``now``
+    # advances, and uvloop's loop.time() moves in whole milliseconds.
+    client, server = _handshaken_pair(tmp_path, 100.0)
+    assert _exchanges_held(client, server, 100.0, step=0.0) > 20
+    client, server = _handshaken_pair(tmp_path / "2", 100.0)
+    assert _exchanges_held(client, server, 100.0, step=0.0002) == 0  # 200 µs a round trip
+
+
+def test_qh3_is_given_a_clock_finer_than_uvloops_milliseconds() -> None:
+    uvloop = pytest.importorskip("uvloop")
+
+    async def run() -> tuple[set[float], set[float], float]:
+        loop = asyncio.get_running_loop()
+        protocol = qh3_compat.CompatProtocol(
+            QuicConnection(configuration=QuicConfiguration(is_client=True))
+        )
+        loop_times, quic_times = set(), set()
+        deadline = time.monotonic() + 0.003
+        while time.monotonic() < deadline:  # 3 ms
+            loop_times.add(loop.time())
+            quic_times.add(protocol._loop_time())
+        return loop_times, quic_times, protocol._loop_time() - loop.time()
+
+    loop_times, quic_times, apart = uvloop.run(run())
+    assert all(abs(t * 1000 - round(t * 1000)) < 1e-6 for t in loop_times)  # whole ms
+    assert len(loop_times) <= 5
+    assert len(quic_times) > 100  # qh3's clock moves between its calls
+    assert 0 <= apart < 0.01  # one clock: qh3's deadlines mean the same to loop.call_at
