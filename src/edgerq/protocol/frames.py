@@ -122,13 +122,18 @@ class FrameDecoder:
         costs no copy, and only a header or a control frame split across reads is
         staged. Without it, any frame split across reads is staged until whole.
         """
+        view = memoryview(data)
+        buffer = self._buffer
+        if not buffer and not self._data_left:  # most reads: whole frames from the start
+            out, pos = self._parse(view, stream_data=self._stream_data)
+            if pos < len(view):
+                buffer += view[pos:]
+            return out
         if self._broken:
             raise FrameError("decoder already failed; the pipe must be closed")
-        view = memoryview(data)
-        out: list[RawFrame] = []
+        out = []
         if self._data_left:
             view = self._continue_data(view, out)
-        buffer = self._buffer
         if buffer:
             have = len(buffer)
             if have < HEADER_SIZE:
