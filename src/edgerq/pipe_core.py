@@ -251,10 +251,11 @@ class PipeConnection:
 
     def receive_frames(self, frames: list[RawFrame], now: float, *, control: bool) -> None:
         """Frames a carrier decoded itself; ``control``: they came where the handshake runs."""
-        if self._ignores_input():
-            return
         try:
-            self._receive_frames(frames, now, control=control)
+            if self._handshake is None and self.state is not _CLOSED:  # the hot path
+                self._deliver(frames, now)
+            elif not self._ignores_input():
+                self._receive_frames(frames, now, control=control)
         except ProtocolError as exc:
             self.protocol_failure(exc, now)
 
