@@ -480,11 +480,14 @@ def start_edgerq(
     request_ttl: float | None = None,
     protocol: str | None = None,
     sp_pipe_port: Callable[[int], int] | None = None,
+    source: Path | None = None,
 ) -> Tunnel:
     """Start an SC and an SP (in that order) relaying a service port to ``backend_port``.
 
     ``sp_pipe_port`` maps the SC's listener port to the port the SP dials (it
-    may start something in between, such as the stunnel pair).
+    may start something in between, such as the stunnel pair). ``source``: a
+    ``src`` directory whose edgerq the daemons run instead of this one (another
+    revision, measured beside this one).
     """
     try:
         import edgerq  # noqa: F401
@@ -511,6 +514,8 @@ def start_edgerq(
         # the SC generates its certificate once; the SP pins its fingerprint
         pipe_settings["server_fingerprint"] = sc_fingerprint(sc_conf)
     env = {"EDGERQ_AUTH_TOKEN": secrets.token_hex(16)}
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
     sc = stack.start(f"{label}-sc", edgerq_argv("sc", sc_conf), env)
     sc.wait_log("accepting pipes")
     sc.wait_port(service_port)

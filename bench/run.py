@@ -244,6 +244,21 @@ class Env:
     tools: dict[str, str]
     nginx_port: int
     notes: list[str] = field(default_factory=list)
+    before: str | None = None
+    """``--before``: the revision whose edgerq the ``*-before`` paths run."""
+
+    def before_source(self) -> Path:
+        """REV's ``src``, extracted once (``git archive``) into the run's temp dir."""
+        if self.before is None:
+            raise Skip("no --before revision given")
+        out = self.stack.path("before")
+        if not (out / "src" / "edgerq").is_dir():
+            out.mkdir(parents=True, exist_ok=True)
+            archive = subprocess.run(
+                ["git", "archive", self.before, "src"], capture_output=True, check=True
+            )
+            subprocess.run(["tar", "-x", "-C", str(out)], input=archive.stdout, check=True)
+        return out / "src"
 
     def tool(self, binary: str) -> str:
         path = self.tools.get(binary)
@@ -269,6 +284,29 @@ def _edgerq_max_connections(env: Env) -> int | None:
 def path_edgerq_tcp(env: Env) -> int:
     tunnel = start_edgerq(
         env.stack, "tcp", env.nginx_port, max_connections=_edgerq_max_connections(env)
+    )
+    return tunnel.service_port
+
+
+def path_edgerq_tcp_before(env: Env) -> int:
+    tunnel = start_edgerq(
+        env.stack,
+        "tcp-before",
+        env.nginx_port,
+        max_connections=_edgerq_max_connections(env),
+        source=env.before_source(),
+    )
+    return tunnel.service_port
+
+
+def path_edgerq_udp_before(env: Env) -> int:
+    tunnel = start_edgerq(
+        env.stack,
+        "udp-before",
+        env.nginx_port,
+        max_connections=_edgerq_max_connections(env),
+        protocol="udp",
+        source=env.before_source(),
     )
     return tunnel.service_port
 
@@ -419,6 +457,8 @@ PATH_SETUP: dict[str, Callable[[Env], int]] = {
     "edgerq-tcp": path_edgerq_tcp,
     "edgerq-tcp-stunnel": path_edgerq_stunnel,
     "edgerq-udp": path_edgerq_udp,
+    "edgerq-tcp-before": path_edgerq_tcp_before,
+    "edgerq-udp-before": path_edgerq_udp_before,
     "socat": path_socat,
     "ssh-R": path_ssh,
 }
@@ -427,9 +467,13 @@ PATH_TITLES = {
     "edgerq-tcp": "edgerq tcp",
     "edgerq-tcp-stunnel": "edgerq tcp + stunnel",
     "edgerq-udp": "edgerq udp",
+    "edgerq-tcp-before": "edgerq tcp (before)",
+    "edgerq-udp-before": "edgerq udp (before)",
     "socat": "socat",
     "ssh-R": "ssh -R",
 }
+BEFORE_PATHS = {"edgerq-tcp": "edgerq-tcp-before", "edgerq-udp": "edgerq-udp-before"}
+"""With ``--before REV``: the paths also measured with REV's edgerq, next to this one's."""
 
 
 # --- measuring ----------------------------------------------------------------------------
@@ -764,6 +808,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--name", help="results file name under bench/results/ (default latest; quick: quick)"
     )
+    p.add_argument(
+        "--before",
+        metavar="REV",
+        help="also run edgerq tcp and udp from git revision REV, interleaved with this "
+        "tree's (paths edgerq-tcp-before, edgerq-udp-before): a before/after in one "
+        "sitting, for python -m bench.summary --before-after",
+    )
     p.add_argument("--results", type=Path, default=RESULTS, help="results directory")
     p.add_argument(
         "--allow-dirty",
@@ -779,6 +830,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [x for x in paths if x not in PATH_SETUP]
     if unknown:
         p.error(f"unknown path(s) {unknown}; choose from {', '.join(PATH_SETUP)}")
+    if args.before:
+        paths += [BEFORE_PATHS[x] for x in list(paths) if x in BEFORE_PATHS]
     args.path_list = paths
     keys = args.scenarios.split(",") if args.scenarios else [s.key for s in SCENARIOS]
     by_key = {s.key: s for s in SCENARIOS}
@@ -803,6 +856,17 @@ def main(argv: list[str] | None = None) -> int:
         log(DIRTY_REFUSAL)
         return 2
     revision = prov["revision"]
+    before_commit = None
+    if args.before:
+        found = subprocess.run(
+            ["git", "rev-parse", "--verify", f"{args.before}^{{commit}}"],
+            capture_output=True,
+            text=True,
+        )
+        if found.returncode != 0:
+            log(f"--before {args.before}: not a commit of this repository")
+            return 2
+        before_commit = found.stdout.strip()
     tools = ensure_tools(DEBIAN_TOOLS)
     for needed in ("nginx", "wrk"):
         if needed not in tools:
@@ -810,7 +874,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     skipped: dict[str, str] = {}
     with interruptible(), Stack() as stack:
-        env = Env(stack, tools, start_nginx(stack, tools["nginx"]))
+        env = Env(stack, tools, start_nginx(stack, tools["nginx"]), before=before_commit)
         http_check(env.nginx_port)
         ports: dict[str, int] = {}
         sessions: dict[str, Sessions] = {}
@@ -853,6 +917,11 @@ def main(argv: list[str] | None = None) -> int:
         "commit": prov["commit"],
         "dirty": prov["dirty"],
         "build": prov.get("build", "unknown"),
+        **(
+            {"before": {"commit": before_commit, "revision": before_commit[:7]}}
+            if before_commit
+            else {}
+        ),
         "duration_s": args.duration,
         "rounds": args.rounds,
         "elapsed_s": round(time.time() - started, 1),

@@ -5,7 +5,10 @@ relay processes spent per request (per MB for the 1 MiB GET), SC + SP for
 edgerq. With ``--against OTHER.json`` it prints instead, per scenario and
 path, the CPU and ratio of both runs side by side (before → after), which is
 how a change is judged: CPU per request is steady on a shared machine, req/s
-is not.
+is not. With ``--before-after`` it prints the same comparison from one run of
+``bench.run --before REV``, whose ``*-before`` paths ran REV's edgerq
+interleaved with this tree's: the drift of a shared machine then falls on
+both alike, which two runs minutes apart cannot promise.
 """
 
 from __future__ import annotations
@@ -138,6 +141,27 @@ def compare(before: dict[str, Any], after: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+BEFORE_SUFFIX = "-before"
+
+
+def split_before(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A ``--before`` run as two runs: REV's edgerq paths (under their usual names)
+    and this tree's, each with the other relays (direct, socat, ...) that ran beside."""
+    meta = data.get("before")
+    if not meta:
+        raise ValueError("the run has no before paths (bench.run --before REV)")
+    ours = [e for e in data["results"] if not e["path"].endswith(BEFORE_SUFFIX)]
+    theirs = [
+        {**e, "path": e["path"].removesuffix(BEFORE_SUFFIX)}
+        for e in data["results"]
+        if e["path"].endswith(BEFORE_SUFFIX)
+    ]
+    shared = [e for e in ours if not e["path"].startswith("edgerq")]  # direct, socat, ...
+    before = {**data, "results": theirs + shared, **meta, "dirty": False, "build": None}
+    after = {**data, "results": ours}
+    return before, after
+
+
 def load(path: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(path.read_text())
     return data
@@ -152,10 +176,17 @@ def main(argv: list[str] | None = None) -> int:
         metavar="BEFORE.json",
         help="compare with an earlier run's results file: CPU and ratio, before → after",
     )
+    p.add_argument(
+        "--before-after",
+        action="store_true",
+        help="compare a bench.run --before run's before paths with its own, from one file",
+    )
     args = p.parse_args(argv)
     try:
         data = load(args.results)
         before = load(args.against) if args.against else None
+        if args.before_after:
+            before, data = split_before(data)
     except (OSError, ValueError) as exc:
         print(f"cannot read results: {exc}", file=sys.stderr)
         return 1

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.summary import compare, render
+import pytest
+from bench.summary import compare, render, split_before
 
 RUN: dict[str, Any] = {
     "date": "2026-12-02 06:00 UTC",
@@ -58,3 +59,31 @@ def test_the_comparison_gives_the_change_in_total_cpu() -> None:
     assert "14+14 µs" in tcp and "7+7 µs" in tcp and "-50 %" in tcp
     socat = next(line for line in text.splitlines() if "| socat" in line)
     assert "+0 %" in socat
+
+
+def test_one_run_with_before_paths_compares_them_with_its_own() -> None:
+    run = {**RUN, "before": {"commit": "abcdef" + "0" * 34, "revision": "abcdef0"}}
+    run["results"] = [
+        *RUN["results"],
+        {
+            "scenario": "small-ka-16",
+            "path": "edgerq-tcp-before",
+            "ratio": 0.5,
+            "cpu_us_per_unit": {"SC": 8.0, "SP": 8.0, "total": 16.0},
+        },
+    ]
+    before, after = split_before(run)
+    text = compare(before, after)
+    assert "before: edgerq abcdef0000" in text and "after: edgerq 1234567890" in text
+    tcp = next(line for line in text.splitlines() if "| edgerq tcp |" in line)
+    assert "8+8 µs" in tcp and "7+7 µs" in tcp and "-12 %" in tcp
+    socat = next(line for line in text.splitlines() if "| socat" in line)
+    assert "+0 %" in socat  # the one socat run, on both sides
+    stunnel = next(line for line in text.splitlines() if "tcp + stunnel" in line)
+    assert "| - |" in stunnel  # measured with this tree's edgerq only
+    assert not any("(before)" in line or "-before" in line for line in text.splitlines())
+
+
+def test_a_run_without_before_paths_says_so() -> None:
+    with pytest.raises(ValueError, match="--before"):
+        split_before(RUN)
