@@ -12,7 +12,7 @@ import pytest
 import qh3
 from qh3.quic.configuration import QuicConfiguration
 from qh3.quic.connection import QuicConnection
-from qh3.quic.events import StreamDataReceived
+from qh3.quic.events import QuicEvent, StreamDataReceived
 
 from edgerq.carriers import qh3_compat, require_usable
 from edgerq.config.model import ConsumerConfig, ListenerConfig, PipeConfig, ProviderConfig
@@ -175,8 +175,8 @@ def _deliver(sender: QuicConnection, receiver: QuicConnection, now: float) -> in
     return len(datagrams)
 
 
-def _drain(connection: QuicConnection) -> list[object]:
-    events = []
+def _drain(connection: QuicConnection) -> list[QuicEvent]:
+    events: list[QuicEvent] = []
     while (event := connection.next_event()) is not None:
         events.append(event)
     return events
