@@ -178,49 +178,6 @@ def _fingerprint(config: ConsumerConfig | ProviderConfig) -> int:
     return 0
 
 
-def show_status(url: str) -> int:
-    import urllib.error
-    import urllib.request
-
-    target = url.rstrip("/")
-    if not target.endswith("/status"):
-        target += "/status"
-    try:
-        with urllib.request.urlopen(target, timeout=5) as response:
-            status = json.load(response)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        print(f"edgerq: cannot read {target}: {exc}", file=sys.stderr)
-        return 1
-    print(f"{status['role'].upper()} edgerq {status['version']}, up {status['uptime_s']:.0f} s")
-    if status["role"] == "sc":
-        print(f"pipes: {len(status['pipes'])}")
-        for p in status["pipes"]:
-            print(
-                f"  pipe {p['id']} '{p['sp']}' from {p['peer']} ({p['carrier']}), up "
-                f"{p['up_s']:.0f} s, {p['streams_open']} open, {p['streams_total']} total"
-            )
-        for s in status["services"]:
-            print(
-                f"  service '{s['name']}' :{s['port']}: {s['pipes']} pipe(s), {s['open']} open,"
-                f" {s['bytes_up']} B up, {s['bytes_down']} B down"
-            )
-    else:
-        for p in status["pipes"]:
-            state = "registered" if p["registered"] else "not registered"
-            print(
-                f"  pipe '{p['name']}' to {p['sc']} ({p['carrier']}): {state}, "
-                f"{p['streams_open']} open, {p['streams_total']} total"
-            )
-            for s in p["services"]:
-                proxy = s.get("proxy_protocol")  # absent from older daemons
-                print(
-                    f"    service '{s['name']}' -> {s['target']}"
-                    f"{f' (PROXY protocol {proxy})' if proxy else ''}"
-                    f"{'' if s['accepted'] else ' (not accepted by the SC)'}"
-                )
-    return 0
-
-
 MALLOC_MMAP_THRESHOLD = 4 * 1024 * 1024
 MALLOC_TRIM_THRESHOLD = 32 * 1024 * 1024
 
@@ -359,6 +316,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format)
     if args.command == "status":
+        from edgerq.status_report import show_status
+
         return show_status(args.url)
     if args.command == "pki":
         return pki.run(args)

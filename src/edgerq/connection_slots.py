@@ -25,6 +25,11 @@ class ConnectionSlots:
     def in_use(self) -> int:
         return self.fair.in_use
 
+    @property
+    def waiting(self) -> int:
+        """Connections queued for a slot, from every source."""
+        return self.fair.waiting
+
     def configure(self, service: ConsumerService) -> None:
         self._grant(
             self.fair.configure(

@@ -95,6 +95,10 @@ class ServiceRegistry:
                     live = reaching
         return min(live, key=lambda p: len(p.streams))
 
+    def waiting_for(self, service: uuid_mod.UUID) -> int:
+        """Connections waiting now for a pipe that serves ``service``."""
+        return len(self._waiters.get(service, ()))
+
     async def wait_for(
         self, service: uuid_mod.UUID, timeout: float, exclude: Collection[MuxPipe] = ()
     ) -> MuxPipe | None:

@@ -345,6 +345,8 @@ class ServiceConsumer:
                     "port": s.port,
                     "pipes": len(self.registry.pipes_for(s.uuid)),
                     "open": self.opener.slots[s.uuid].in_use,
+                    "waiting_for_slot": self.opener.slots[s.uuid].waiting,
+                    "waiting_for_pipe": self.registry.waiting_for(s.uuid),
                     "bytes_up": self.opener.bytes[s.uuid][0],
                     "bytes_down": self.opener.bytes[s.uuid][1],
                 }

@@ -176,3 +176,45 @@ def test_byte_counters_move_while_a_connection_stays_open(
     )
     metrics = get(f"{sc_url}/metrics")[1]  # the rest counted once as it ended, none twice
     assert (metric_value(metrics, up), metric_value(metrics, down)) == (1500, 1499)
+
+
+def test_status_counts_connections_waiting_for_a_slot_and_for_a_pipe(
+    processes: Processes, backend: HashService
+) -> None:
+    """No SP yet and one slot: the first client holds the slot waiting for a pipe,
+    the next two wait for the slot; an SP arriving serves all three in turn."""
+    service = {"uuid": SERVICE_UUID, "name": "web", "port": 0, "max_connections": 1}
+    sc = processes.start("sc", consumer_xml(0, [{**service, "request_ttl": 30}]))
+    port = sc.service_port()
+
+    def waiting() -> tuple[int, int, int]:
+        (s,) = sc.status()["services"]
+        return s["open"], s["waiting_for_slot"], s["waiting_for_pipe"]
+
+    clients = [connect(port) for _ in range(3)]
+    try:
+        for client in clients:
+            client.sendall(b"ECHO\n")
+        wait_for(lambda: waiting() == (1, 2, 1), 10, "one holding the slot, two queued for it")
+        out = subprocess.run(
+            [sys.executable, "-m", "edgerq", "status", sc.admin_url],
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 0, out.stderr
+        assert "1 open, 2 waiting for a slot, 1 waiting for a pipe," in out.stdout
+        listener = sc.listener_port()
+        processes.start("sp", provider_xml([(listener, [(SERVICE_UUID, backend.port)], None)]))
+        for client in clients:  # each served in turn as the slot passes on
+            client.sendall(b"hello")
+            got = b""
+            while len(got) < 5:
+                got += client.recv(100)
+            assert got == b"hello"
+            client.shutdown(socket.SHUT_WR)
+            assert read_all(client) == b"BYE\n"
+            client.close()
+        wait_for(lambda: waiting() == (0, 0, 0), 10, "nobody left waiting")
+    finally:
+        for client in clients:
+            client.close()

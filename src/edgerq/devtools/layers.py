@@ -68,7 +68,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "edgerq.oslimits",
         ),
     ),
-    ("cli", ("edgerq.cli", "edgerq.__main__", "edgerq.devtools")),
+    ("cli", ("edgerq.cli", "edgerq.status_report", "edgerq.__main__", "edgerq.devtools")),
 )
 
 PACKAGE = Path(__file__).resolve().parents[1]
