@@ -24,7 +24,6 @@ import argparse
 import os
 import statistics
 import subprocess
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -54,8 +53,7 @@ def parse_strace_summary(text: str) -> Counter[str]:
 
 def start_strace(pid: int, out: Path) -> subprocess.Popen[bytes]:
     """``strace -c`` attached to ``pid``; stop it with ``stop_strace`` to get the table."""
-    tracer = subprocess.Popen(["strace", "-c", "-q", "-o", str(out), "-p", str(pid)])
-    return tracer
+    return subprocess.Popen(["strace", "-c", "-q", "-o", str(out), "-p", str(pid)])
 
 
 def stop_strace(tracer: subprocess.Popen[bytes], out: Path) -> Counter[str]:
@@ -93,7 +91,6 @@ def main(argv: list[str] | None = None) -> int:
         n: {"SC": Counter(), "SP": Counter()} for n, _ in trees
     }
     requests: Counter[str] = Counter()
-    scratch = Path(tempfile.mkdtemp(prefix="edgerq-ab-"))
     with Stack() as stack:
         nginx = start_nginx(stack, tools["nginx"])
         for r in range(args.rounds):
@@ -105,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
                 run_wrk(tools["wrk"], t.service_port, scenario, 1)  # warm up
                 procs = {"SC": t.sc.pid, "SP": t.sp.pid}
                 tracers = (
-                    {k: start_strace(p, scratch / f"{name}{r}-{k}") for k, p in procs.items()}
+                    {
+                        k: start_strace(p, stack.path(f"strace-{name}{r}-{k}"))
+                        for k, p in procs.items()
+                    }
                     if args.strace
                     else {}
                 )
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                     cpu[name][k].append((after[k] - before[k]) * 1e6 / n)
                     woken[name][k].append((wakeups(p) - slept[k]) / n)
                 for k, tracer in tracers.items():
-                    calls[name][k].update(stop_strace(tracer, scratch / f"{name}{r}-{k}"))
+                    calls[name][k].update(stop_strace(tracer, stack.path(f"strace-{name}{r}-{k}")))
                 requests[name] += result.requests
                 print(
                     f"round {r + 1} {name}: SC {cpu[name]['SC'][-1]:.0f} SP "

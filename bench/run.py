@@ -281,47 +281,34 @@ def _edgerq_max_connections(env: Env) -> int | None:
     return None
 
 
+def _edgerq_path(env: Env, carrier: str, before: bool = False) -> int:
+    """An SC and SP pair over ``carrier``; ``before``: running ``--before``'s edgerq.
+    udp skips with "udp carrier not available" while `edgerq check` refuses it."""
+    tunnel = start_edgerq(
+        env.stack,
+        f"{carrier}-before" if before else carrier,
+        env.nginx_port,
+        max_connections=_edgerq_max_connections(env),
+        protocol=None if carrier == "tcp" else carrier,
+        source=env.before_source() if before else None,
+    )
+    return tunnel.service_port
+
+
 def path_edgerq_tcp(env: Env) -> int:
-    tunnel = start_edgerq(
-        env.stack, "tcp", env.nginx_port, max_connections=_edgerq_max_connections(env)
-    )
-    return tunnel.service_port
-
-
-def path_edgerq_tcp_before(env: Env) -> int:
-    tunnel = start_edgerq(
-        env.stack,
-        "tcp-before",
-        env.nginx_port,
-        max_connections=_edgerq_max_connections(env),
-        source=env.before_source(),
-    )
-    return tunnel.service_port
-
-
-def path_edgerq_udp_before(env: Env) -> int:
-    tunnel = start_edgerq(
-        env.stack,
-        "udp-before",
-        env.nginx_port,
-        max_connections=_edgerq_max_connections(env),
-        protocol="udp",
-        source=env.before_source(),
-    )
-    return tunnel.service_port
+    return _edgerq_path(env, "tcp")
 
 
 def path_edgerq_udp(env: Env) -> int:
-    # Skips with "udp carrier not available" while `edgerq check` refuses
-    # <protocol>udp</protocol>; runs the same SC+SP pair over udp once it exists.
-    tunnel = start_edgerq(
-        env.stack,
-        "udp",
-        env.nginx_port,
-        max_connections=_edgerq_max_connections(env),
-        protocol="udp",
-    )
-    return tunnel.service_port
+    return _edgerq_path(env, "udp")
+
+
+def path_edgerq_tcp_before(env: Env) -> int:
+    return _edgerq_path(env, "tcp", before=True)
+
+
+def path_edgerq_udp_before(env: Env) -> int:
+    return _edgerq_path(env, "udp", before=True)
 
 
 def _make_cert(env: Env, name: str) -> tuple[Path, Path]:
