@@ -210,9 +210,11 @@ def task_containers(service: str) -> list[str]:
     return docker("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={service}").split()
 
 
-def front_address(container: str) -> str:
-    networks = json.loads(docker("inspect", "-f", "{{json .NetworkSettings.Networks}}", container))
-    return str(networks[f"{STACK}_front"]["IPAddress"])
+def front_address(container: str) -> str | None:
+    """The container's address on the front network; None once it has stopped."""
+    found = docker("inspect", "-f", "{{json .NetworkSettings.Networks}}", container, check=False)
+    front = (json.loads(found) or {}).get(f"{STACK}_front") if found else None
+    return str(front["IPAddress"]) if front else None
 
 
 @dataclass
@@ -284,7 +286,8 @@ def test_every_replica_serves_and_survives_kills_updates_and_scaling(client: Cli
         return {address} if address else set()
 
     def addresses_of(service: str) -> set[str]:
-        return {front_address(c) for c in task_containers(service)}
+        found = (front_address(c) for c in task_containers(service))
+        return {a for a in found if a is not None}  # None: stopped since the listing
 
     def update(service: str) -> set[str]:
         before = addresses_of(service) if service == SC else set()
@@ -295,7 +298,16 @@ def test_every_replica_serves_and_survives_kills_updates_and_scaling(client: Cli
     def scale(service: str, count: int) -> set[str]:
         before = addresses_of(service) if service == SC else set()
         docker("service", "scale", "--detach=false", f"{service}={count}", timeout=300)
-        return before - addresses_of(service) if service == SC else set()
+        if service != SC:
+            return set()
+        # The scale returns once the swarm has converged, while a removed task's
+        # container may still be draining: it is removed only when it has stopped.
+        after = addresses_of(service)
+        deadline = time.time() + 60
+        while len(after) > count and time.time() < deadline:
+            time.sleep(0.5)
+            after = addresses_of(service)
+        return before - after
 
     event("kill one SC task", lambda: kill(SC), SC_REPLICAS)
     event("kill one SP task", lambda: kill(SP), SC_REPLICAS)
