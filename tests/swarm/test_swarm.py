@@ -321,11 +321,19 @@ def test_every_replica_serves_and_survives_kills_updates_and_scaling(client: Cli
     docker("wait", client.container, timeout=60, check=False)
     client.read()
 
-    # A request belongs to the last event that began before it ended: one still in
-    # flight when the next event hit (an SP killed under it) is that event's.
-    bounds = [o.started for o in outcomes[1:]] + [float("inf")]
-    for outcome, end in zip(outcomes, bounds, strict=True):
-        window = [r for r in client.requests if outcome.started <= r["t1"] < end]
+    # A request belongs to the first event that began while it was in flight (an SP
+    # killed under it is that event's, even if its pipe's loss is noticed only during
+    # a later event), else to the last event that began before it started.
+    def owner(request: dict[str, Any]) -> Outcome | None:
+        during = [o for o in outcomes if request["t0"] <= o.started <= request["t1"]]
+        if during:
+            return during[0]
+        earlier = [o for o in outcomes if o.started < request["t0"]]
+        return earlier[-1] if earlier else None
+
+    owners = [(owner(r), r) for r in client.requests]
+    for outcome in outcomes:
+        window = [r for o, r in owners if o is outcome]
         failures = [r for r in window if r["error"] is not None]
         outcome.failed = len(failures)
         stayed = outcome.serving_before - outcome.removed
