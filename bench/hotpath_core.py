@@ -19,11 +19,11 @@ import sys
 import time
 import uuid
 
-from edgerq.pipe_core import PipeConnection
-from edgerq.pipe_events import OpenRequested, PipeEvent, Role
-from edgerq.pipe_outbox import ByteOutbox
+from edgerq.pipe.connection import PipeConnection
+from edgerq.pipe.events import OpenRequested, PipeEvent, Role
+from edgerq.pipe.outbox import ByteOutbox
 from edgerq.protocol.handshake import ConsumerHandshake, ProviderHandshake
-from edgerq.relay import LocalConnection
+from edgerq.runtime.relay import LocalConnection
 
 SERVICE = uuid.UUID(int=7)
 REQUEST = 100

@@ -11,10 +11,10 @@ Left out, and why (a module must type-check *and* compile unchanged):
   struct layouts as instance attributes (they need a ``ClassVar``).
 - ``carriers/tcp.py``: ``dial`` is an async generator (``asynccontextmanager``),
   which mypyc does not implement.
-- ``pipe_adapter.py``: its ``CarrierPipe`` is subclassed by modules that stay
+- ``carriers/adapter.py``: its ``CarrierPipe`` is subclassed by modules that stay
   interpreted (tcp, quic, memory carriers); a compiled class refuses those.
 
-Not tried: ``sc.py``, ``sp.py`` (start-up and reload, not per request) and the
+Not tried: ``sc/daemon.py``, ``sp/daemon.py`` (start-up and reload, not per request) and the
 quic carrier.
 """
 
@@ -26,31 +26,31 @@ import importlib.util
 MYPYC_MODULES: tuple[str, ...] = (
     # every request's bytes: frames, the pipe core, flow control, the local sockets
     "edgerq.protocol.frames",
-    "edgerq.pipe_events",
-    "edgerq.pipe_bounds",
-    "edgerq.pipe_streams",
-    "edgerq.pipe_outbox",
-    "edgerq.budget",
-    "edgerq.stream",
-    "edgerq.pipe_core",
-    "edgerq.relay",
+    "edgerq.pipe.events",
+    "edgerq.pipe.bounds",
+    "edgerq.pipe.streams",
+    "edgerq.pipe.outbox",
+    "edgerq.pipe.budget",
+    "edgerq.pipe.stream",
+    "edgerq.pipe.connection",
+    "edgerq.runtime.relay",
     # compiled with relay: a compiled class accepts only compiled subclasses
-    "edgerq.client_connection",
+    "edgerq.sc.client_connection",
     # every new connection: the SC's opener and slots, the SP's pipe and its opens
-    "edgerq.opening",
-    "edgerq.open_attempt",
-    "edgerq.connection_slots",
-    "edgerq.slow_clients",
-    "edgerq.fairness",
-    "edgerq.registry",
-    "edgerq.limits",
-    "edgerq.httperrors",
-    "edgerq.pipe",
-    "edgerq.pipe_roles",
-    "edgerq.pipe_acceptance",
-    "edgerq.pipe_addresses",
-    "edgerq.provider_pipe",
-    "edgerq.service_connector",
+    "edgerq.sc.opener",
+    "edgerq.sc.open_attempt",
+    "edgerq.sc.slots",
+    "edgerq.sc.slow_clients",
+    "edgerq.sc.fairness",
+    "edgerq.sc.registry",
+    "edgerq.sc.gate",
+    "edgerq.sc.http_errors",
+    "edgerq.pipe.interface",
+    "edgerq.pipe.roles",
+    "edgerq.sc.acceptance",
+    "edgerq.sp.addresses",
+    "edgerq.sp.dialer",
+    "edgerq.sp.connector",
     "edgerq.protocol.handshake",
     "edgerq.protocol.proxy_header",
 )

@@ -422,7 +422,7 @@ def carrier_settings(carrier: str, tmp_path: Path) -> tuple[str, str]:
     """(listener_extra, pipe_extra) for the carrier; udp pins a fresh certificate."""
     if carrier == "tcp":
         return "", ""
-    from edgerq.tls import ensure_certificate, fingerprint_file
+    from edgerq.config.tls import ensure_certificate, fingerprint_file
 
     cert, key = tmp_path / "sc-cert.pem", tmp_path / "sc-key.pem"
     ensure_certificate(cert, key)

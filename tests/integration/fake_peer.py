@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edgerq import defaults
-from edgerq.carriers import quic
-from edgerq.carriers.quic_pipe import QuicPipe
+from edgerq.carriers.quic import carrier as quic
+from edgerq.carriers.quic.pipe import QuicPipe
 from edgerq.config.model import ListenerConfig
 from edgerq.labels import Outcome
-from edgerq.pipe import MuxPipe, Role
+from edgerq.pipe.interface import MuxPipe, Role
 from edgerq.protocol.frames import (
     HEADER_SIZE,
     MAX_PAYLOAD,

@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from edgerq.config import load_consumer, load_provider
-from edgerq.pipe_addresses import sorted_addresses
-from edgerq.sc import ServiceConsumer
-from edgerq.sp import ServiceProvider
+from edgerq.sc.daemon import ServiceConsumer
+from edgerq.sp.addresses import sorted_addresses
+from edgerq.sp.daemon import ServiceProvider
 
 SERVICE = uuid.UUID("7a7a7a7a-1111-2222-3333-444444444444")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgerq.registry import REFUSED_FOR
+from edgerq.sc.registry import REFUSED_FOR
 from tests.integration.backends import HashService, payload, sha256
 from tests.integration.clients import download, upload
 from tests.integration.conftest import (

@@ -218,8 +218,8 @@ def test_notices_naming_another_connection_do_not_close_a_quiet_pipe(
     import re
     import signal
 
-    from edgerq.carriers import gone_notice
-    from edgerq.carriers.quic_pipe import FORGOTTEN_AFTER
+    from edgerq.carriers.quic import gone_notice
+    from edgerq.carriers.quic.pipe import FORGOTTEN_AFTER
 
     tunnel = udp_tunnel(processes, backend, tmp_path)
     sp_ports = {

@@ -11,10 +11,10 @@ import pytest
 
 from edgerq.config import load_consumer
 from edgerq.labels import Outcome
-from edgerq.metrics import Metrics
-from edgerq.opening import ClientOpener
-from edgerq.registry import ServiceRegistry
-from edgerq.sc import ServiceConsumer
+from edgerq.runtime.metrics import Metrics
+from edgerq.sc.daemon import ServiceConsumer
+from edgerq.sc.opener import ClientOpener
+from edgerq.sc.registry import ServiceRegistry
 
 UUID = "11111111-2222-3333-4444-555555555555"
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from edgerq.backoff import Backoff
+from edgerq.runtime.backoff import Backoff
 
 
 def bases(initial: float, maximum: float, factor: float, count: int) -> list[float]:

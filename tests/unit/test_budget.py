@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 
 from edgerq import defaults
-from edgerq.budget import PipeBudget, granted_window
+from edgerq.carriers.adapter import CarrierPipe
 from edgerq.config import load_provider
 from edgerq.config.model import ProviderConfig
 from edgerq.errors import ConfigError, FrameError, LimitExceeded
 from edgerq.labels import Limit, Outcome
-from edgerq.pipe_adapter import CarrierPipe
+from edgerq.pipe.budget import PipeBudget, granted_window
+from edgerq.pipe.stream import Stream
 from edgerq.protocol.frames import FrameDecoder, FrameType
 from edgerq.protocol.messages import decode_open_ok, encode_open_ok
-from edgerq.stream import Stream
 from tests.unit.test_memory_carrier import SERVICE, consumer, echo_service, provider, run
 
 KIB = 1024

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from edgerq.waiting import Deadlines
+from edgerq.runtime.waiting import Deadlines
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:

@@ -6,10 +6,10 @@ import inspect
 import uuid
 
 from edgerq import defaults
-from edgerq.carriers import qh3_compat
+from edgerq.carriers.adapter import CarrierPipe
+from edgerq.carriers.quic import qh3_compat
 from edgerq.config.model import ConsumerService, PipeLimits
-from edgerq.pipe_adapter import CarrierPipe
-from edgerq.pipe_core import PipeConnection
+from edgerq.pipe.connection import PipeConnection
 
 
 def test_the_config_model_fills_in_the_defaults() -> None:

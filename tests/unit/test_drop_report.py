@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgerq.carriers.drop_report import QUIET_RETRIES, DropReport
+from edgerq.carriers.quic.drop_report import QUIET_RETRIES, DropReport
 
 
 def test_the_first_drop_is_reported_at_once_then_one_line_per_interval() -> None:

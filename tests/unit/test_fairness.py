@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from edgerq.client_connection import ClientConnection
 from edgerq.config.loader import load_consumer
 from edgerq.config.model import ConsumerService
-from edgerq.connection_slots import ConnectionSlots
 from edgerq.errors import ConfigError
-from edgerq.fairness import (
+from edgerq.sc.client_connection import ClientConnection
+from edgerq.sc.fairness import (
     FairSlots,
     LogGate,
     Rate,
@@ -24,6 +23,7 @@ from edgerq.fairness import (
     is_trusted,
     source_of,
 )
+from edgerq.sc.slots import ConnectionSlots
 
 A, B, C = "192.0.2.1", "192.0.2.2", "192.0.2.3"
 

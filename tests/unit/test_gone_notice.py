@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgerq.carriers import gone_notice
-from edgerq.carriers.gone_notice import (
+from edgerq.carriers.quic import gone_notice
+from edgerq.carriers.quic.gone_notice import (
     CONNECTION_ID_LENGTH,
     MAGIC,
     NOTICE_LENGTH,

@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from edgerq.httperrors import error_response
+from edgerq.sc.http_errors import error_response
 
 
 class _Socket:

@@ -17,12 +17,12 @@ from edgerq.config import load_consumer, load_provider
 from edgerq.config.model import PipeLimits
 from edgerq.errors import AuthError, ConfigError
 from edgerq.labels import Outcome
-from edgerq.limits import AuthFailureLimiter, PipeGate, source_address
-from edgerq.metrics import Metrics
-from edgerq.pipe import MAX_PINGS_PER_INTERVAL, MuxPipe, Role
+from edgerq.pipe.interface import MAX_PINGS_PER_INTERVAL, MuxPipe, Role
 from edgerq.protocol.frames import FrameDecoder, FrameType, encode_frame
 from edgerq.protocol.handshake import ConsumerHandshake, ProviderHandshake
 from edgerq.protocol.messages import CodedReason, GoawayCode, Open, encode_ping
+from edgerq.runtime.metrics import Metrics
+from edgerq.sc.gate import AuthFailureLimiter, PipeGate, source_address
 
 # --- AuthFailureLimiter: the pure policy ---------------------------------------------
 
@@ -372,7 +372,7 @@ async def test_opens_beyond_streams_per_pipe_are_refused_one_by_one(
 
 @in_loop
 async def test_a_refused_pipe_gets_one_goaway_and_no_handshake() -> None:
-    from edgerq.pipe import Refusal
+    from edgerq.pipe.interface import Refusal
 
     owner = Owner()
     refusal = Refusal(GoawayCode.AUTH_FAILED, "too many failed authentications")
@@ -523,7 +523,7 @@ class FakeLink:
 
 @in_loop
 async def test_an_sp_opening_quic_streams_at_the_sc_loses_its_pipe() -> None:
-    from edgerq.carriers.quic import QuicPipe
+    from edgerq.carriers.quic.carrier import QuicPipe
     from edgerq.protocol.frames import Frame
 
     owner = Owner()

@@ -24,10 +24,10 @@ from edgerq.config.model import (
     ProviderService,
     Secret,
 )
-from edgerq.pipe import MuxPipe, Role
+from edgerq.pipe.interface import MuxPipe, Role
 from edgerq.protocol.handshake import ConsumerHandshake, ProviderHandshake
-from edgerq.sc import ServiceConsumer
-from edgerq.sp import ServiceProvider
+from edgerq.sc.daemon import ServiceConsumer
+from edgerq.sp.daemon import ServiceProvider
 
 SERVICE = uuid.UUID(int=0xEC40)
 

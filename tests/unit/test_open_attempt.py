@@ -7,8 +7,8 @@ from collections.abc import Callable
 import pytest
 
 from edgerq.errors import LocalProtocolError
-from edgerq.open_attempt import OpenAttempt, OpenState, Probe
-from edgerq.registry import SUSPECT_AFTER
+from edgerq.sc.open_attempt import OpenAttempt, OpenState, Probe
+from edgerq.sc.registry import SUSPECT_AFTER
 
 S = OpenState
 DEADLINE = 100.0

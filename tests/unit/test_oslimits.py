@@ -7,7 +7,7 @@ import resource
 
 import pytest
 
-from edgerq import oslimits
+from edgerq.runtime import oslimits
 
 
 def test_the_soft_open_files_limit_is_raised_to_the_hard_one(

@@ -15,7 +15,7 @@ import pytest
 
 from edgerq import defaults
 from edgerq.carriers.tcp import TcpPipe
-from edgerq.pipe import MuxPipe, Role
+from edgerq.pipe.interface import MuxPipe, Role
 from edgerq.protocol.frames import Frame, FrameDecoder, FrameType, encode_frame
 from edgerq.protocol.handshake import ConsumerHandshake, ProviderHandshake
 from edgerq.protocol.messages import CodedReason, GoawayCode, OpenFailure
@@ -161,7 +161,7 @@ def frames(data: bytes | bytearray) -> list[tuple[FrameType, int, bytes]]:
 
 def test_quic_streams_carry_one_pipe_stream_each_and_end_with_it() -> None:
     async def run() -> None:
-        from edgerq.carriers.quic_pipe import QuicPipe
+        from edgerq.carriers.quic.pipe import QuicPipe
 
         pipe = QuicPipe(Role.CONSUMER, ConsumerHandshake(None), Owner())
         link = FakeLink()

@@ -12,7 +12,7 @@ import pytest
 
 from edgerq.config import load_provider
 from edgerq.config.model import PipeConfig, ProviderService
-from edgerq.pipe_addresses import AddressBook, address_pipe, sorted_addresses
+from edgerq.sp.addresses import AddressBook, address_pipe, sorted_addresses
 
 SERVICE = ProviderService(uuid.uuid4(), "web", "127.0.0.1", 8000)
 PIPE = PipeConfig(

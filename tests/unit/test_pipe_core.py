@@ -15,9 +15,9 @@ import pytest
 from edgerq import defaults
 from edgerq.errors import AuthError, LimitExceeded
 from edgerq.labels import Limit, Outcome
-from edgerq.pipe_bounds import MAX_PINGS_PER_INTERVAL
-from edgerq.pipe_core import PipeConnection
-from edgerq.pipe_events import (
+from edgerq.pipe.bounds import MAX_PINGS_PER_INTERVAL
+from edgerq.pipe.connection import PipeConnection
+from edgerq.pipe.events import (
     AbortTransport,
     Authenticated,
     CloseTransport,
@@ -29,7 +29,8 @@ from edgerq.pipe_events import (
     Role,
     State,
 )
-from edgerq.pipe_outbox import ByteOutbox
+from edgerq.pipe.outbox import ByteOutbox
+from edgerq.pipe.stream import OpenRefused, Stream
 from edgerq.protocol.frames import MAX_PAYLOAD, FrameDecoder, FrameType, encode_frame
 from edgerq.protocol.handshake import ConsumerHandshake, ProviderHandshake
 from edgerq.protocol.messages import (
@@ -44,7 +45,6 @@ from edgerq.protocol.messages import (
     encode_ping,
     encode_window,
 )
-from edgerq.stream import OpenRefused, Stream
 
 SERVICE = uuid.UUID(int=7)
 Out = tuple[FrameType, int, bytes]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import random
 
-from edgerq.pipe_outbox import PIECE, ByteOutbox, StreamOutbox
+from edgerq.pipe.outbox import PIECE, ByteOutbox, StreamOutbox
 from edgerq.protocol.frames import HEADER_SIZE, MAX_PAYLOAD, FrameDecoder, FrameType, encode_frame
 
 MAX_FRAME = 64 * 1024

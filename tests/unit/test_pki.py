@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from edgerq import pki
 from edgerq.cli import run
+from edgerq.config import pki
 
 
 def test_key_and_certificate_for_a_dns_name(

@@ -13,12 +13,12 @@ import pytest
 from edgerq.carriers import memory
 from edgerq.config.model import ListenerConfig, PipeConfig, ProviderService
 from edgerq.labels import Outcome
-from edgerq.pipe import MuxPipe, Role
+from edgerq.pipe.interface import MuxPipe, Role
+from edgerq.pipe.stream import Stream
 from edgerq.protocol.handshake import ConsumerHandshake
 from edgerq.protocol.messages import RegisterStatus
-from edgerq.provider_pipe import ProviderPipe
-from edgerq.relay import LocalConnection
-from edgerq.stream import Stream
+from edgerq.runtime.relay import LocalConnection
+from edgerq.sp.dialer import ProviderPipe
 
 
 class FakeStream:

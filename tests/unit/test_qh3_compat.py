@@ -14,12 +14,13 @@ from qh3.quic.configuration import QuicConfiguration
 from qh3.quic.connection import QuicConnection
 from qh3.quic.events import QuicEvent, StreamDataReceived
 
-from edgerq.carriers import qh3_compat, require_usable
+from edgerq.carriers import require_usable
+from edgerq.carriers.quic import qh3_compat
 from edgerq.config.model import ConsumerConfig, ListenerConfig, PipeConfig, ProviderConfig
+from edgerq.config.pki import make_key
 from edgerq.errors import ConfigError
-from edgerq.pki import make_key
-from edgerq.sc import ServiceConsumer
-from edgerq.sp import ServiceProvider
+from edgerq.sc.daemon import ServiceConsumer
+from edgerq.sp.daemon import ServiceProvider
 
 
 @pytest.fixture
@@ -76,8 +77,8 @@ def streams_the_server_may_open(tmp_path: Path, streams_per_pipe: int | None) ->
     from qh3.quic.configuration import QuicConfiguration
     from qh3.quic.connection import QuicConnection
 
-    from edgerq.carriers import quic
-    from edgerq.tls import ensure_certificate
+    from edgerq.carriers.quic import carrier as quic
+    from edgerq.config.tls import ensure_certificate
 
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     ensure_certificate(cert, key)

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from edgerq.carriers import quic
+from edgerq.carriers.quic import carrier as quic
 
 
 def test_loopback_allows_datagrams_larger_than_ethernet() -> None:

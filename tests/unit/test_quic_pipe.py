@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
-from edgerq.carriers.quic_pipe import SEND_HIGH_WATER, SEND_LOW_WATER, QuicPipe
-from edgerq.pipe import MuxPipe, Role
+from edgerq.carriers.quic.pipe import SEND_HIGH_WATER, SEND_LOW_WATER, QuicPipe
+from edgerq.pipe.interface import MuxPipe, Role
 from edgerq.protocol.handshake import ConsumerHandshake
 
 STREAM = 1

@@ -7,8 +7,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from edgerq.pipe import MuxPipe
-from edgerq.registry import REFUSED_FOR, SUSPECT_AFTER, ServiceRegistry
+from edgerq.pipe.interface import MuxPipe
+from edgerq.sc.registry import REFUSED_FOR, SUSPECT_AFTER, ServiceRegistry
 
 SERVICE = uuid.UUID(int=1)
 OTHER = uuid.UUID(int=2)

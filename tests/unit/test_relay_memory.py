@@ -7,7 +7,7 @@ read alive, so a stalled reader of 4 KiB frames could hold 64 times its window.
 
 from __future__ import annotations
 
-from edgerq.relay import LocalConnection
+from edgerq.runtime.relay import LocalConnection
 
 
 class SlowPeerTransport:

@@ -7,10 +7,10 @@ import logging
 
 import pytest
 
-from edgerq.carriers.quic_pipe import QuicPipe
+from edgerq.carriers.quic.pipe import QuicPipe
 from edgerq.carriers.tcp import TcpPipe
 from edgerq.config.model import PipeConfig, PipeLimits
-from edgerq.provider_pipe import ProviderPipe
+from edgerq.sp.dialer import ProviderPipe
 
 PIPE = PipeConfig(name="p", hostname="127.0.0.1", port=9, services=())
 

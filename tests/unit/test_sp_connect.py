@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from edgerq.config import load_provider
+from edgerq.pipe.stream import OpenRefused
 from edgerq.protocol.messages import OpenFailure
-from edgerq.provider_pipe import ProviderPipe
-from edgerq.relay import LocalConnection
-from edgerq.stream import OpenRefused
+from edgerq.runtime.relay import LocalConnection
+from edgerq.sp.dialer import ProviderPipe
 
 UUID = "11111111-2222-3333-4444-555555555555"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgerq.status_report import status_lines
+from edgerq.cli.status import status_lines
 
 SERVICE: dict[str, Any] = {
     "name": "web",

@@ -9,9 +9,9 @@ from typing import Any, cast
 
 import pytest
 
-from edgerq.pipe import MuxPipe
-from edgerq.registry import ServiceRegistry
-from edgerq.stream import OpenRefused, PipeLost, Stream
+from edgerq.pipe.interface import MuxPipe
+from edgerq.pipe.stream import OpenRefused, PipeLost, Stream
+from edgerq.sc.registry import ServiceRegistry
 
 SERVICE = uuid.UUID(int=7)
 

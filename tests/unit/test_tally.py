@@ -3,7 +3,7 @@ a scrape sees every connection that ended before it, no more, no less."""
 
 from __future__ import annotations
 
-from edgerq.metrics import Metrics
+from edgerq.runtime.metrics import Metrics
 
 
 def sample(metrics: Metrics, name: str, labels: dict[str, str]) -> float | None:

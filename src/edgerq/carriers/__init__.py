@@ -16,7 +16,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 from edgerq.config.model import ListenerConfig, PipeConfig
-from edgerq.pipe import MuxPipe
+from edgerq.pipe.interface import MuxPipe
 
 MakePipe = Callable[[type[MuxPipe]], MuxPipe]
 """The daemon's factory: builds its pipe (of the carrier's class) with its owner and limits."""
@@ -51,7 +51,7 @@ def carrier(name: str) -> Carrier:
 
         return tcp
     if name == "udp":
-        from edgerq.carriers import quic
+        from edgerq.carriers.quic import carrier as quic
 
         return quic
     if name == "memory":  # tests only: no config can name it
@@ -64,6 +64,6 @@ def carrier(name: str) -> Carrier:
 def require_usable(name: str) -> None:
     """Raise ``ConfigError`` when carrier ``name`` cannot run here (udp: an unknown qh3)."""
     if name == "udp":
-        from edgerq.carriers import qh3_compat
+        from edgerq.carriers.quic import qh3_compat
 
         qh3_compat.require_known_version()

@@ -24,7 +24,7 @@ from typing import Any, cast
 from edgerq.carriers import MakePipe
 from edgerq.carriers.tcp import TcpPipe
 from edgerq.config.model import ListenerConfig, PipeConfig
-from edgerq.pipe import MuxPipe
+from edgerq.pipe.interface import MuxPipe
 
 _listeners: dict[int, MakePipe] = {}
 _ports = itertools.count(40000)

@@ -18,10 +18,10 @@ from contextlib import asynccontextmanager
 from typing import Any, cast
 
 from edgerq.carriers import MakePipe
+from edgerq.carriers.adapter import CarrierPipe
 from edgerq.config.model import ListenerConfig, PipeConfig
-from edgerq.pipe import MuxPipe, Refusal
-from edgerq.pipe_adapter import CarrierPipe
-from edgerq.pipe_outbox import ByteOutbox
+from edgerq.pipe.interface import MuxPipe, Refusal
+from edgerq.pipe.outbox import ByteOutbox
 
 WRITE_HIGH_WATER = 256 * 1024
 WRITE_LOW_WATER = 64 * 1024

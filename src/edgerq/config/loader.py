@@ -390,7 +390,7 @@ def load_provider(path: Path, env: Mapping[str, str] | None = None) -> ProviderC
         pin = xml.text_of(pipe_elem, "server_fingerprint")
         insecure = xml.yes(xml.text_of(pipe_elem, "insecure"))
         if pin:
-            from edgerq.tls import normalize_fingerprint
+            from edgerq.config.tls import normalize_fingerprint
 
             try:
                 pin = normalize_fingerprint(pin)

@@ -1,15 +1,16 @@
 """The package's layering, checked: ``python -m edgerq.devtools.layers``.
 
 Inside ``edgerq`` a module may import only from its own layer or the layers
-below it. From the bottom up:
+below it. Each layer is a package; from the bottom up:
 
-    base       errors, the label enums, defaults: no edgerq imports of note
+    base       errors, the label enums, defaults (the modules at the top of the tree)
     protocol   frames, messages, handshake: bytes in, bytes and events out
-    pipe       the pipe core: multiplexing, flow control, heartbeats, limits
-    config     the config model and its loader (the pipe takes plain values)
-    carriers   tcp and quic: how a pipe travels (qh3_compat: all of qh3 that is not public)
-    daemons    SC and SP orchestration and what they use (relay, registry, ...)
-    cli        argument parsing, logging set-up, developer tools
+    pipe       the connection without I/O: multiplexing, flow control, heartbeats, bounds
+    config     the config model, its loader, certificates and keys
+    carriers   the adapter base, tcp, memory and quic: how a pipe travels
+    runtime    what both daemons run on: relay, metrics, admin, backoff, logs
+    daemons    sc/ and sp/, side by side: neither imports the other
+    cli        argument parsing, the daemon runner, status, developer tools
 
 Every module must be placed in a layer, so a new one is a conscious choice.
 Exits 1 and names each upward import (file, line, what it imports) if any.
@@ -24,52 +25,20 @@ from pathlib import Path
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("edgerq", "edgerq.compiled", "edgerq.defaults", "edgerq.errors", "edgerq.labels")),
     ("protocol", ("edgerq.protocol",)),
-    (
-        "pipe",
-        (
-            "edgerq.pipe",
-            "edgerq.pipe_adapter",
-            "edgerq.pipe_bounds",
-            "edgerq.pipe_core",
-            "edgerq.pipe_events",
-            "edgerq.pipe_outbox",
-            "edgerq.pipe_roles",
-            "edgerq.pipe_streams",
-            "edgerq.stream",
-            "edgerq.budget",
-        ),
-    ),
-    ("config", ("edgerq.config", "edgerq.tls", "edgerq.pki")),
+    ("pipe", ("edgerq.pipe",)),
+    ("config", ("edgerq.config",)),
     ("carriers", ("edgerq.carriers",)),
-    (
-        "daemons",
-        (
-            "edgerq.sc",
-            "edgerq.opening",
-            "edgerq.client_connection",
-            "edgerq.connection_slots",
-            "edgerq.slow_clients",
-            "edgerq.open_attempt",
-            "edgerq.fairness",
-            "edgerq.pipe_acceptance",
-            "edgerq.sp",
-            "edgerq.provider_pipe",
-            "edgerq.service_connector",
-            "edgerq.pipe_addresses",
-            "edgerq.relay",
-            "edgerq.registry",
-            "edgerq.limits",
-            "edgerq.admin",
-            "edgerq.metrics",
-            "edgerq.httperrors",
-            "edgerq.backoff",
-            "edgerq.waiting",
-            "edgerq.logs",
-            "edgerq.oslimits",
-        ),
-    ),
-    ("cli", ("edgerq.cli", "edgerq.status_report", "edgerq.__main__", "edgerq.devtools")),
+    ("runtime", ("edgerq.runtime",)),
+    ("daemons", ("edgerq.sc", "edgerq.sp")),
+    ("cli", ("edgerq.cli", "edgerq.__main__", "edgerq.devtools")),
 )
+
+SIBLINGS: tuple[frozenset[str], ...] = (frozenset({"edgerq.sc", "edgerq.sp"}),)
+"""Packages that share a layer but must not import each other."""
+
+SANS_IO: tuple[str, ...] = ("edgerq.protocol", "edgerq.pipe")
+"""Packages that do no I/O: they may not import these modules, even for typing."""
+IO_MODULES: tuple[str, ...] = ("asyncio", "socket", "selectors", "uvloop")
 
 PACKAGE = Path(__file__).resolve().parents[1]
 
@@ -91,6 +60,30 @@ def module_name(path: Path, root: Path = PACKAGE) -> str:
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
+
+
+def sibling_of(a: str, b: str) -> bool:
+    """Whether modules ``a`` and ``b`` sit in two different packages of one ``SIBLINGS`` set."""
+    for group in SIBLINGS:
+        top_a = next((p for p in group if a == p or a.startswith(p + ".")), None)
+        top_b = next((p for p in group if b == p or b.startswith(p + ".")), None)
+        if top_a is not None and top_b is not None and top_a != top_b:
+            return True
+    return False
+
+
+def io_imports(path: Path) -> list[tuple[int, str]]:
+    """``(line, module)`` for every import of an ``IO_MODULES`` module in ``path``."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        else:
+            continue
+        found += [(node.lineno, n) for n in names if n.split(".")[0] in IO_MODULES]
+    return found
 
 
 def imports(path: Path, known: set[str]) -> list[tuple[int, str]]:
@@ -128,6 +121,11 @@ def check(root: Path = PACKAGE) -> list[str]:
                     f"{path}:{line}: {name} ({LAYERS[own][0]}) imports {target} "
                     f"({LAYERS[theirs][0]}), a higher layer"
                 )
+            elif sibling_of(name, target):
+                problems.append(f"{path}:{line}: {name} imports {target}, a sibling package")
+        if any(name == p or name.startswith(p + ".") for p in SANS_IO):
+            for line, target in io_imports(path):
+                problems.append(f"{path}:{line}: {name} does no I/O but imports {target}")
     return problems
 
 

@@ -14,9 +14,10 @@ from collections.abc import Callable
 from typing import Protocol
 
 from edgerq.errors import RemoteProtocolError
-from edgerq.pipe_bounds import PipeBounds
-from edgerq.pipe_events import OpenRequested, PipeEvent, RegisteredReceived, RegisterReceived
-from edgerq.pipe_streams import StreamTable
+from edgerq.pipe.bounds import PipeBounds
+from edgerq.pipe.events import OpenRequested, PipeEvent, RegisteredReceived, RegisterReceived
+from edgerq.pipe.stream import OpenRefused, Stream
+from edgerq.pipe.streams import StreamTable
 from edgerq.protocol.frames import MAX_PAYLOAD, Frame, FrameType
 from edgerq.protocol.messages import (
     CodedReason,
@@ -26,7 +27,6 @@ from edgerq.protocol.messages import (
     Registered,
     decode_open_ok,
 )
-from edgerq.stream import OpenRefused, Stream
 
 log = logging.getLogger("edgerq.pipe")
 

@@ -18,8 +18,8 @@ from typing import Any, cast
 
 from qh3.asyncio.protocol import QuicConnectionProtocol
 
-from edgerq.carriers import gone_notice, qh3_compat
-from edgerq.carriers.drop_report import DropReport
+from edgerq.carriers.quic import gone_notice, qh3_compat
+from edgerq.carriers.quic.drop_report import DropReport
 
 log = logging.getLogger("edgerq.quic")
 

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from typing import cast
 
 from edgerq.labels import Outcome
+from edgerq.pipe.stream import Stream
 from edgerq.protocol.messages import ResetCode
-from edgerq.stream import Stream
 
 log = logging.getLogger("edgerq.relay")
 

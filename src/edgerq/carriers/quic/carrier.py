@@ -28,17 +28,17 @@ from qh3.quic.configuration import QuicConfiguration
 from qh3.quic.connection import QuicConnection
 
 from edgerq import defaults
-from edgerq.carriers import (
-    MakePipe,
+from edgerq.carriers import MakePipe
+from edgerq.carriers.quic import (
     gone_notice,
     qh3_compat,  # raises UnsupportedQh3 at import on a qh3 release it does not know
 )
-from edgerq.carriers.quic_pipe import QuicPipe
-from edgerq.carriers.quic_server import BatchingServer, QuicListener
+from edgerq.carriers.quic.pipe import QuicPipe
+from edgerq.carriers.quic.server import BatchingServer, QuicListener
 from edgerq.config.model import ListenerConfig, PipeConfig
+from edgerq.config.tls import ensure_certificate, fingerprint_der
 from edgerq.errors import AuthError
-from edgerq.pipe import MuxPipe
-from edgerq.tls import ensure_certificate, fingerprint_der
+from edgerq.pipe.interface import MuxPipe
 
 log = logging.getLogger("edgerq.quic")
 

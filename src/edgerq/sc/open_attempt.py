@@ -20,7 +20,7 @@ from enum import Enum
 from typing import Generic, TypeVar
 
 from edgerq.errors import LocalProtocolError
-from edgerq.registry import SUSPECT_AFTER
+from edgerq.sc.registry import SUSPECT_AFTER
 
 P = TypeVar("P")
 """What a pipe is to the attempt: only compared and collected (a ``MuxPipe``)."""

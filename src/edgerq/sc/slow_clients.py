@@ -13,11 +13,11 @@ import logging
 import time
 import uuid as uuid_mod
 
-from edgerq.client_connection import ClientConnection
-from edgerq.connection_slots import ConnectionSlots
-from edgerq.fairness import LogGate, Rate, RateWindow
 from edgerq.labels import Limit
-from edgerq.metrics import Metrics
+from edgerq.runtime.metrics import Metrics
+from edgerq.sc.client_connection import ClientConnection
+from edgerq.sc.fairness import LogGate, Rate, RateWindow
+from edgerq.sc.slots import ConnectionSlots
 
 log = logging.getLogger("edgerq.sc")
 

@@ -20,11 +20,11 @@ from typing import Protocol
 from edgerq import defaults
 from edgerq.errors import ProtocolError
 from edgerq.labels import Limit
-from edgerq.pipe_bounds import MAX_PINGS_PER_INTERVAL
-from edgerq.pipe_events import Refusal, Role, State
+from edgerq.pipe.bounds import MAX_PINGS_PER_INTERVAL
+from edgerq.pipe.events import Refusal, Role, State
+from edgerq.pipe.stream import OpenRefused, Stream, StreamSink
 from edgerq.protocol.handshake import ConsumerHandshake, ProviderHandshake
 from edgerq.protocol.messages import GoawayCode, Open, OpenFailure, RegisterStatus
-from edgerq.stream import OpenRefused, Stream, StreamSink
 
 __all__ = [
     "MAX_PINGS_PER_INTERVAL",

@@ -8,7 +8,7 @@ import uuid as uuid_mod
 from collections.abc import Callable, Collection
 
 from edgerq.defaults import HEARTBEAT_INTERVAL
-from edgerq.pipe import MuxPipe
+from edgerq.pipe.interface import MuxPipe
 
 SUSPECT_AFTER = 1.5 * HEARTBEAT_INTERVAL
 """Seconds without a frame after which a pipe is chosen only if no other will do."""

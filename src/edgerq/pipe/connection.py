@@ -31,11 +31,11 @@ import uuid as uuid_mod
 from collections.abc import Callable, Sequence
 
 from edgerq import defaults
-from edgerq.budget import PipeBudget, granted_window
 from edgerq.errors import AuthError, LimitExceeded, ProtocolError, RemoteProtocolError, VersionError
 from edgerq.labels import Limit
-from edgerq.pipe_bounds import PipeBounds
-from edgerq.pipe_events import (
+from edgerq.pipe.bounds import PipeBounds
+from edgerq.pipe.budget import PipeBudget, granted_window
+from edgerq.pipe.events import (
     AbortTransport,
     Authenticated,
     CloseTransport,
@@ -44,9 +44,10 @@ from edgerq.pipe_events import (
     Role,
     State,
 )
-from edgerq.pipe_outbox import Outbox, Payload
-from edgerq.pipe_roles import ConsumerFrames, ProviderFrames, RoleFrames
-from edgerq.pipe_streams import StreamTable
+from edgerq.pipe.outbox import Outbox, Payload
+from edgerq.pipe.roles import ConsumerFrames, ProviderFrames, RoleFrames
+from edgerq.pipe.stream import OpenRefused, Stream, StreamSink
+from edgerq.pipe.streams import StreamTable
 from edgerq.protocol.frames import (
     MAX_PAYLOAD,
     Frame,
@@ -66,7 +67,6 @@ from edgerq.protocol.messages import (
     encode_open_ok,
     encode_ping,
 )
-from edgerq.stream import OpenRefused, Stream, StreamSink
 
 log = logging.getLogger("edgerq.pipe")
 

@@ -10,21 +10,22 @@ import time
 import uuid as uuid_mod
 from typing import Any
 
-from edgerq import __version__, oslimits
-from edgerq.admin import AdminServer
+from edgerq import __version__
 from edgerq.carriers import PipeListener, carrier
-from edgerq.client_connection import ClientConnection
 from edgerq.config.model import ConsumerConfig, ConsumerService, ListenerConfig
 from edgerq.errors import ConfigError
 from edgerq.labels import Limit, Outcome
-from edgerq.metrics import Metrics
-from edgerq.opening import ClientOpener
-from edgerq.pipe_acceptance import PipeAcceptance
 from edgerq.protocol.messages import (
     GoawayCode,
 )
-from edgerq.registry import ServiceRegistry
-from edgerq.waiting import wait_until
+from edgerq.runtime import oslimits
+from edgerq.runtime.admin import AdminServer
+from edgerq.runtime.metrics import Metrics
+from edgerq.runtime.waiting import wait_until
+from edgerq.sc.acceptance import PipeAcceptance
+from edgerq.sc.client_connection import ClientConnection
+from edgerq.sc.opener import ClientOpener
+from edgerq.sc.registry import ServiceRegistry
 
 log = logging.getLogger("edgerq.sc")
 

@@ -35,12 +35,12 @@ from typing import Any, Protocol
 
 from qh3.quic.connection import QuicConnection
 
-from edgerq.carriers import qh3_compat
+from edgerq.carriers.adapter import CarrierPipe
+from edgerq.carriers.quic import qh3_compat
 from edgerq.errors import LimitExceeded, ProtocolError, RemoteProtocolError
 from edgerq.labels import Limit
-from edgerq.pipe import Refusal, Role
-from edgerq.pipe_adapter import CarrierPipe
-from edgerq.pipe_outbox import StreamOutbox
+from edgerq.pipe.interface import Refusal, Role
+from edgerq.pipe.outbox import StreamOutbox
 from edgerq.protocol.frames import HANDSHAKE_MAX_PAYLOAD, MAX_PAYLOAD, FrameDecoder, RawFrame
 
 log = logging.getLogger("edgerq.quic")

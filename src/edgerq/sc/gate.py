@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from edgerq.config.model import PipeLimits
 from edgerq.errors import AuthError
 from edgerq.labels import Limit
-from edgerq.metrics import Metrics
-from edgerq.pipe import MuxPipe, Refusal
+from edgerq.pipe.interface import MuxPipe, Refusal
 from edgerq.protocol.messages import GoawayCode
+from edgerq.runtime.metrics import Metrics
 
 log = logging.getLogger("edgerq.limits")
 

@@ -11,12 +11,12 @@ import asyncio
 from collections.abc import Callable
 
 from edgerq.config.model import ConsumerService
-from edgerq.fairness import RateWindow, head_complete
-from edgerq.httperrors import error_response
 from edgerq.labels import Outcome
-from edgerq.open_attempt import OpenAttempt, OpenState
-from edgerq.pipe import MuxPipe
-from edgerq.relay import LocalConnection
+from edgerq.pipe.interface import MuxPipe
+from edgerq.runtime.relay import LocalConnection
+from edgerq.sc.fairness import RateWindow, head_complete
+from edgerq.sc.http_errors import error_response
+from edgerq.sc.open_attempt import OpenAttempt, OpenState
 
 _NOT_STARTED: OpenAttempt[MuxPipe] = OpenAttempt(0.0)
 """Every connection's attempt until it is accepted (never moved: replaced then)."""

@@ -11,13 +11,13 @@ from dataclasses import replace
 from typing import Any
 
 from edgerq import __version__, defaults
-from edgerq.admin import AdminServer
 from edgerq.carriers import require_usable
 from edgerq.config.model import PipeConfig, ProviderConfig
-from edgerq.metrics import Metrics
-from edgerq.pipe_addresses import AddressBook, Resolver, system_resolver
-from edgerq.provider_pipe import ProviderPipe
-from edgerq.waiting import wait_until
+from edgerq.runtime.admin import AdminServer
+from edgerq.runtime.metrics import Metrics
+from edgerq.runtime.waiting import wait_until
+from edgerq.sp.addresses import AddressBook, Resolver, system_resolver
+from edgerq.sp.dialer import ProviderPipe
 
 log = logging.getLogger("edgerq.sp")
 

@@ -12,12 +12,20 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from edgerq import __version__, compiled, oslimits, pki
-from edgerq.config import ConsumerConfig, ProviderConfig, load_any, load_consumer, load_provider
+from edgerq import __version__, compiled
+from edgerq.config import (
+    ConsumerConfig,
+    ProviderConfig,
+    load_any,
+    load_consumer,
+    load_provider,
+    pki,
+)
 from edgerq.errors import ConfigError
-from edgerq.logs import setup_logging
-from edgerq.sc import ServiceConsumer
-from edgerq.sp import ServiceProvider
+from edgerq.runtime import oslimits
+from edgerq.runtime.logs import setup_logging
+from edgerq.sc.daemon import ServiceConsumer
+from edgerq.sp.daemon import ServiceProvider
 
 log = logging.getLogger("edgerq")
 
@@ -153,7 +161,7 @@ def describe(config: ConsumerConfig | ProviderConfig) -> str:
 
 
 def _fingerprint(config: ConsumerConfig | ProviderConfig) -> int:
-    from edgerq.tls import ensure_certificate, fingerprint_file
+    from edgerq.config.tls import ensure_certificate, fingerprint_file
 
     if not isinstance(config, ConsumerConfig):
         print(
@@ -316,7 +324,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format)
     if args.command == "status":
-        from edgerq.status_report import show_status
+        from edgerq.cli.status import show_status
 
         return show_status(args.url)
     if args.command == "pki":

@@ -16,12 +16,12 @@ import uuid as uuid_mod
 from collections.abc import Mapping, Sequence
 
 from edgerq.config.model import ConsumerConfig, ConsumerService
-from edgerq.limits import PipeGate, source_address
-from edgerq.metrics import Metrics
-from edgerq.pipe import MuxPipe, Role
+from edgerq.pipe.interface import MuxPipe, Role
 from edgerq.protocol.handshake import ConsumerHandshake
 from edgerq.protocol.messages import GoawayCode, Registered, RegisterStatus
-from edgerq.registry import SUSPECT_AFTER, ServiceRegistry
+from edgerq.runtime.metrics import Metrics
+from edgerq.sc.gate import PipeGate, source_address
+from edgerq.sc.registry import SUSPECT_AFTER, ServiceRegistry
 
 log = logging.getLogger("edgerq.sc")
 

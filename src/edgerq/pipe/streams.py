@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 import uuid as uuid_mod
 
-from edgerq.budget import PipeBudget
+from edgerq.pipe.budget import PipeBudget
+from edgerq.pipe.stream import OpenRefused, Stream, StreamSink, StreamWriter
 from edgerq.protocol.messages import Open
-from edgerq.stream import OpenRefused, Stream, StreamSink, StreamWriter
 
 log = logging.getLogger("edgerq.pipe")
 

@@ -16,7 +16,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edgerq.config.model import AdminConfig
-from edgerq.metrics import Metrics
+from edgerq.runtime.metrics import Metrics
 
 log = logging.getLogger("edgerq.admin")
 

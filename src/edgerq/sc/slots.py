@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from edgerq.config.model import ConsumerService
-from edgerq.fairness import FairSlots, Take
+from edgerq.sc.fairness import FairSlots, Take
 
 
 class ConnectionSlots:

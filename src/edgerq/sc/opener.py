@@ -18,20 +18,20 @@ import time
 import uuid as uuid_mod
 from collections.abc import Iterable
 
-from edgerq.client_connection import ClientConnection
 from edgerq.config.model import ConsumerService
-from edgerq.connection_slots import ConnectionSlots
-from edgerq.fairness import Take, source_of
 from edgerq.labels import Limit, Outcome
-from edgerq.metrics import Metrics
-from edgerq.open_attempt import OpenAttempt, OpenState, Probe
-from edgerq.pipe import MuxPipe
+from edgerq.pipe.interface import MuxPipe
+from edgerq.pipe.stream import OpenRefused, PipeLost, Stream
 from edgerq.protocol.messages import OpenFailure, ResetCode
-from edgerq.registry import ServiceRegistry
-from edgerq.relay import LocalConnection
-from edgerq.slow_clients import SlowClients
-from edgerq.stream import OpenRefused, PipeLost, Stream
-from edgerq.waiting import Deadlines
+from edgerq.runtime.metrics import Metrics
+from edgerq.runtime.relay import LocalConnection
+from edgerq.runtime.waiting import Deadlines
+from edgerq.sc.client_connection import ClientConnection
+from edgerq.sc.fairness import Take, source_of
+from edgerq.sc.open_attempt import OpenAttempt, OpenState, Probe
+from edgerq.sc.registry import ServiceRegistry
+from edgerq.sc.slots import ConnectionSlots
+from edgerq.sc.slow_clients import SlowClients
 
 log = logging.getLogger("edgerq.sc")
 

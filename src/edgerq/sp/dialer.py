@@ -14,17 +14,17 @@ import time
 import uuid as uuid_mod
 from collections.abc import Sequence
 
-from edgerq.backoff import Backoff
 from edgerq.carriers import carrier
 from edgerq.config.model import PipeConfig, PipeLimits
 from edgerq.defaults import DIAL_TIMEOUT, REDIAL_STEADY
 from edgerq.errors import AuthError, VersionError
-from edgerq.metrics import Metrics
-from edgerq.pipe import MuxPipe, Role
+from edgerq.pipe.interface import MuxPipe, Role
 from edgerq.protocol.handshake import ProviderHandshake
 from edgerq.protocol.messages import Open, Register, RegisterStatus
-from edgerq.relay import LocalConnection
-from edgerq.service_connector import ServiceConnector
+from edgerq.runtime.backoff import Backoff
+from edgerq.runtime.metrics import Metrics
+from edgerq.runtime.relay import LocalConnection
+from edgerq.sp.connector import ServiceConnector
 
 log = logging.getLogger("edgerq.sp")
 

@@ -18,13 +18,13 @@ from typing import Any
 from edgerq.config.model import ProviderService
 from edgerq.defaults import CONNECT_TIMEOUT
 from edgerq.labels import Outcome
-from edgerq.metrics import Metrics
-from edgerq.pipe import MuxPipe, open_failure_from_os_error
+from edgerq.pipe.interface import MuxPipe, open_failure_from_os_error
+from edgerq.pipe.stream import OpenRefused, Stream
 from edgerq.protocol import proxy_header
 from edgerq.protocol.messages import Open, OpenFailure
-from edgerq.relay import LocalConnection
-from edgerq.stream import OpenRefused, Stream
-from edgerq.waiting import Deadlines
+from edgerq.runtime.metrics import Metrics
+from edgerq.runtime.relay import LocalConnection
+from edgerq.runtime.waiting import Deadlines
 
 log = logging.getLogger("edgerq.sp")
 

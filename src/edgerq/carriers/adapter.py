@@ -22,9 +22,8 @@ from typing import cast
 from edgerq import defaults
 from edgerq.errors import ProtocolError
 from edgerq.labels import Limit
-from edgerq.pipe import Admit, ConsumerOwner, ProviderOwner, no_limit_hit
-from edgerq.pipe_core import PipeConnection
-from edgerq.pipe_events import (
+from edgerq.pipe.connection import PipeConnection
+from edgerq.pipe.events import (
     AbortTransport,
     Authenticated,
     CloseTransport,
@@ -36,10 +35,11 @@ from edgerq.pipe_events import (
     Role,
     State,
 )
-from edgerq.pipe_outbox import Outbox
+from edgerq.pipe.interface import Admit, ConsumerOwner, ProviderOwner, no_limit_hit
+from edgerq.pipe.outbox import Outbox
+from edgerq.pipe.stream import OpenRefused, Stream, StreamSink
 from edgerq.protocol.handshake import ConsumerHandshake, ProviderHandshake
 from edgerq.protocol.messages import GoawayCode, Open
-from edgerq.stream import OpenRefused, Stream, StreamSink
 
 
 class CarrierPipe(ABC):

@@ -30,8 +30,8 @@ import uuid as uuid_mod
 from typing import Protocol
 
 from edgerq import defaults
-from edgerq.budget import PipeBudget
 from edgerq.labels import Limit, Outcome
+from edgerq.pipe.budget import PipeBudget
 from edgerq.protocol.frames import FrameType, encode_frame
 from edgerq.protocol.messages import CodedReason, OpenFailure, ResetCode, encode_window
 
