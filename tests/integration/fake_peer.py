@@ -18,6 +18,7 @@ from edgerq.carriers.quic.pipe import QuicPipe
 from edgerq.config.model import ListenerConfig
 from edgerq.labels import Outcome
 from edgerq.pipe.interface import MuxPipe, Role
+from edgerq.pipe.stream import OpenRefused, Stream
 from edgerq.protocol.frames import (
     HEADER_SIZE,
     MAX_PAYLOAD,
@@ -210,6 +211,7 @@ class _NullSink:
     """A stream's local end that only notes that the SP reset the stream."""
 
     def __init__(self, resets: set[int], stream_id: int) -> None:
+        self.answers: list[OpenRefused | None] = []
         self.resets = resets
         self.stream_id = stream_id
 
@@ -227,6 +229,9 @@ class _NullSink:
 
     def on_pipe_paused(self, paused: bool) -> None:
         pass
+
+    def on_open_answer(self, stream: Stream, failure: OpenRefused | None) -> None:
+        self.answers.append(failure)
 
 
 class QuicHostileConsumer:

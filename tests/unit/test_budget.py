@@ -19,7 +19,7 @@ from edgerq.config.model import ProviderConfig
 from edgerq.errors import ConfigError, FrameError, LimitExceeded
 from edgerq.labels import Limit, Outcome
 from edgerq.pipe.budget import PipeBudget, granted_window
-from edgerq.pipe.stream import Stream
+from edgerq.pipe.stream import OpenRefused, Stream
 from edgerq.protocol.frames import FrameDecoder, FrameType
 from edgerq.protocol.messages import decode_open_ok, encode_open_ok
 from tests.unit.test_memory_carrier import SERVICE, consumer, echo_service, provider, run
@@ -62,6 +62,7 @@ class Pipe:
 
 class Sink:
     def __init__(self) -> None:
+        self.answers: list[OpenRefused | None] = []
         self.data = bytearray()
         self.reset: tuple[str, Outcome] | None = None
         self.credits = 0
@@ -80,6 +81,9 @@ class Sink:
 
     def on_pipe_paused(self, paused: bool) -> None:
         pass
+
+    def on_open_answer(self, stream: Stream, failure: OpenRefused | None) -> None:
+        self.answers.append(failure)
 
 
 def sp_stream(
@@ -233,31 +237,24 @@ def test_a_budget_must_hold_something() -> None:
 
 def test_the_sc_sends_little_until_open_ok_names_the_grant() -> None:
     pipe = Pipe()
-    loop = asyncio.new_event_loop()
-    try:
-        stream = Stream(pipe, 1, SERVICE, 4096 * KIB, 16 * KIB, Sink())
-        stream.opened = loop.create_future()
-        stream.await_grant(defaults.MIN_STREAM_WINDOW)
-        assert stream.send_credit == defaults.MIN_STREAM_WINDOW
-        stream.send(bytes(10 * KIB))
-        stream.receive_open_result(None, 1024 * KIB)  # the SP granted 1 MiB of our 4 MiB
-        assert stream.send_credit == 1024 * KIB - 10 * KIB
-        assert stream.window == 1024 * KIB, "and credits the SP back by that measure"
-    finally:
-        loop.close()
+    sink = Sink()
+    stream = Stream(pipe, 1, SERVICE, 4096 * KIB, 16 * KIB, sink)
+    stream.await_answer()
+    stream.await_grant(defaults.MIN_STREAM_WINDOW)
+    assert stream.send_credit == defaults.MIN_STREAM_WINDOW
+    stream.send(bytes(10 * KIB))
+    stream.receive_open_result(None, 1024 * KIB)  # the SP granted 1 MiB of our 4 MiB
+    assert stream.send_credit == 1024 * KIB - 10 * KIB
+    assert stream.window == 1024 * KIB, "and credits the SP back by that measure"
+    assert sink.answers == [None], "the sink heard OPEN_OK once"
 
 
 def test_an_older_sp_without_a_grant_leaves_the_whole_window() -> None:
-    pipe = Pipe()
-    loop = asyncio.new_event_loop()
-    try:
-        stream = Stream(pipe, 1, SERVICE, 256 * KIB, 16 * KIB, Sink())
-        stream.opened = loop.create_future()
-        stream.await_grant(defaults.MIN_STREAM_WINDOW)
-        stream.receive_open_result(None, None)
-        assert stream.send_credit == 256 * KIB
-    finally:
-        loop.close()
+    stream = Stream(Pipe(), 1, SERVICE, 256 * KIB, 16 * KIB, Sink())
+    stream.await_answer()
+    stream.await_grant(defaults.MIN_STREAM_WINDOW)
+    stream.receive_open_result(None, None)
+    assert stream.send_credit == 256 * KIB
 
 
 def test_a_replay_after_failover_may_use_the_withheld_credit() -> None:

@@ -16,6 +16,7 @@ import pytest
 from edgerq import defaults
 from edgerq.carriers.tcp import TcpPipe
 from edgerq.pipe.interface import MuxPipe, Role
+from edgerq.pipe.stream import OpenRefused, Stream
 from edgerq.protocol.frames import Frame, FrameDecoder, FrameType, encode_frame
 from edgerq.protocol.handshake import ConsumerHandshake, ProviderHandshake
 from edgerq.protocol.messages import CodedReason, GoawayCode, OpenFailure
@@ -137,6 +138,7 @@ class FakeLink:
 
 class Client:
     def __init__(self) -> None:
+        self.answers: list[OpenRefused | None] = []
         self.resets: list[str] = []
 
     def on_data(self, data: bytes | memoryview) -> None:
@@ -153,6 +155,9 @@ class Client:
 
     def on_pipe_paused(self, paused: bool) -> None:
         pass
+
+    def on_open_answer(self, stream: Stream, failure: OpenRefused | None) -> None:
+        self.answers.append(failure)
 
 
 def frames(data: bytes | bytearray) -> list[tuple[FrameType, int, bytes]]:

@@ -120,6 +120,7 @@ class Sink:
     """A stream's local end that records what the stream tells it."""
 
     def __init__(self) -> None:
+        self.answers: list[OpenRefused | None] = []
         self.data = bytearray()
         self.eof = False
         self.resets: list[tuple[str, Outcome]] = []
@@ -139,6 +140,9 @@ class Sink:
 
     def on_pipe_paused(self, paused: bool) -> None:
         pass
+
+    def on_open_answer(self, stream: Stream, failure: OpenRefused | None) -> None:
+        self.answers.append(failure)
 
 
 def state_of(side: Side) -> State:

@@ -14,7 +14,7 @@ from edgerq.carriers import memory
 from edgerq.config.model import ListenerConfig, PipeConfig, ProviderService
 from edgerq.labels import Outcome
 from edgerq.pipe.interface import MuxPipe, Role
-from edgerq.pipe.stream import Stream
+from edgerq.pipe.stream import OpenRefused, Stream
 from edgerq.protocol.handshake import ConsumerHandshake
 from edgerq.protocol.messages import RegisterStatus
 from edgerq.runtime.relay import LocalConnection
@@ -108,6 +108,10 @@ class ConsumerSide:
 class Client:
     """The SC's client end of a stream (nothing to do with what comes back)."""
 
+    def __init__(self) -> None:
+        self.answers: list[OpenRefused | None] = []
+        self.answered = asyncio.Event()
+
     def on_data(self, data: bytes | memoryview) -> None:
         pass
 
@@ -122,6 +126,10 @@ class Client:
 
     def on_pipe_paused(self, paused: bool) -> None:
         pass
+
+    def on_open_answer(self, stream: Stream, failure: OpenRefused | None) -> None:
+        self.answers.append(failure)
+        self.answered.set()
 
 
 async def through_a_pipe(version: int, client: str) -> tuple[bytes, MuxPipe, int]:
@@ -152,17 +160,18 @@ async def through_a_pipe(version: int, client: str) -> tuple[bytes, MuxPipe, int
     try:
         await asyncio.wait_for(sp.ready.wait(), 10)
         (pipe,) = sc.pipes
+        sink = Client()
         stream = pipe.open_stream(
             SERVICE,
             window=65536,
             max_frame=4096,
             client=client,
-            sink=Client(),
+            sink=sink,
             destination="198.51.100.1:443",
         )
         stream.send(b"hello")
-        assert stream.opened is not None
-        await asyncio.wait_for(stream.opened, 10)
+        await asyncio.wait_for(sink.answered.wait(), 10)
+        assert sink.answers == [None], "OPEN_OK"
         assert sp.pipe is not None
         return await asyncio.wait_for(received, 10), sp.pipe, stream.id
     finally:

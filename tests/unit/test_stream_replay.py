@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from typing import Any, cast
 
 import pytest
 
+from edgerq.labels import Outcome
 from edgerq.pipe.interface import MuxPipe
-from edgerq.pipe.stream import OpenRefused, PipeLost, Stream
+from edgerq.pipe.stream import OpenAnswer, OpenRefused, PipeLost, Stream
+from edgerq.protocol.messages import OpenFailure, ResetCode
 from edgerq.sc.registry import ServiceRegistry
 
 SERVICE = uuid.UUID(int=7)
@@ -42,8 +43,35 @@ class RecordingPipe:
         pass
 
 
-def new_stream(pipe: RecordingPipe) -> Stream:
-    return Stream(pipe, 1, SERVICE, window=1 << 20, max_frame=4096)
+class AnswerSink:
+    """A stream's local end that records how the SP answered the OPEN."""
+
+    def __init__(self) -> None:
+        self.answers: list[OpenRefused | None] = []
+        self.resets: list[str] = []
+
+    def on_data(self, data: bytes | memoryview) -> None:
+        pass
+
+    def on_eof(self) -> None:
+        pass
+
+    def on_reset(self, reason: str, outcome: Outcome) -> None:
+        self.resets.append(reason)
+
+    def on_credit(self) -> None:
+        pass
+
+    def on_pipe_paused(self, paused: bool) -> None:
+        pass
+
+    def on_open_answer(self, stream: Stream, failure: OpenRefused | None) -> None:
+        assert not self.resets, "the answer comes before the reset of the same cause"
+        self.answers.append(failure)
+
+
+def new_stream(pipe: RecordingPipe, sink: AnswerSink | None = None) -> Stream:
+    return Stream(pipe, 1, SERVICE, window=1 << 20, max_frame=4096, sink=sink)
 
 
 def test_replay_keeps_every_byte_sent_even_after_the_pipe_died() -> None:
@@ -69,14 +97,12 @@ def test_no_replay_kept_unless_asked() -> None:
 
 @pytest.mark.parametrize(("pipe_lost", "kind"), [(True, PipeLost), (False, OpenRefused)])
 def test_a_lost_pipe_is_told_apart_from_a_refusal(pipe_lost: bool, kind: type[Exception]) -> None:
-    async def scenario() -> BaseException | None:
-        stream = new_stream(RecordingPipe())
-        stream.opened = asyncio.get_running_loop().create_future()
-        stream.receive_reset("why", pipe_lost=pipe_lost)
-        return stream.opened.exception()
-
-    error = asyncio.run(scenario())
-    assert type(error) is kind
+    sink = AnswerSink()
+    stream = new_stream(RecordingPipe(), sink)
+    stream.await_answer()
+    stream.receive_reset("why", pipe_lost=pipe_lost)
+    assert [type(a) for a in sink.answers] == [kind]
+    assert stream.answer is OpenAnswer.REFUSED
 
 
 def test_registry_choice_skips_excluded_closing_and_draining_pipes() -> None:
@@ -101,3 +127,39 @@ def test_registry_prefers_pipes_heard_from_lately() -> None:
     assert registry.choose(SERVICE) is cast(Any, talking)
     # With no other choice the silent one is still used: it may be just slow.
     assert registry.choose(SERVICE, exclude={cast(MuxPipe, talking)}) is cast(Any, silent)
+
+
+def test_the_answer_is_heard_once_whatever_follows() -> None:
+    sink = AnswerSink()
+    stream = new_stream(RecordingPipe(), sink)
+    stream.await_answer()
+    stream.receive_open_result(OpenRefused(OpenFailure.CONNECT_REFUSED, "refused"))
+    stream.receive_open_result(None)  # a confused SP: ignored
+    stream.receive_reset("late reset")
+    assert [a and a.reason for a in sink.answers] == ["refused"]
+
+
+def test_an_abandoned_open_hears_no_late_answer() -> None:
+    sink = AnswerSink()
+    stream = new_stream(RecordingPipe(), sink)
+    stream.await_answer()
+    stream.abandon_open()
+    stream.reset(ResetCode.CANCELLED, "request_ttl ran out")
+    stream.receive_open_result(None)
+    assert sink.answers == [] and stream.answer is OpenAnswer.ABANDONED
+
+
+def test_our_own_failure_before_the_answer_is_an_answer() -> None:
+    sink = AnswerSink()
+    stream = new_stream(RecordingPipe(), sink)
+    stream.await_answer()
+    stream.fail(ResetCode.FLOW_CONTROL, "window exceeded")
+    assert [type(a) for a in sink.answers] == [OpenRefused]
+    assert sink.resets == ["window exceeded"]
+
+
+def test_the_sps_end_awaits_no_answer() -> None:
+    sink = AnswerSink()
+    stream = new_stream(RecordingPipe(), sink)
+    stream.receive_reset("the SC reset it")
+    assert sink.answers == [] and stream.answer is OpenAnswer.NOT_ASKED

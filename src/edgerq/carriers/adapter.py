@@ -303,11 +303,11 @@ class CarrierPipe(ABC):
         sink: StreamSink,
         destination: str = "",
     ) -> Stream:
-        """SC side: open a stream to ``service``; ``stream.opened`` resolves on OPEN_OK.
+        """SC side: open a stream to ``service``; its sink hears the SP's answer.
 
         ``client`` and ``destination`` are the client's and the SC's ``host:port``.
         """
-        stream = self.core.open_stream(
+        return self.core.open_stream(
             service,
             window=window,
             max_frame=max_frame,
@@ -315,8 +315,6 @@ class CarrierPipe(ABC):
             sink=sink,
             destination=destination,
         )
-        stream.opened = self._loop.create_future()
-        return stream
 
     def accept_stream(self, request: Open) -> Stream:
         return self.core.accept_stream(request)

@@ -429,6 +429,7 @@ class PipeConnection:
         """SC side: open a stream to ``service`` (OPEN_OK or OPEN_FAIL answers it)."""
         stream = self.table.outgoing(self, service, window, max_frame, sink, self.budget)
         stream.await_grant(defaults.MIN_STREAM_WINDOW)  # until OPEN_OK names the SP's grant
+        stream.await_answer()
         self.send_raw(Open(stream.id, service, window, max_frame, client, destination).encode())
         return stream
 

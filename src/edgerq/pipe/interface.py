@@ -12,10 +12,9 @@ at the SP) is left to the owner of its role: ``ConsumerOwner`` (the SC) or
 
 from __future__ import annotations
 
-import asyncio
 import uuid as uuid_mod
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, Protocol
 
 from edgerq import defaults
 from edgerq.errors import ProtocolError
@@ -46,13 +45,24 @@ def no_limit_hit(limit: Limit) -> None:
     pass
 
 
+class Closed(Protocol):
+    """A pipe's end, awaited for its reason (the carrier's asyncio future)."""
+
+    def done(self) -> bool: ...
+    def result(self) -> str: ...
+    def __await__(self) -> Generator[Any, None, str]: ...
+
+
 class MuxPipe(Protocol):
     """What the daemons use of a pipe, whatever its carrier (``tcp``, ``udp``, ``memory``)."""
 
     carrier: str
     owner: ConsumerOwner | ProviderOwner
-    closed: asyncio.Future[str]
-    """Resolves with the reason once the pipe is gone."""
+
+    @property
+    def closed(self) -> Closed:
+        """Resolves with the reason once the pipe is gone."""
+        ...
 
     def __init__(
         self,

@@ -5,7 +5,9 @@ A ``Stream`` is flow-control state. It hands the frames it produces to a
 is bound to a ``StreamSink``, the local socket it relays (the client at the
 SC, the service at the SP). The sink calls ``send``/``send_eof``/``reset``/
 ``consumed``; the pipe calls ``receive_*`` when frames arrive, and the stream
-calls the sink's ``on_*`` methods.
+calls the sink's ``on_*`` methods. At the SC, the sink also hears, once, how
+the SP answered the OPEN (``on_open_answer``): the one way an opener learns
+whether its connection reached the service.
 
 Flow control, per stream and per direction: the sender may have at most
 ``window`` bytes unacknowledged; the receiver grants credit back with WINDOW
@@ -25,7 +27,7 @@ charges and releases nothing.
 
 from __future__ import annotations
 
-import asyncio
+import enum
 import uuid as uuid_mod
 from typing import Protocol
 
@@ -55,6 +57,23 @@ class StreamSink(Protocol):
     def on_reset(self, reason: str, outcome: Outcome) -> None: ...
     def on_credit(self) -> None: ...
     def on_pipe_paused(self, paused: bool) -> None: ...
+    def on_open_answer(self, stream: Stream, failure: OpenRefused | None) -> None:
+        """SC side: the SP answered ``stream``'s OPEN (``failure`` None: OPEN_OK), or the
+        stream ended before it did (``PipeLost`` when its pipe died). Called at most once,
+        before ``on_reset`` for the same cause."""
+
+
+class OpenAnswer(enum.Enum):
+    """Where a stream's OPEN stands, seen from the SC."""
+
+    NOT_ASKED = "not asked"
+    """The SP's end of a stream, which answers OPENs rather than awaiting them."""
+    AWAITED = "awaited"
+    OPENED = "opened"
+    REFUSED = "refused"
+    """OPEN_FAIL, or the stream ended (reset, pipe lost) before the answer."""
+    ABANDONED = "abandoned"
+    """The SC gave up waiting (``abandon_open``): a late answer is ignored."""
 
 
 class OpenRefused(Exception):
@@ -72,6 +91,7 @@ class PipeLost(OpenRefused):
 
 class Stream:
     __slots__ = (
+        "answer",
         "budget",
         "bytes_in",
         "bytes_out",
@@ -81,7 +101,6 @@ class Stream:
         "finished",
         "id",
         "max_frame",
-        "opened",
         "recv_credited",
         "recv_received",
         "replay",
@@ -127,7 +146,7 @@ class Stream:
         self.finished = False
         self.bytes_in = 0
         self.bytes_out = 0
-        self.opened: asyncio.Future[None] | None = None
+        self.answer = OpenAnswer.NOT_ASKED
         self.replay: bytearray | None = None
         """While not None, a copy of every byte sent (the SC keeps it until OPEN_OK,
         so a stream whose pipe dies first can be replayed on another pipe)."""
@@ -266,16 +285,15 @@ class Stream:
         if self.finished:
             return
         self._finish()
-        if self.opened is not None and not self.opened.done():
-            failure = PipeLost if pipe_lost else OpenRefused
-            self.opened.set_exception(failure(OpenFailure.CONNECT_ERROR, reason))
+        failure = PipeLost if pipe_lost else OpenRefused
+        self._answered(failure(OpenFailure.CONNECT_ERROR, reason))
         if self.sink is not None:
             self.sink.on_reset(reason, Outcome.PIPE_CLOSED if pipe_lost else Outcome.RESET)
 
     def receive_open_result(self, error: OpenRefused | None, granted: int | None = None) -> None:
         """OPEN_OK (``error`` None; ``granted``: the SP's window, None from older SPs) or
-        OPEN_FAIL. ``opened`` (the adapter's future, if any) is resolved with it."""
-        if self.opened is not None and self.opened.done():
+        OPEN_FAIL; the sink hears it (``on_open_answer``) unless the SC gave up waiting."""
+        if self.answer is not OpenAnswer.AWAITED and self.answer is not OpenAnswer.NOT_ASKED:
             return
         if error is None:
             if self.withheld is not None:
@@ -287,20 +305,33 @@ class Stream:
                 self.window = total
                 if self.sink is not None:
                     self.sink.on_credit()
-            if self.opened is not None:
-                self.opened.set_result(None)
+            self._answered(None)
         else:
             self._finish()
-            if self.opened is not None:
-                self.opened.set_exception(error)
+            self._answered(error)
+
+    def await_answer(self) -> None:
+        """SC side: this stream's OPEN was sent; its sink is to hear the answer."""
+        self.answer = OpenAnswer.AWAITED
+
+    def abandon_open(self) -> None:
+        """SC side: stop waiting for the answer (the opener moved on: 504, or another pipe)."""
+        if self.answer is OpenAnswer.AWAITED:
+            self.answer = OpenAnswer.ABANDONED
+
+    def _answered(self, failure: OpenRefused | None) -> None:
+        if self.answer is not OpenAnswer.AWAITED:
+            return
+        self.answer = OpenAnswer.OPENED if failure is None else OpenAnswer.REFUSED
+        if self.sink is not None:
+            self.sink.on_open_answer(self, failure)
 
     def fail(self, code: ResetCode, reason: str) -> None:
         """Reset the stream and tell the local end (our own decision)."""
         if self.finished:
             return
         self.reset(code, reason)
-        if self.opened is not None and not self.opened.done():
-            self.opened.set_exception(OpenRefused(OpenFailure.CONNECT_ERROR, reason))
+        self._answered(OpenRefused(OpenFailure.CONNECT_ERROR, reason))
         if self.sink is not None:
             self.sink.on_reset(reason, Outcome.ERROR)
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import cast
 
 from edgerq.labels import Outcome
-from edgerq.pipe.stream import Stream
+from edgerq.pipe.stream import OpenRefused, Stream
 from edgerq.protocol.messages import ResetCode
 
 log = logging.getLogger("edgerq.relay")
@@ -276,6 +276,9 @@ class LocalConnection(asyncio.BufferedProtocol):
 
     def on_pipe_paused(self, paused: bool) -> None:
         self._set_paused(PAUSED_PIPE, paused)
+
+    def on_open_answer(self, stream: Stream, failure: OpenRefused | None) -> None:
+        """Only the SC's client connections await an answer (``ClientConnection``)."""
 
     # --- helpers -------------------------------------------------------------------
 

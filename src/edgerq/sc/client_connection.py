@@ -13,6 +13,7 @@ from collections.abc import Callable
 from edgerq.config.model import ConsumerService
 from edgerq.labels import Outcome
 from edgerq.pipe.interface import MuxPipe
+from edgerq.pipe.stream import OpenAnswer, OpenRefused, Stream
 from edgerq.runtime.relay import LocalConnection
 from edgerq.sc.fairness import RateWindow, head_complete
 from edgerq.sc.http_errors import error_response
@@ -20,6 +21,10 @@ from edgerq.sc.open_attempt import OpenAttempt, OpenState
 
 _NOT_STARTED: OpenAttempt[MuxPipe] = OpenAttempt(0.0)
 """Every connection's attempt until it is accepted (never moved: replaced then)."""
+
+
+UNDECIDED = (OpenAnswer.AWAITED, OpenAnswer.REFUSED)
+"""A reset in these states is the opener's to handle: it fails over, or answers 502/504."""
 
 
 class ClientConnection(LocalConnection):
@@ -30,6 +35,7 @@ class ClientConnection(LocalConnection):
         service: ConsumerService,
         on_done: Callable[[LocalConnection], None],
         on_connected: Callable[[LocalConnection], None],
+        on_answer: Callable[[ClientConnection, Stream, OpenRefused | None], None],
     ) -> None:
         super().__init__(
             service.request_buffer,
@@ -38,6 +44,7 @@ class ClientConnection(LocalConnection):
             idle_timeout=service.idle_timeout,
         )
         self.service = service
+        self._on_answer = on_answer
         self.attempt: OpenAttempt[MuxPipe] = _NOT_STARTED
         """Where the opening stands (set when the client is accepted)."""
         self.task: asyncio.Task[None] | None = None
@@ -90,13 +97,14 @@ class ClientConnection(LocalConnection):
             status, message = 504, f"no answer within idle_timeout ({timeout:g} s)"
         self.send_and_close(error_response(status, message))
 
+    def on_open_answer(self, stream: Stream, failure: OpenRefused | None) -> None:
+        self._on_answer(self, stream, failure)
+
     def on_reset(self, reason: str, outcome: Outcome) -> None:
         stream = self.stream
         confirmed = self.attempt.state is OpenState.CONFIRMED
-        if stream is not None and not confirmed and stream.opened is not None:
-            opened = stream.opened
-            if not opened.done() or (not opened.cancelled() and opened.exception() is not None):
-                return  # the opener decides: another pipe, or 502/504
+        if stream is not None and not confirmed and stream.answer in UNDECIDED:
+            return  # the opener decides: another pipe, or 502/504
         if self.service.type == "http" and self.written == 0:
             self.fail(502, f"tunnel closed before the service answered ({reason})")
         else:

@@ -369,6 +369,6 @@ class ServiceConsumer:
         for server in self._servers.values():
             await server.wait_closed()
         if self.pipes:
-            await asyncio.wait([p.closed for p in self.pipes], timeout=3)
+            await asyncio.wait([asyncio.ensure_future(p.closed) for p in self.pipes], timeout=3)
         self._servers.clear()
         self._listeners.clear()

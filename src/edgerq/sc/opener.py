@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from edgerq.config.model import ConsumerService
 from edgerq.labels import Limit, Outcome
 from edgerq.pipe.interface import MuxPipe
-from edgerq.pipe.stream import OpenRefused, PipeLost, Stream
+from edgerq.pipe.stream import OpenAnswer, OpenRefused, PipeLost, Stream
 from edgerq.protocol.messages import OpenFailure, ResetCode
 from edgerq.runtime.metrics import Metrics
 from edgerq.runtime.relay import LocalConnection
@@ -100,7 +100,9 @@ class ClientOpener:
         return loop
 
     def new_client(self, service: ConsumerService) -> ClientConnection:
-        conn = ClientConnection(service, self.connection_done, self.client_connected)
+        conn = ClientConnection(
+            service, self.connection_done, self.client_connected, self._answered
+        )
         self.connections.add(conn)
         return conn
 
@@ -201,9 +203,16 @@ class ClientOpener:
         if not conn.counted:
             conn.counted = True
             self.metrics.tally.add(self.metrics.streams_open, (service.name,))
-        assert stream.opened is not None
         self._watch_open(conn)
-        stream.opened.add_done_callback(lambda opened: self._opened(conn, pipe, stream, opened))
+
+    def _answered(
+        self, conn: ClientConnection, stream: Stream, failure: OpenRefused | None
+    ) -> None:
+        """The SP answered ``stream``'s OPEN (or its pipe died first). Handled on the
+        loop's next turn, outside the pipe's frame processing that told us."""
+        pipe = conn.attempt.pipe
+        if conn.stream is stream and pipe is not None:
+            self._running_loop().call_soon(self._opened, conn, pipe, stream, failure)
 
     def _watch_open(self, conn: ClientConnection) -> None:
         """While the SP has not answered: the next probe, or the deadline (on the
@@ -217,7 +226,7 @@ class ClientOpener:
         (a killed udp SP says nothing, and the heartbeat timeout takes 8 s) while
         another pipe is heard from, open the connection there instead."""
         stream = conn.stream
-        if conn.done or stream is None or stream.opened is None or stream.opened.done():
+        if conn.done or stream is None or stream.answer is not OpenAnswer.AWAITED:
             return
         attempt = conn.attempt
         pipe = attempt.pipe
@@ -235,8 +244,8 @@ class ClientOpener:
             self._open_expired(conn)
             return
         if decision is Probe.FAIL_OVER:
+            stream.abandon_open()
             stream.reset(ResetCode.CANCELLED, f"pipe silent for {silent:.1f} s")
-            stream.opened.cancel()
             lost = PipeLost(OpenFailure.CONNECT_ERROR, f"pipe silent for {silent:.1f} s")
             if not self._fail_over(conn, pipe, stream, lost):
                 attempt.failed()
@@ -245,14 +254,11 @@ class ClientOpener:
         self._watch_open(conn)
 
     def _opened(
-        self, conn: ClientConnection, pipe: MuxPipe, stream: Stream, opened: asyncio.Future[None]
+        self, conn: ClientConnection, pipe: MuxPipe, stream: Stream, error: OpenRefused | None
     ) -> None:
         if conn.stream is not stream:
             return
         self.unanswered.discard(conn)
-        if opened.cancelled():
-            return
-        error = opened.exception()
         if error is None:
             conn.attempt.confirmed()
             stream.replay = None
@@ -261,16 +267,15 @@ class ClientOpener:
                 self.metrics.open_seconds, (conn.service.name,), time.monotonic() - conn.started
             )
             return
-        if isinstance(error, OpenRefused) and not isinstance(error, PipeLost):
+        if not isinstance(error, PipeLost):
             self.registry.note_refused(conn.service.uuid, pipe)
         if conn.done or self._fail_over(conn, pipe, stream, error):
             return
-        reason = error.reason if isinstance(error, OpenRefused) else str(error)
         conn.attempt.failed()
-        conn.fail(502, f"service '{conn.service.name}' unreachable: {reason}")
+        conn.fail(502, f"service '{conn.service.name}' unreachable: {error.reason}")
 
     def _fail_over(
-        self, conn: ClientConnection, pipe: MuxPipe, stream: Stream, error: BaseException
+        self, conn: ClientConnection, pipe: MuxPipe, stream: Stream, error: OpenRefused
     ) -> bool:
         """Open ``conn`` again on another pipe when its pipe died, or its SP could
         not reach the service, before anything reached the client and within
@@ -295,7 +300,7 @@ class ClientOpener:
             stream.id,
             conn.peer,
             service.name,
-            "pipe lost" if lost else f"refused ({getattr(error, 'reason', error)})",
+            "pipe lost" if lost else f"refused ({error.reason})",
             len(replay),
         )
         conn.unbind()
@@ -304,10 +309,11 @@ class ClientOpener:
 
     def _open_expired(self, conn: ClientConnection) -> None:
         stream = conn.stream
-        if stream is None or stream.opened is None or stream.opened.done():
+        if stream is None or stream.answer is not OpenAnswer.AWAITED:
             return
+        self.unanswered.discard(conn)
+        stream.abandon_open()
         stream.reset(ResetCode.CANCELLED, "request_ttl ran out before the service answered")
-        stream.opened.cancel()
         conn.attempt.failed()
         conn.fail(
             504,

@@ -241,7 +241,7 @@ class ServiceProvider:
         for pipe in self.pipes:
             pipe.close()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        closing = [p.pipe.closed for p in self.pipes if p.pipe is not None]
+        closing = [asyncio.ensure_future(p.pipe.closed) for p in self.pipes if p.pipe is not None]
         if closing:
             await asyncio.wait(closing, timeout=3)
         self._tasks.clear()
