@@ -32,7 +32,7 @@ def bound_to(source: str) -> None:
 
     socket.socket.bind = bind  # type: ignore[method-assign,assignment]
     asyncio.BaseEventLoop.create_connection = create_connection  # type: ignore[method-assign]
-    cli._install_uvloop = lambda: "asyncio"  # uvloop's sockets would not pass through here
+    cli.install_uvloop = lambda: "asyncio"  # uvloop's sockets would not pass through here
 
 
 def main() -> int:

@@ -81,6 +81,11 @@ def test_metrics_health_readiness_and_status(processes: Processes, backend: Hash
         [sys.executable, "-m", "edgerq", "status", sp_url], capture_output=True, text=True
     )
     assert out.returncode == 0 and "registered" in out.stdout
+    host_port = sp_url.removeprefix("http://")  # as a person types it
+    out = subprocess.run(
+        [sys.executable, "-m", "edgerq", "status", host_port], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and "registered" in out.stdout, out.stderr
 
     assert get(f"{sc_url}/nothing")[0] == 404
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgerq.cli.status import status_lines
+import pytest
+
+from edgerq.cli.status import status_lines, status_url
 
 SERVICE: dict[str, Any] = {
     "name": "web",
@@ -44,3 +46,18 @@ def test_an_older_sc_without_the_counts_is_read_as_before() -> None:
     lines = status_lines(sc_status())
     assert lines[0] == "SC edgerq 1.0, up 12 s"
     assert lines[2] == "  service 'web' :8080: 0 pipe(s), 2 open, 10 B up, 20 B down"
+
+
+@pytest.mark.parametrize(
+    ("given", "url"),
+    [
+        ("127.0.0.1:9100", "http://127.0.0.1:9100/status"),
+        ("http://127.0.0.1:9100", "http://127.0.0.1:9100/status"),
+        ("http://127.0.0.1:9100/", "http://127.0.0.1:9100/status"),
+        ("https://sc.example:9443/status", "https://sc.example:9443/status"),
+        ("[::1]:9100", "http://[::1]:9100/status"),
+        ("localhost:9100", "http://localhost:9100/status"),
+    ],
+)
+def test_an_admin_endpoint_is_a_url_or_host_and_port(given: str, url: str) -> None:
+    assert status_url(given) == url

@@ -1,4 +1,4 @@
-"""``edgerq status URL``: a running daemon's ``/status``, read and printed for a person.
+"""``edgerq status URL|HOST:PORT``: a running daemon's ``/status``, read and printed for a person.
 
 ``status_lines`` renders the JSON (no I/O, tested on its own); ``show_status``
 fetches it. Fields an older daemon does not send are left out, not shown as 0.
@@ -13,11 +13,20 @@ import urllib.request
 from typing import Any
 
 
-def show_status(url: str) -> int:
-    """Print the status of the daemon whose admin endpoint is ``url``; 1 if unreadable."""
-    target = url.rstrip("/")
+def status_url(address: str) -> str:
+    """The ``/status`` URL of an admin endpoint given as a URL or as ``HOST:PORT``."""
+    target = address.strip().rstrip("/")
+    if "://" not in target:
+        target = "http://" + target
     if not target.endswith("/status"):
         target += "/status"
+    return target
+
+
+def show_status(url: str) -> int:
+    """Print the status of the daemon whose admin endpoint is ``url`` (or ``HOST:PORT``);
+    1 if unreadable."""
+    target = status_url(url)
     try:
         with urllib.request.urlopen(target, timeout=5) as response:
             status = json.load(response)

@@ -12,6 +12,7 @@ from typing import Any
 
 from edgerq import __version__
 from edgerq.carriers import PipeListener, carrier
+from edgerq.config.loader import load_consumer
 from edgerq.config.model import ConsumerConfig, ConsumerService, ListenerConfig
 from edgerq.errors import ConfigError
 from edgerq.labels import Limit, Outcome
@@ -152,6 +153,10 @@ class ServiceConsumer:
             )
 
     # --- reload ----------------------------------------------------------------------
+
+    async def reload_file(self) -> None:
+        """SIGHUP: read the config file again and apply it (``reload``)."""
+        await self.reload(load_consumer(self.config.path))
 
     async def reload(self, new: ConsumerConfig) -> None:
         """Apply a re-read config: services added, removed or moved, listeners

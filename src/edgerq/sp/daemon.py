@@ -12,6 +12,7 @@ from typing import Any
 
 from edgerq import __version__, defaults
 from edgerq.carriers import require_usable
+from edgerq.config.loader import load_provider
 from edgerq.config.model import PipeConfig, ProviderConfig
 from edgerq.runtime.admin import AdminServer
 from edgerq.runtime.metrics import Metrics
@@ -89,6 +90,10 @@ class ServiceProvider:
             log.warning(
                 "grace period of %g s over: cutting %d stream(s)", grace, self.open_streams()
             )
+
+    async def reload_file(self) -> None:
+        """SIGHUP: read the config file again and apply it (``reload``)."""
+        await self.reload(load_provider(self.config.path))
 
     async def reload(self, new: ProviderConfig) -> None:
         """Apply a re-read config. Pipes whose settings are unchanged stay up; a pipe
