@@ -22,7 +22,7 @@ import uuid
 from edgerq.pipe.connection import PipeConnection
 from edgerq.pipe.events import OpenRequested, PipeEvent, Role
 from edgerq.pipe.outbox import ByteOutbox
-from edgerq.protocol.handshake import ConsumerHandshake, ProviderHandshake
+from edgerq.pipe.settings import PipeSettings
 from edgerq.runtime.relay import LocalConnection
 
 SERVICE = uuid.UUID(int=7)
@@ -65,13 +65,9 @@ class Bench:
     def __init__(self, streams: int) -> None:
         self.sc_out, self.sp_out = ByteOutbox(), ByteOutbox()
         self.requests: list[OpenRequested] = []
-        self.sc = PipeConnection(Role.CONSUMER, ConsumerHandshake(b"k"), self.sc_out, now=0.0)
+        self.sc = PipeConnection(PipeSettings(Role.CONSUMER, b"k"), self.sc_out, now=0.0)
         self.sp = PipeConnection(
-            Role.PROVIDER,
-            ProviderHandshake(b"k", "sp"),
-            self.sp_out,
-            now=0.0,
-            emit=self._sp_event,
+            PipeSettings(Role.PROVIDER, b"k", "sp"), self.sp_out, now=0.0, emit=self._sp_event
         )
         self.sc.start(0.0)
         self.sp.start(0.0)

@@ -12,12 +12,12 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from edgerq import defaults
 from edgerq.carriers.quic import carrier as quic
 from edgerq.carriers.quic.pipe import QuicPipe
 from edgerq.config.model import ListenerConfig
-from edgerq.labels import Outcome
-from edgerq.pipe.interface import MuxPipe, Role
+from edgerq.labels import Limit, Outcome
+from edgerq.pipe.interface import MuxPipe, Refusal, Role
+from edgerq.pipe.settings import PipeSettings
 from edgerq.pipe.stream import OpenRefused, Stream
 from edgerq.protocol.frames import (
     HEADER_SIZE,
@@ -257,22 +257,26 @@ class QuicHostileConsumer:
             self.port, protocol="udp", certificate=certificate, private_key=private_key
         )
         self.listener = asyncio.run_coroutine_threadsafe(
-            quic.listen(listener, self._make_pipe), self.loop
+            quic.listen(listener, self), self.loop
         ).result(30)
 
     # --- ConsumerOwner (only the first pipe is played with) ---------------------------
 
-    def _make_pipe(self, pipe_class: type[MuxPipe]) -> MuxPipe:
-        pipe = pipe_class(Role.CONSUMER, ConsumerHandshake(self.token), self)
+    def pipe_settings(self) -> PipeSettings:
         # The attacker does not bound itself: with edgerq's own 4 MiB control backlog
         # it could end its own pipe first when the SP reads slowly (seen once, under
         # load), and the test would not be about the SP at all.
-        pipe.set_limits(
-            max_streams=defaults.STREAMS_PER_PIPE, control_backlog=1 << 40, pipe_buffer=1 << 40
-        )
+        return PipeSettings(Role.CONSUMER, self.token, control_backlog=1 << 40, pipe_buffer=1 << 40)
+
+    def pipe_limit_hit(self, limit: Limit) -> None:
+        pass
+
+    def pipe_admit(self, pipe: MuxPipe) -> Refusal | None:
+        return None
+
+    def pipe_created(self, pipe: MuxPipe) -> None:
         if self.pipe is None:
             self.pipe = pipe
-        return pipe
 
     def pipe_authenticated(self, pipe: MuxPipe) -> None:
         pass

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import inspect
 import uuid
 
 from edgerq import defaults
-from edgerq.carriers.adapter import CarrierPipe
 from edgerq.carriers.quic import qh3_compat
 from edgerq.config.model import ConsumerService, PipeLimits
-from edgerq.pipe.connection import PipeConnection
+from edgerq.pipe.events import Role
+from edgerq.pipe.settings import PipeSettings
 
 
 def test_the_config_model_fills_in_the_defaults() -> None:
@@ -23,14 +22,21 @@ def test_the_config_model_fills_in_the_defaults() -> None:
     assert service.request_ttl == defaults.REQUEST_TTL
 
 
-def test_a_pipe_built_without_settings_agrees_with_the_config_model() -> None:
+def test_pipe_settings_left_at_their_defaults_agree_with_the_config_model() -> None:
     limits = PipeLimits()
-    for pipe_class in (PipeConnection, CarrierPipe):
-        parameters = inspect.signature(pipe_class).parameters
-        assert parameters["handshake_timeout"].default == limits.handshake_timeout
-        assert parameters["control_backlog"].default == limits.control_backlog
-        assert parameters["max_streams"].default == limits.streams_per_pipe
-        assert parameters["heartbeat_timeout"].default == defaults.HEARTBEAT_TIMEOUT
+    settings = PipeSettings(Role.CONSUMER)
+    assert settings.handshake_timeout == limits.handshake_timeout
+    assert settings.control_backlog == limits.control_backlog
+    assert settings.max_streams == limits.streams_per_pipe
+    assert settings.pipe_buffer == limits.pipe_buffer
+    assert settings.heartbeat_timeout == defaults.HEARTBEAT_TIMEOUT
+    assert settings.stream_window == defaults.STREAM_WINDOW
+
+
+def test_pipe_settings_never_print_the_token() -> None:
+    settings = PipeSettings(Role.PROVIDER, b"s3cret-token", "pipe1")
+    assert "s3cret" not in repr(settings) and "s3cret" not in str(settings)
+    assert "token MASKED" in str(settings)
 
 
 def test_quic_lets_a_pipe_carry_as_many_streams_as_the_pipe_allows() -> None:

@@ -16,13 +16,15 @@ from edgerq.carriers.tcp import TcpPipe
 from edgerq.config import load_consumer, load_provider
 from edgerq.config.model import PipeLimits
 from edgerq.errors import AuthError, ConfigError
-from edgerq.labels import Outcome
-from edgerq.pipe.interface import MAX_PINGS_PER_INTERVAL, MuxPipe, Role
+from edgerq.labels import Limit, Outcome
+from edgerq.pipe.interface import MAX_PINGS_PER_INTERVAL, Role
+from edgerq.pipe.settings import PipeSettings
 from edgerq.protocol.frames import FrameDecoder, FrameType, encode_frame
 from edgerq.protocol.handshake import ConsumerHandshake, ProviderHandshake
 from edgerq.protocol.messages import CodedReason, GoawayCode, Open, encode_ping
 from edgerq.runtime.metrics import Metrics
 from edgerq.sc.gate import AuthFailureLimiter, PipeGate, source_address
+from tests.unit.fakes import Owner
 
 # --- AuthFailureLimiter: the pure policy ---------------------------------------------
 
@@ -237,44 +239,18 @@ class MemoryTransport(asyncio.Transport):
         self.aborted = True
 
 
-class Owner:
-    def __init__(self) -> None:
-        self.opens: list[Open] = []
-        self.closed: list[str] = []
-
-    def pipe_authenticated(self, pipe: MuxPipe) -> None:
-        pass
-
-    def pipe_register(self, pipe: MuxPipe, uuids: object) -> list[object]:
-        return []
-
-    def pipe_registered(self, pipe: MuxPipe, results: object) -> None:
-        pass
-
-    def pipe_open(self, pipe: MuxPipe, request: Open) -> None:
-        self.opens.append(request)
-        pipe.accept_stream(request)
-
-    def pipe_closed(self, pipe: MuxPipe, reason: str) -> None:
-        self.closed.append(reason)
-
-
 def frames_of(data: bytes | bytearray) -> list[tuple[FrameType, int, bytes]]:
     decoder = FrameDecoder()
     return [(FrameType(t), s, bytes(p)) for t, s, p in decoder.receive(bytes(data))]
 
 
-async def authenticated_sp_side(**kwargs: int) -> tuple[TcpPipe, MemoryTransport, Owner, list[str]]:
+async def authenticated_sp_side(
+    **kwargs: int,
+) -> tuple[TcpPipe, MemoryTransport, Owner, list[Limit]]:
     """An SP-side pipe past the handshake (no token), fed by hand."""
     owner = Owner()
-    hits: list[str] = []
-    pipe = TcpPipe(
-        Role.PROVIDER,
-        ProviderHandshake(None, "sp"),
-        owner,
-        on_limit=hits.append,
-        **kwargs,
-    )
+    hits = owner.limits
+    pipe = TcpPipe(PipeSettings(Role.PROVIDER, None, "sp", **kwargs), owner)
     transport = MemoryTransport()
     pipe.connection_made(transport)
     sc = ConsumerHandshake(None)
@@ -331,7 +307,7 @@ async def test_control_frames_queued_for_a_peer_that_does_not_read_are_bounded()
     answers = 65536 // open_fail_size() + 1  # OPEN_FAILs a real peer could ask for
     pipe.data_received(refused_opens(1, answers))
     assert pipe.closing and transport.aborted
-    assert hits.count("control_backlog") == 1 and hits[-1] == "control_backlog"
+    assert hits.count(Limit.CONTROL_BACKLOG) == 1 and hits[-1] == "control_backlog"
     assert "does not read" in pipe.close_reason
 
 
@@ -344,7 +320,7 @@ async def test_control_backlog_is_forgotten_once_the_peer_reads_again() -> None:
         pipe.data_received(refused_opens(1 + episode * answers, answers))
         pipe.resume_writing()
     assert not pipe.closing and "control_backlog" not in hits
-    assert hits.count("streams_per_pipe") == 3 * answers
+    assert hits.count(Limit.STREAMS_PER_PIPE) == 3 * answers
 
 
 @in_loop
@@ -374,9 +350,9 @@ async def test_opens_beyond_streams_per_pipe_are_refused_one_by_one(
 async def test_a_refused_pipe_gets_one_goaway_and_no_handshake() -> None:
     from edgerq.pipe.interface import Refusal
 
-    owner = Owner()
     refusal = Refusal(GoawayCode.AUTH_FAILED, "too many failed authentications")
-    pipe = TcpPipe(Role.CONSUMER, ConsumerHandshake(b"t"), owner, admit=lambda p: refusal)
+    owner = Owner(refusal=refusal)
+    pipe = TcpPipe(PipeSettings(Role.CONSUMER, b"t"), owner)
     transport = MemoryTransport()
     pipe.connection_made(transport)
     assert pipe.refused and transport.closed
@@ -527,7 +503,7 @@ async def test_an_sp_opening_quic_streams_at_the_sc_loses_its_pipe() -> None:
     from edgerq.protocol.frames import Frame
 
     owner = Owner()
-    pipe = QuicPipe(Role.CONSUMER, ConsumerHandshake(None), owner)
+    pipe = QuicPipe(PipeSettings(Role.CONSUMER), owner)
     link = FakeLink()
     pipe.attach(link)  # type: ignore[arg-type]
     pipe.quic_ready(("127.0.0.7", 4242))

@@ -24,10 +24,11 @@ from edgerq.config.model import (
     ProviderService,
     Secret,
 )
-from edgerq.pipe.interface import MuxPipe, Role
-from edgerq.protocol.handshake import ConsumerHandshake, ProviderHandshake
+from edgerq.pipe.interface import Role
+from edgerq.pipe.settings import PipeSettings
 from edgerq.sc.daemon import ServiceConsumer
 from edgerq.sp.daemon import ServiceProvider
+from tests.unit.fakes import Owner
 
 SERVICE = uuid.UUID(int=0xEC40)
 
@@ -142,31 +143,11 @@ async def test_an_sc_that_stops_tells_its_sps() -> None:
 
 @run
 async def test_connect_pair_runs_the_handshake_both_ways() -> None:
-    class Owner:
-        def __init__(self) -> None:
-            self.authenticated: list[MuxPipe] = []
-
-        def pipe_authenticated(self, pipe: MuxPipe) -> None:
-            self.authenticated.append(pipe)
-
-        def pipe_closed(self, pipe: MuxPipe, reason: str) -> None:
-            pass
-
-        def pipe_register(self, pipe: MuxPipe, uuids: object) -> list[Any]:
-            return []
-
-        def pipe_registered(self, pipe: MuxPipe, results: object) -> None:
-            pass
-
-        def pipe_open(self, pipe: MuxPipe, request: object) -> None:
-            pass
-
-    sc_owner, sp_owner = Owner(), Owner()
-    sc_pipe, sp_pipe = memory.connect_pair(
-        lambda cls: cls(Role.CONSUMER, ConsumerHandshake(b"k"), sc_owner),
-        lambda cls: cls(Role.PROVIDER, ProviderHandshake(b"k", "sp1"), sp_owner),
-    )
+    sc_owner = Owner(PipeSettings(Role.CONSUMER, b"k"))
+    sp_owner = Owner(PipeSettings(Role.PROVIDER, b"k", "sp1"))
+    sc_pipe, sp_pipe = memory.connect_pair(sc_owner, sp_owner)
     await until(lambda: sc_pipe.authenticated and sp_pipe.authenticated)
     assert sc_pipe.name == "sp1" and sc_owner.authenticated == [sc_pipe]
+    assert sc_owner.created == sc_owner.admitted == [sc_pipe] and sp_owner.created == [sp_pipe]
     sp_pipe.close(reason="done here")
     assert await asyncio.wait_for(sc_pipe.closed, 10) == "SP closed the pipe: done here"

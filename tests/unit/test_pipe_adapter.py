@@ -15,11 +15,13 @@ import pytest
 
 from edgerq import defaults
 from edgerq.carriers.tcp import TcpPipe
-from edgerq.pipe.interface import MuxPipe, Role
+from edgerq.pipe.interface import Role
+from edgerq.pipe.settings import PipeSettings
 from edgerq.pipe.stream import OpenRefused, Stream
 from edgerq.protocol.frames import Frame, FrameDecoder, FrameType, encode_frame
-from edgerq.protocol.handshake import ConsumerHandshake, ProviderHandshake
+from edgerq.protocol.handshake import ProviderHandshake
 from edgerq.protocol.messages import CodedReason, GoawayCode, OpenFailure
+from tests.unit.fakes import Owner
 
 SERVICE = uuid.UUID(int=5)
 
@@ -55,25 +57,10 @@ class SilentTransport(asyncio.Transport):
         self.aborted.set()
 
 
-class Owner:
-    def __init__(self) -> None:
-        self.closed: list[str] = []
-        self.authenticated: list[MuxPipe] = []
-
-    def pipe_authenticated(self, pipe: MuxPipe) -> None:
-        self.authenticated.append(pipe)
-
-    def pipe_register(self, pipe: MuxPipe, uuids: object) -> list[object]:
-        return []
-
-    def pipe_closed(self, pipe: MuxPipe, reason: str) -> None:
-        self.closed.append(reason)
-
-
 def test_a_peer_that_never_says_hello_is_closed_at_the_handshake_timeout() -> None:
     async def run() -> None:
         owner = Owner()
-        pipe = TcpPipe(Role.CONSUMER, ConsumerHandshake(b"k"), owner, handshake_timeout=0.05)
+        pipe = TcpPipe(PipeSettings(Role.CONSUMER, b"k", handshake_timeout=0.05), owner)
         transport = SilentTransport()
         pipe.connection_made(transport)
         await asyncio.wait_for(transport.closed.wait(), 10)
@@ -91,7 +78,7 @@ def test_a_close_that_does_not_finish_is_aborted_after_close_timeout(
     monkeypatch.setattr(defaults, "CLOSE_TIMEOUT", 0.05)
 
     async def run() -> None:
-        pipe = TcpPipe(Role.CONSUMER, ConsumerHandshake(b"k"), Owner())
+        pipe = TcpPipe(PipeSettings(Role.CONSUMER, b"k"), Owner())
         transport = SilentTransport()
         pipe.connection_made(transport)
         pipe.close(GoawayCode.SHUTDOWN, "SC shutting down")
@@ -168,7 +155,7 @@ def test_quic_streams_carry_one_pipe_stream_each_and_end_with_it() -> None:
     async def run() -> None:
         from edgerq.carriers.quic.pipe import QuicPipe
 
-        pipe = QuicPipe(Role.CONSUMER, ConsumerHandshake(None), Owner())
+        pipe = QuicPipe(PipeSettings(Role.CONSUMER), Owner())
         link = FakeLink()
         pipe.attach(link)  # type: ignore[arg-type]
         pipe.quic_ready(("127.0.0.9", 9))

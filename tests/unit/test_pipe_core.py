@@ -30,9 +30,10 @@ from edgerq.pipe.events import (
     State,
 )
 from edgerq.pipe.outbox import ByteOutbox
+from edgerq.pipe.settings import PipeSettings
 from edgerq.pipe.stream import OpenRefused, Stream
 from edgerq.protocol.frames import MAX_PAYLOAD, FrameDecoder, FrameType, encode_frame
-from edgerq.protocol.handshake import ConsumerHandshake, ProviderHandshake
+from edgerq.protocol.handshake import ProviderHandshake
 from edgerq.protocol.messages import (
     CodedReason,
     GoawayCode,
@@ -68,21 +69,18 @@ class Side:
         return events
 
 
-def side(role: Role, token: bytes | None = b"k", **settings: int) -> Side:
+def side(role: Role, token: bytes | None = b"k", stream_id_step: int = 1, **settings: int) -> Side:
     out = ByteOutbox()
-    handshake = (
-        ConsumerHandshake(token) if role is Role.CONSUMER else ProviderHandshake(token, "sp1")
-    )
+    name = "" if role is Role.CONSUMER else "sp1"
     events: list[PipeEvent] = []
     limits: list[Limit] = []
     core = PipeConnection(
-        role,
-        handshake,
+        PipeSettings(role, token, name, **settings),
         out,
         now=0.0,
         emit=events.append,
         on_limit=limits.append,
-        **settings,  # type: ignore[arg-type]
+        stream_id_step=stream_id_step,
     )
     return Side(core, out, events, limits)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Sequence
 from typing import Any, cast
 
 import pytest
@@ -14,11 +13,11 @@ from edgerq.carriers import memory
 from edgerq.config.model import ListenerConfig, PipeConfig, ProviderService
 from edgerq.labels import Outcome
 from edgerq.pipe.interface import MuxPipe, Role
+from edgerq.pipe.settings import PipeSettings
 from edgerq.pipe.stream import OpenRefused, Stream
-from edgerq.protocol.handshake import ConsumerHandshake
-from edgerq.protocol.messages import RegisterStatus
 from edgerq.runtime.relay import LocalConnection
 from edgerq.sp.dialer import ProviderPipe
+from tests.unit.fakes import Owner
 
 
 class FakeStream:
@@ -84,27 +83,6 @@ def test_data_that_arrived_while_connecting_follows_the_preamble(preamble: bytes
 SERVICE = uuid.UUID("11111111-2222-3333-4444-555555555555")
 
 
-class ConsumerSide:
-    """A hand-driven SC end of the pipe: accepts every service, keeps its pipes."""
-
-    def __init__(self) -> None:
-        self.pipes: list[MuxPipe] = []
-
-    def make(self, pipe_class: type[MuxPipe]) -> MuxPipe:
-        return pipe_class(Role.CONSUMER, ConsumerHandshake(None), self)
-
-    def pipe_authenticated(self, pipe: MuxPipe) -> None:
-        self.pipes.append(pipe)
-
-    def pipe_register(
-        self, pipe: MuxPipe, uuids: Sequence[uuid.UUID]
-    ) -> list[tuple[uuid.UUID, RegisterStatus]]:
-        return [(u, RegisterStatus.ACCEPTED) for u in uuids]
-
-    def pipe_closed(self, pipe: MuxPipe, reason: str) -> None:
-        pass
-
-
 class Client:
     """The SC's client end of a stream (nothing to do with what comes back)."""
 
@@ -149,8 +127,8 @@ async def through_a_pipe(version: int, client: str) -> tuple[bytes, MuxPipe, int
         writer.close()
 
     server = await asyncio.start_server(service, "127.0.0.1", 0)
-    sc = ConsumerSide()
-    listener = await memory.listen(ListenerConfig(port=0, protocol="memory"), sc.make)  # type: ignore[arg-type]
+    sc = Owner(PipeSettings(Role.CONSUMER))  # accepts every service
+    listener = await memory.listen(ListenerConfig(port=0, protocol="memory"), sc)  # type: ignore[arg-type]
     port = server.sockets[0].getsockname()[1]
     provided = ProviderService(SERVICE, "web", "127.0.0.1", port, proxy_protocol=version)
     sp = ProviderPipe(
@@ -159,7 +137,7 @@ async def through_a_pipe(version: int, client: str) -> tuple[bytes, MuxPipe, int
     task = asyncio.get_running_loop().create_task(sp.run())
     try:
         await asyncio.wait_for(sp.ready.wait(), 10)
-        (pipe,) = sc.pipes
+        (pipe,) = sc.authenticated
         sink = Client()
         stream = pipe.open_stream(
             SERVICE,

@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 
 from edgerq.carriers.quic.pipe import SEND_HIGH_WATER, SEND_LOW_WATER, QuicPipe
-from edgerq.pipe.interface import MuxPipe, Role
-from edgerq.protocol.handshake import ConsumerHandshake
+from edgerq.pipe.interface import Role
+from edgerq.pipe.settings import PipeSettings
+from tests.unit.fakes import Owner
 
 STREAM = 1
 CHUNK = 16 * 1024
@@ -50,16 +51,8 @@ class Link:
         pass
 
 
-class Owner:
-    def pipe_authenticated(self, pipe: MuxPipe) -> None:
-        pass
-
-    def pipe_closed(self, pipe: MuxPipe, reason: str) -> None:
-        pass
-
-
 def _pipe(quic: HoldingQuic, *, sends: bool) -> QuicPipe:
-    pipe = QuicPipe(Role.CONSUMER, ConsumerHandshake(None), Owner())
+    pipe = QuicPipe(PipeSettings(Role.CONSUMER), Owner())
     pipe.attach(Link(quic, sends=sends))  # type: ignore[arg-type]
     return pipe
 

@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from edgerq.carriers.adapter import build_pipe
 from edgerq.carriers.quic.pipe import QuicPipe
 from edgerq.carriers.tcp import TcpPipe
 from edgerq.config.model import PipeConfig, PipeLimits
@@ -18,8 +19,7 @@ PIPE = PipeConfig(name="p", hostname="127.0.0.1", port=9, services=())
 def test_streams_per_pipe_control_backlog_and_pipe_buffer_apply_to_the_pipe_up() -> None:
     async def body() -> None:
         provider = ProviderPipe(PIPE, limits=PipeLimits(streams_per_pipe=5))
-        pipe = provider._new_pipe(TcpPipe)
-        assert isinstance(pipe, TcpPipe)
+        pipe = build_pipe(TcpPipe, provider)
         provider.apply_limits(
             PipeLimits(streams_per_pipe=3, control_backlog=65536, pipe_buffer=2 << 20)
         )
@@ -37,13 +37,13 @@ def test_on_udp_a_raise_waits_for_the_next_dial(caplog: pytest.LogCaptureFixture
 
     async def body() -> None:
         provider = ProviderPipe(PIPE, limits=PipeLimits(streams_per_pipe=5))
-        pipe = provider._new_pipe(QuicPipe)
+        pipe = build_pipe(QuicPipe, provider)
         with caplog.at_level(logging.INFO, "edgerq.sp"):
             provider.apply_limits(PipeLimits(streams_per_pipe=50))
         assert pipe.max_streams == 5
         assert "keeps 5 until it is next dialed" in caplog.text
         provider.apply_limits(PipeLimits(streams_per_pipe=2))  # a lowering applies at once
         assert pipe.max_streams == 2
-        assert provider._new_pipe(QuicPipe).max_streams == 2  # the next dial: the new value
+        assert build_pipe(QuicPipe, provider).max_streams == 2  # the next dial: the new value
 
     asyncio.run(body())

@@ -1,25 +1,24 @@
 """Carriers: how a pipe travels between SP and SC.
 
 Each carrier implements the ``Carrier`` interface: ``listen(listener,
-make_pipe)`` (SC side, returns a ``PipeListener``) and ``dial(pipe,
-make_pipe, timeout)`` (SP side, an async context manager yielding the
-pipe). Each hands the daemons pipes that satisfy the typed ``pipe.MuxPipe``
-interface: its own thin adapter (``tcp.TcpPipe``, ``quic_pipe.QuicPipe``)
-around the sans-I/O ``pipe_core.PipeConnection``; no daemon code depends on
-which carrier it has.
+owner)`` (SC side, returns a ``PipeListener``) and ``dial(pipe, owner,
+timeout)`` (SP side, an async context manager yielding the pipe). For each
+connection it builds its own adapter (``tcp.TcpPipe``, ``quic.pipe.QuicPipe``,
+both on ``adapter.CarrierPipe``) from the owner's ``pipe_settings()`` and the
+owner, around the sans-I/O ``pipe.connection.PipeConnection``. The daemons
+know pipes by the typed ``pipe.interface.MuxPipe`` only; no daemon code
+depends on which carrier it has.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 from edgerq.config.model import ListenerConfig, PipeConfig
-from edgerq.pipe.interface import MuxPipe
-
-MakePipe = Callable[[type[MuxPipe]], MuxPipe]
-"""The daemon's factory: builds its pipe (of the carrier's class) with its owner and limits."""
+from edgerq.errors import ConfigError
+from edgerq.pipe.interface import ConsumerOwner, MuxPipe, ProviderOwner
 
 
 class PipeListener(Protocol):
@@ -37,10 +36,10 @@ class PipeListener(Protocol):
 class Carrier(Protocol):
     """One way for a pipe to travel (``tcp`` or ``udp``)."""
 
-    async def listen(self, listener: ListenerConfig, make_pipe: MakePipe) -> PipeListener: ...
+    async def listen(self, listener: ListenerConfig, owner: ConsumerOwner) -> PipeListener: ...
 
     def dial(
-        self, pipe: PipeConfig, make_pipe: MakePipe, timeout: float
+        self, pipe: PipeConfig, owner: ProviderOwner, timeout: float
     ) -> AbstractAsyncContextManager[MuxPipe]: ...
 
 
@@ -58,7 +57,7 @@ def carrier(name: str) -> Carrier:
         from edgerq.carriers import memory
 
         return memory
-    raise ValueError(f"unknown carrier {name!r}")
+    raise ConfigError(f"unknown carrier {name!r} (tcp or udp)")
 
 
 def require_usable(name: str) -> None:

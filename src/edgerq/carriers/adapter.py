@@ -17,11 +17,9 @@ import time
 import uuid as uuid_mod
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import cast
+from typing import TypeVar, cast
 
-from edgerq import defaults
 from edgerq.errors import ProtocolError
-from edgerq.labels import Limit
 from edgerq.pipe.connection import PipeConnection
 from edgerq.pipe.events import (
     AbortTransport,
@@ -35,11 +33,22 @@ from edgerq.pipe.events import (
     Role,
     State,
 )
-from edgerq.pipe.interface import Admit, ConsumerOwner, ProviderOwner, no_limit_hit
+from edgerq.pipe.interface import ConsumerOwner, ProviderOwner
 from edgerq.pipe.outbox import Outbox
+from edgerq.pipe.settings import PipeSettings
 from edgerq.pipe.stream import OpenRefused, Stream, StreamSink
-from edgerq.protocol.handshake import ConsumerHandshake, ProviderHandshake
 from edgerq.protocol.messages import GoawayCode, Open
+
+P = TypeVar("P", bound="CarrierPipe")
+Owner = ConsumerOwner | ProviderOwner
+
+
+def build_pipe(adapter: Callable[[PipeSettings, Owner], P], owner: Owner) -> P:
+    """A new pipe of a carrier's ``adapter`` class for ``owner``, with the owner's
+    settings of now; the owner is told of it (``pipe_created``)."""
+    pipe = adapter(owner.pipe_settings(), owner)
+    owner.pipe_created(pipe)
+    return pipe
 
 
 class CarrierPipe(ABC):
@@ -53,48 +62,23 @@ class CarrierPipe(ABC):
     (``_flush`` clears the core's ``woken``). False: woken for every frame queued."""
 
     def __init__(
-        self,
-        role: Role,
-        handshake: ConsumerHandshake | ProviderHandshake,
-        owner: ConsumerOwner | ProviderOwner,
-        *,
-        outbox: Outbox,
-        name: str = "",
-        heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL,
-        heartbeat_timeout: float = defaults.HEARTBEAT_TIMEOUT,
-        handshake_timeout: float = defaults.HANDSHAKE_TIMEOUT,
-        admit: Admit | None = None,
-        on_limit: Callable[[Limit], None] = no_limit_hit,
-        max_streams: int = defaults.STREAMS_PER_PIPE,
-        control_backlog: int = defaults.CONTROL_BACKLOG,
-        stream_window: int = defaults.STREAM_WINDOW,
-        pipe_buffer: int = defaults.PIPE_BUFFER,
+        self, settings: PipeSettings, owner: ConsumerOwner | ProviderOwner, outbox: Outbox
     ) -> None:
         self.owner = owner
-        self._admit = admit
         self._loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[str] = self._loop.create_future()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._flush_scheduled = False
         self.core = PipeConnection(
-            role,
-            handshake,
+            settings,
             outbox,
             now=time.monotonic(),
             emit=self._event,
             wake=self._waker(),
             wake_once=self.wake_once,
-            name=name,
-            heartbeat_interval=heartbeat_interval,
-            heartbeat_timeout=heartbeat_timeout,
-            handshake_timeout=handshake_timeout,
-            on_limit=on_limit,
-            max_streams=max_streams,
-            control_backlog=control_backlog,
+            on_limit=owner.pipe_limit_hit,
             stream_id_step=self.stream_id_step,
-            stream_window=stream_window,
-            pipe_buffer=pipe_buffer,
         )
 
     def __str__(self) -> str:
@@ -130,8 +114,8 @@ class CarrierPipe(ABC):
 
     def _start(self) -> None:
         """The connection is up: admit it (SC), then start the handshake."""
-        if self._admit is not None:
-            refusal = self._admit(self)
+        if self.core.role is Role.CONSUMER:
+            refusal = cast(ConsumerOwner, self.owner).pipe_admit(self)
             if refusal is not None:
                 self._refuse(refusal)
                 return

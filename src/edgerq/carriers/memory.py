@@ -19,14 +19,14 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import Any
 
-from edgerq.carriers import MakePipe
+from edgerq.carriers.adapter import build_pipe
 from edgerq.carriers.tcp import TcpPipe
 from edgerq.config.model import ListenerConfig, PipeConfig
-from edgerq.pipe.interface import MuxPipe
+from edgerq.pipe.interface import ConsumerOwner, MuxPipe, ProviderOwner
 
-_listeners: dict[int, MakePipe] = {}
+_listeners: dict[int, ConsumerOwner] = {}
 _ports = itertools.count(40000)
 _client_ports = itertools.count(50000)
 
@@ -107,13 +107,15 @@ class MemoryTransport(asyncio.Transport):
             self.protocol.connection_lost(None)
 
 
-def connect_pair(accept: MakePipe, dial: MakePipe, port: int = 0) -> tuple[TcpPipe, TcpPipe]:
+def connect_pair(
+    accept: ConsumerOwner, dial: ProviderOwner, port: int = 0
+) -> tuple[TcpPipe, TcpPipe]:
     """Two pipes joined in memory: (the accepting side's, the dialing side's)."""
     here = ("127.0.0.1", next(_client_ports))
     there = ("127.0.0.1", port)
     server_end, client_end = MemoryTransport(there, here), MemoryTransport(here, there)
     server_end.peer, client_end.peer = client_end, server_end
-    server, client = cast(TcpPipe, accept(TcpPipe)), cast(TcpPipe, dial(TcpPipe))
+    server, client = build_pipe(TcpPipe, accept), build_pipe(TcpPipe, dial)
     server_end.protocol, client_end.protocol = server, client
     server.connection_made(server_end)
     client.connection_made(client_end)
@@ -133,20 +135,20 @@ class MemoryListener:
         _listeners.pop(self.address[1], None)
 
 
-async def listen(listener: ListenerConfig, make_pipe: MakePipe) -> MemoryListener:
+async def listen(listener: ListenerConfig, owner: ConsumerOwner) -> MemoryListener:
     port = listener.port or next(_ports)
     if port in _listeners:
         raise OSError(98, f"memory port {port} is in use")
-    _listeners[port] = make_pipe
+    _listeners[port] = owner
     return MemoryListener(port)
 
 
 @asynccontextmanager
-async def dial(pipe: PipeConfig, make_pipe: MakePipe, timeout: float) -> AsyncIterator[MuxPipe]:
+async def dial(pipe: PipeConfig, owner: ProviderOwner, timeout: float) -> AsyncIterator[MuxPipe]:
     accept = _listeners.get(pipe.port)
     if accept is None:
         raise ConnectionRefusedError(111, "Connection refused")
-    _, client = connect_pair(accept, make_pipe, pipe.port)
+    _, client = connect_pair(accept, owner, pipe.port)
     try:
         yield client
     finally:

@@ -15,13 +15,13 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import cast
 
-from edgerq.carriers import MakePipe
-from edgerq.carriers.adapter import CarrierPipe
+from edgerq.carriers.adapter import CarrierPipe, build_pipe
 from edgerq.config.model import ListenerConfig, PipeConfig
-from edgerq.pipe.interface import MuxPipe, Refusal
+from edgerq.pipe.interface import ConsumerOwner, MuxPipe, ProviderOwner, Refusal
 from edgerq.pipe.outbox import ByteOutbox
+from edgerq.pipe.settings import PipeSettings
 
 WRITE_HIGH_WATER = 256 * 1024
 WRITE_LOW_WATER = 64 * 1024
@@ -33,10 +33,10 @@ class TcpPipe(CarrierPipe, asyncio.Protocol):
     carrier = "tcp"
     wake_once = True
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, settings: PipeSettings, owner: ConsumerOwner | ProviderOwner) -> None:
         self._out = ByteOutbox()
         self._transport: asyncio.Transport | None = None
-        super().__init__(*args, outbox=self._out, **kwargs)
+        super().__init__(settings, owner, self._out)
 
     # --- asyncio.Protocol --------------------------------------------------------------
 
@@ -116,11 +116,11 @@ class TcpListener:
         self._server.close()
 
 
-async def listen(listener: ListenerConfig, make_pipe: MakePipe) -> TcpListener:
+async def listen(listener: ListenerConfig, owner: ConsumerOwner) -> TcpListener:
     """Accept pipes on the listener's port; each connection gets a fresh pipe."""
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: cast(TcpPipe, make_pipe(TcpPipe)),
+        lambda: build_pipe(TcpPipe, owner),
         listener.host,
         listener.port,
         backlog=512,
@@ -130,12 +130,12 @@ async def listen(listener: ListenerConfig, make_pipe: MakePipe) -> TcpListener:
 
 
 @asynccontextmanager
-async def dial(pipe: PipeConfig, make_pipe: MakePipe, timeout: float) -> AsyncIterator[MuxPipe]:
+async def dial(pipe: PipeConfig, owner: ProviderOwner, timeout: float) -> AsyncIterator[MuxPipe]:
     """Connect to an SC (or a local stunnel client); the pipe is closed on exit."""
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(timeout):
         _, protocol = await loop.create_connection(
-            lambda: cast(TcpPipe, make_pipe(TcpPipe)), pipe.hostname, pipe.port
+            lambda: build_pipe(TcpPipe, owner), pipe.hostname, pipe.port
         )
     try:
         yield protocol

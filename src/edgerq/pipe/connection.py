@@ -46,6 +46,7 @@ from edgerq.pipe.events import (
 )
 from edgerq.pipe.outbox import Outbox, Payload
 from edgerq.pipe.roles import ConsumerFrames, ProviderFrames, RoleFrames
+from edgerq.pipe.settings import PipeSettings
 from edgerq.pipe.stream import OpenRefused, Stream, StreamSink
 from edgerq.pipe.streams import StreamTable
 from edgerq.protocol.frames import (
@@ -87,32 +88,24 @@ class PipeConnection:
 
     def __init__(
         self,
-        role: Role,
-        handshake: ConsumerHandshake | ProviderHandshake,
+        settings: PipeSettings,
         outbox: Outbox,
         *,
         now: float,
         emit: Callable[[PipeEvent], None] = _ignore,
         wake: Callable[[], object] = _ignore,
         wake_once: bool = False,
-        name: str = "",
-        heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL,
-        heartbeat_timeout: float = defaults.HEARTBEAT_TIMEOUT,
-        handshake_timeout: float = defaults.HANDSHAKE_TIMEOUT,
         on_limit: Callable[[Limit], None] = _ignore,
-        max_streams: int = defaults.STREAMS_PER_PIPE,
-        control_backlog: int = defaults.CONTROL_BACKLOG,
         stream_id_step: int = 1,
-        stream_window: int = defaults.STREAM_WINDOW,
-        pipe_buffer: int = defaults.PIPE_BUFFER,
     ) -> None:
         """``emit`` receives every event at once, in order; ``wake`` is told frames
         were queued in ``outbox`` (the adapter writes them out soon, once). With
         ``wake_once`` (the adapter takes all that was queued in one go) it is told
         once, until the adapter clears ``woken``; else for every frame."""
         self.id = next(_pipe_ids)
-        self.role = role
-        self.name = name
+        self.settings = settings
+        role = self.role = settings.role
+        self.name = settings.name
         self.peer = "?"
         self.state = State.HANDSHAKE
         self.outbox = outbox
@@ -122,7 +115,7 @@ class PipeConnection:
         self.woken = False
         """``wake_once``: the adapter was woken and has not taken the outbox yet (it
         clears this when it does); ``wake`` is not called again until then."""
-        self._handshake: ConsumerHandshake | ProviderHandshake | None = handshake
+        self._handshake: ConsumerHandshake | ProviderHandshake | None = settings.handshake()
         self._decoder = FrameDecoder(stream_data=True)  # one byte stream: DATA as it arrives
         self.table = StreamTable(self, stream_id_step)
         self.streams = self.table.streams
@@ -135,17 +128,17 @@ class PipeConnection:
         self.last_heard = now
         """``now`` when a frame last arrived (heartbeats included)."""
         self.opened_at = now
-        self._heartbeat_interval = heartbeat_interval
-        self._heartbeat_timeout = heartbeat_timeout
-        self._handshake_timeout = handshake_timeout
+        self._heartbeat_interval = settings.heartbeat_interval
+        self._heartbeat_timeout = settings.heartbeat_timeout
+        self._handshake_timeout = settings.handshake_timeout
         self.deadline: float | None = None
         """When ``handle_timer`` has work: the handshake timeout, the next heartbeat,
         or the abort of a close that did not finish (``next_deadline()``; the carrier
         may read it after each input, never sets it)."""
-        self.bounds = PipeBounds(max_streams, control_backlog, on_limit)
-        self.stream_window = stream_window
+        self.bounds = PipeBounds(settings.max_streams, settings.control_backlog, on_limit)
+        self.stream_window = settings.stream_window
         """The most this end grants a stream the peer opens, whatever it asks (SP side)."""
-        self.budget = PipeBudget(self, pipe_buffer)
+        self.budget = PipeBudget(self, settings.pipe_buffer)
         """Bytes the streams hold for their local sockets, at most ``pipe_buffer``; its
         ``LimitExceeded`` reaches ``receive`` and closes the pipe like any other."""
         self._role_frames: RoleFrames = (

@@ -13,36 +13,29 @@ at the SP) is left to the owner of its role: ``ConsumerOwner`` (the SC) or
 from __future__ import annotations
 
 import uuid as uuid_mod
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Generator, Sequence
 from typing import Any, Protocol
 
-from edgerq import defaults
 from edgerq.errors import ProtocolError
 from edgerq.labels import Limit
 from edgerq.pipe.bounds import MAX_PINGS_PER_INTERVAL
 from edgerq.pipe.events import Refusal, Role, State
+from edgerq.pipe.settings import PipeSettings
 from edgerq.pipe.stream import OpenRefused, Stream, StreamSink
-from edgerq.protocol.handshake import ConsumerHandshake, ProviderHandshake
 from edgerq.protocol.messages import GoawayCode, Open, OpenFailure, RegisterStatus
 
 __all__ = [
     "MAX_PINGS_PER_INTERVAL",
-    "Admit",
     "ConsumerOwner",
     "MuxPipe",
     "PipeOwner",
+    "PipeSettings",
     "ProviderOwner",
     "Refusal",
     "Role",
     "State",
     "open_failure_from_os_error",
 ]
-
-Admit = Callable[["MuxPipe"], Refusal | None]
-
-
-def no_limit_hit(limit: Limit) -> None:
-    pass
 
 
 class Closed(Protocol):
@@ -63,24 +56,6 @@ class MuxPipe(Protocol):
     def closed(self) -> Closed:
         """Resolves with the reason once the pipe is gone."""
         ...
-
-    def __init__(
-        self,
-        role: Role,
-        handshake: ConsumerHandshake | ProviderHandshake,
-        owner: ConsumerOwner | ProviderOwner,
-        *,
-        name: str = "",
-        heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL,
-        heartbeat_timeout: float = defaults.HEARTBEAT_TIMEOUT,
-        handshake_timeout: float = defaults.HANDSHAKE_TIMEOUT,
-        admit: Admit | None = None,
-        on_limit: Callable[[Limit], None] = no_limit_hit,
-        max_streams: int = defaults.STREAMS_PER_PIPE,
-        control_backlog: int = defaults.CONTROL_BACKLOG,
-        stream_window: int = defaults.STREAM_WINDOW,
-        pipe_buffer: int = defaults.PIPE_BUFFER,
-    ) -> None: ...
 
     @property
     def id(self) -> int: ...
@@ -142,14 +117,28 @@ class MuxPipe(Protocol):
 
 
 class PipeOwner(Protocol):
-    """What either daemon does with a pipe's life-cycle events."""
+    """What either daemon does with a pipe: its settings, and its life-cycle events."""
+
+    def pipe_settings(self) -> PipeSettings:
+        """What a new pipe is built with now (a reload changes it for pipes to come)."""
+        ...
+
+    def pipe_created(self, pipe: MuxPipe) -> None:
+        """A carrier built ``pipe`` with ``pipe_settings()`` (its connection is coming up)."""
+
+    def pipe_limit_hit(self, limit: Limit) -> None:
+        """A pipe of this owner enforced ``limit`` against its peer (the daemon counts it)."""
 
     def pipe_authenticated(self, pipe: MuxPipe) -> None: ...
     def pipe_closed(self, pipe: MuxPipe, reason: str) -> None: ...
 
 
 class ConsumerOwner(PipeOwner, Protocol):
-    """The SC: it answers an SP's REGISTER."""
+    """The SC: it admits (or refuses) a connection, and answers an SP's REGISTER."""
+
+    def pipe_admit(self, pipe: MuxPipe) -> Refusal | None:
+        """The connection is up, the handshake is about to start: None to go on."""
+        ...
 
     def pipe_register(
         self, pipe: MuxPipe, uuids: Sequence[uuid_mod.UUID]

@@ -16,8 +16,9 @@ import uuid as uuid_mod
 from collections.abc import Mapping, Sequence
 
 from edgerq.config.model import ConsumerConfig, ConsumerService
-from edgerq.pipe.interface import MuxPipe, Role
-from edgerq.protocol.handshake import ConsumerHandshake
+from edgerq.labels import Limit
+from edgerq.pipe.interface import MuxPipe, Refusal, Role
+from edgerq.pipe.settings import PipeSettings
 from edgerq.protocol.messages import GoawayCode, Registered, RegisterStatus
 from edgerq.runtime.metrics import Metrics
 from edgerq.sc.gate import PipeGate, source_address
@@ -84,20 +85,26 @@ class PipeAcceptance:
         else:
             log.info("SP authentication required (token from %s)", self.token_source)
 
-    def new_pipe(self, pipe_class: type[MuxPipe]) -> MuxPipe:
+    # --- ConsumerOwner -------------------------------------------------------------------
+
+    def pipe_settings(self) -> PipeSettings:
         limits = self.limits
-        pipe = pipe_class(
+        return PipeSettings(
             Role.CONSUMER,
-            ConsumerHandshake(self.token),
-            self,
+            self.token,
             handshake_timeout=limits.handshake_timeout,
-            admit=self.gate.admit,
-            on_limit=self.gate.limit_hit,
             control_backlog=limits.control_backlog,
             pipe_buffer=limits.pipe_buffer,
         )
+
+    def pipe_created(self, pipe: MuxPipe) -> None:
         self.pipes.add(pipe)
-        return pipe
+
+    def pipe_admit(self, pipe: MuxPipe) -> Refusal | None:
+        return self.gate.admit(pipe)
+
+    def pipe_limit_hit(self, limit: Limit) -> None:
+        self.gate.limit_hit(limit)
 
     def pipe_authenticated(self, pipe: MuxPipe) -> None:
         self.gate.authenticated(pipe)

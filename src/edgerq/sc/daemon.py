@@ -80,7 +80,7 @@ class ServiceConsumer:
             raise
 
     async def _listen(self, listener: ListenerConfig) -> None:
-        pipe_listener = await carrier(listener.protocol).listen(listener, self.acceptance.new_pipe)
+        pipe_listener = await carrier(listener.protocol).listen(listener, self.acceptance)
         self._listeners[listener.protocol] = pipe_listener
         self.listener_addresses[listener.protocol] = pipe_listener.address
         log.info("accepting pipes (%s) on %s:%d", listener.protocol, *pipe_listener.address)

@@ -18,8 +18,9 @@ from edgerq.carriers import carrier
 from edgerq.config.model import PipeConfig, PipeLimits
 from edgerq.defaults import DIAL_TIMEOUT, REDIAL_STEADY
 from edgerq.errors import AuthError, VersionError
+from edgerq.labels import Limit
 from edgerq.pipe.interface import MuxPipe, Role
-from edgerq.protocol.handshake import ProviderHandshake
+from edgerq.pipe.settings import PipeSettings
 from edgerq.protocol.messages import Open, Register, RegisterStatus
 from edgerq.runtime.backoff import Backoff
 from edgerq.runtime.metrics import Metrics
@@ -98,7 +99,7 @@ class ProviderPipe:
             self._failure = None
             try:
                 async with carrier(self.config.protocol).dial(
-                    self.config, self._new_pipe, DIAL_TIMEOUT
+                    self.config, self, DIAL_TIMEOUT
                 ) as pipe:
                     reason = await pipe.closed
             except (OSError, TimeoutError, ConnectionError) as exc:
@@ -216,21 +217,24 @@ class ProviderPipe:
 
     # --- ProviderOwner -------------------------------------------------------------------
 
-    def _new_pipe(self, pipe_class: type[MuxPipe]) -> MuxPipe:
-        self._dialed_streams = self.limits.streams_per_pipe
-        self._dialing = pipe_class(
+    def pipe_settings(self) -> PipeSettings:
+        return PipeSettings(
             Role.PROVIDER,
-            ProviderHandshake(self.token, self.config.name),
-            self,
+            self.token,
             name=self.config.name,
             max_streams=self.limits.streams_per_pipe,
             control_backlog=self.limits.control_backlog,
             handshake_timeout=self.limits.handshake_timeout,
-            on_limit=self.metrics.limit_hit,
             stream_window=self.config.stream_window,
             pipe_buffer=self.limits.pipe_buffer,
         )
-        return self._dialing
+
+    def pipe_created(self, pipe: MuxPipe) -> None:
+        self._dialing = pipe
+        self._dialed_streams = pipe.max_streams
+
+    def pipe_limit_hit(self, limit: Limit) -> None:
+        self.metrics.limit_hit(limit)
 
     def pipe_authenticated(self, pipe: MuxPipe) -> None:
         self.pipe = pipe

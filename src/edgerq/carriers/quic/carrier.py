@@ -28,7 +28,7 @@ from qh3.quic.configuration import QuicConfiguration
 from qh3.quic.connection import QuicConnection
 
 from edgerq import defaults
-from edgerq.carriers import MakePipe
+from edgerq.carriers.adapter import build_pipe
 from edgerq.carriers.quic import (
     gone_notice,
     qh3_compat,  # raises UnsupportedQh3 at import on a qh3 release it does not know
@@ -38,7 +38,7 @@ from edgerq.carriers.quic.server import BatchingServer, QuicListener
 from edgerq.config.model import ListenerConfig, PipeConfig
 from edgerq.config.tls import ensure_certificate, fingerprint_der
 from edgerq.errors import AuthError
-from edgerq.pipe.interface import MuxPipe
+from edgerq.pipe.interface import ConsumerOwner, MuxPipe, ProviderOwner
 
 log = logging.getLogger("edgerq.quic")
 
@@ -126,7 +126,7 @@ class PipeProtocol(qh3_compat.CompatProtocol):
         quic: QuicConnection,
         stream_handler: Any = None,
         *,
-        make_pipe: MakePipe,
+        owner: ConsumerOwner | ProviderOwner,
         pin: str | None = None,
         is_client: bool = False,
         id_secret: bytes | None = None,
@@ -138,7 +138,7 @@ class PipeProtocol(qh3_compat.CompatProtocol):
             quic.host_cid = gone_notice.tagged_id(id_secret)
         self.is_client = is_client
         self._pin = pin
-        self.pipe = cast(QuicPipe, make_pipe(QuicPipe))
+        self.pipe = build_pipe(QuicPipe, owner)
         self.pipe.attach(self)
         if is_client:
             # The SC opens the streams: the SP's QUIC stream limit is its pipe's
@@ -277,7 +277,7 @@ def client_configuration(pipe: PipeConfig) -> QuicConfiguration:
     return configuration
 
 
-async def listen(listener: ListenerConfig, make_pipe: MakePipe) -> QuicListener:
+async def listen(listener: ListenerConfig, owner: ConsumerOwner) -> QuicListener:
     qh3_compat.require_known_version()
     configuration = server_configuration(listener)
     loop = asyncio.get_running_loop()
@@ -296,9 +296,7 @@ async def listen(listener: ListenerConfig, make_pipe: MakePipe) -> QuicListener:
         loop,
         lambda: BatchingServer(
             configuration=configuration,
-            create_protocol=functools.partial(
-                PipeProtocol, make_pipe=make_pipe, id_secret=id_secret
-            ),
+            create_protocol=functools.partial(PipeProtocol, owner=owner, id_secret=id_secret),
             retry=True,
             id_secret=id_secret,
         ),
@@ -312,14 +310,14 @@ async def listen(listener: ListenerConfig, make_pipe: MakePipe) -> QuicListener:
 
 
 @asynccontextmanager
-async def dial(pipe: PipeConfig, make_pipe: MakePipe, timeout: float) -> AsyncIterator[MuxPipe]:
+async def dial(pipe: PipeConfig, owner: ProviderOwner, timeout: float) -> AsyncIterator[MuxPipe]:
     qh3_compat.require_known_version()
     configuration = client_configuration(pipe)
     created: list[PipeProtocol] = []
 
     def protocol_factory(*args: Any, **kwargs: Any) -> PipeProtocol:
         protocol = PipeProtocol(
-            *args, make_pipe=make_pipe, pin=pipe.server_fingerprint, is_client=True, **kwargs
+            *args, owner=owner, pin=pipe.server_fingerprint, is_client=True, **kwargs
         )
         created.append(protocol)
         return protocol

@@ -39,8 +39,9 @@ from edgerq.carriers.adapter import CarrierPipe
 from edgerq.carriers.quic import qh3_compat
 from edgerq.errors import LimitExceeded, ProtocolError, RemoteProtocolError
 from edgerq.labels import Limit
-from edgerq.pipe.interface import Refusal, Role
+from edgerq.pipe.interface import ConsumerOwner, ProviderOwner, Refusal, Role
 from edgerq.pipe.outbox import StreamOutbox
+from edgerq.pipe.settings import PipeSettings
 from edgerq.protocol.frames import HANDSHAKE_MAX_PAYLOAD, MAX_PAYLOAD, FrameDecoder, RawFrame
 
 log = logging.getLogger("edgerq.quic")
@@ -80,7 +81,7 @@ class QuicPipe(CarrierPipe):
     carrier = "udp"
     stream_id_step = 4  # server-initiated bidirectional QUIC streams: 1, 5, 9, …
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, settings: PipeSettings, owner: ConsumerOwner | ProviderOwner) -> None:
         self._out = StreamOutbox()
         self._protocol: QuicLink | None = None
         self._quic: QuicConnection | None = None
@@ -95,7 +96,7 @@ class QuicPipe(CarrierPipe):
         """Bytes handed to qh3 since that look: qh3 holds at most ``_unsent + _handed``
         now (transmitting only makes it less), so while that is under SEND_HIGH_WATER
         there is no need to ask it (a call into qh3 per flush)."""
-        super().__init__(*args, outbox=self._out, **kwargs)
+        super().__init__(settings, owner, self._out)
 
     # --- wiring to the QUIC connection ----------------------------------------------
 

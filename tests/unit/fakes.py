@@ -1,0 +1,117 @@
+"""Fakes the unit tests share: a pipe owner, a stream's local end, a stream's writer.
+
+Each records what it is told, so a test asserts on what the code under test did.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+
+from edgerq.labels import Limit, Outcome
+from edgerq.pipe.interface import MuxPipe, Refusal
+from edgerq.pipe.settings import PipeSettings
+from edgerq.pipe.stream import OpenRefused, Stream
+from edgerq.protocol.messages import Open, RegisterStatus
+
+
+class Owner:
+    """A pipe owner for either role (``ConsumerOwner`` and ``ProviderOwner``).
+
+    ``settings`` is what new pipes are built with; ``refusal`` what ``pipe_admit``
+    answers; ``on_open`` (if set) serves the SC's OPENs, else they are accepted."""
+
+    def __init__(
+        self,
+        settings: PipeSettings | None = None,
+        *,
+        refusal: Refusal | None = None,
+        register: RegisterStatus = RegisterStatus.ACCEPTED,
+        on_open: Callable[[MuxPipe, Open], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.refusal = refusal
+        self.register = register
+        self.on_open = on_open
+        self.created: list[MuxPipe] = []
+        self.admitted: list[MuxPipe] = []
+        self.authenticated: list[MuxPipe] = []
+        self.closed: list[str] = []
+        self.limits: list[Limit] = []
+        self.offered: list[uuid.UUID] = []
+        self.registered: list[tuple[uuid.UUID, RegisterStatus]] = []
+        self.opens: list[Open] = []
+
+    def pipe_settings(self) -> PipeSettings:
+        assert self.settings is not None, "this owner builds no pipes (settings=None)"
+        return self.settings
+
+    def pipe_created(self, pipe: MuxPipe) -> None:
+        self.created.append(pipe)
+
+    def pipe_limit_hit(self, limit: Limit) -> None:
+        self.limits.append(limit)
+
+    def pipe_admit(self, pipe: MuxPipe) -> Refusal | None:
+        self.admitted.append(pipe)
+        return self.refusal
+
+    def pipe_authenticated(self, pipe: MuxPipe) -> None:
+        self.authenticated.append(pipe)
+
+    def pipe_register(
+        self, pipe: MuxPipe, uuids: Sequence[uuid.UUID]
+    ) -> list[tuple[uuid.UUID, RegisterStatus]]:
+        self.offered += uuids
+        return [(u, self.register) for u in uuids]
+
+    def pipe_registered(
+        self, pipe: MuxPipe, results: Sequence[tuple[uuid.UUID, RegisterStatus]]
+    ) -> None:
+        self.registered += results
+
+    def pipe_open(self, pipe: MuxPipe, request: Open) -> None:
+        self.opens.append(request)
+        if self.on_open is not None:
+            self.on_open(pipe, request)
+        else:
+            pipe.accept_stream(request)
+
+    def pipe_closed(self, pipe: MuxPipe, reason: str) -> None:
+        self.closed.append(reason)
+
+
+class Sink:
+    """A stream's local end that records what the stream tells it."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.eof = False
+        self.resets: list[tuple[str, Outcome]] = []
+        self.credits = 0
+        self.paused: list[bool] = []
+        self.answers: list[OpenRefused | None] = []
+
+    @property
+    def reset(self) -> tuple[str, Outcome] | None:
+        """The last reset, if any."""
+        return self.resets[-1] if self.resets else None
+
+    def on_data(self, data: bytes | memoryview) -> None:
+        self.data += data
+
+    def on_eof(self) -> None:
+        self.eof = True
+
+    def on_reset(self, reason: str, outcome: Outcome) -> None:
+        self.resets.append((reason, outcome))
+
+    def on_credit(self) -> None:
+        self.credits += 1
+
+    def on_pipe_paused(self, paused: bool) -> None:
+        self.paused.append(paused)
+
+    def on_open_answer(self, stream: Stream, failure: OpenRefused | None) -> None:
+        assert not self.resets, "the answer comes before the reset of the same cause"
+        self.answers.append(failure)
