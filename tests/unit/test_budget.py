@@ -300,7 +300,7 @@ async def test_an_sc_window_larger_than_the_sps_is_cut_to_the_sps_and_bytes_arri
         (stream,) = pipe.streams.values()
         assert stream.window == 256 * KIB
         assert isinstance(pipe, CarrierPipe)
-        assert pipe.limit_violations == 0
+        assert pipe.status().limit_violations == 0
         writer.close()
     finally:
         await sp.stop()

@@ -183,7 +183,7 @@ def test_quic_streams_carry_one_pipe_stream_each_and_end_with_it() -> None:
         assert 5 in link.quic.ended and 5 not in pipe.streams
         # Data the SP sent before it knew is dropped, never handed to another stream.
         pipe.quic_stream_data(5, encode_frame(FrameType.DATA, 5, b"late"), False)
-        assert pipe.unknown_stream_frames == 1 and not pipe.closing
+        assert pipe.status().unknown_stream_frames == 1 and not pipe.closing
         # A frame that names another stream than its QUIC stream breaks the mapping.
         pipe.quic_stream_data(9, encode_frame(FrameType.DATA, 1, b"x"), False)
         assert pipe.closing and "arrived on QUIC stream 9" in str(pipe.error)

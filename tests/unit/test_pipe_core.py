@@ -440,7 +440,7 @@ def test_a_refused_open_is_forgotten() -> None:
     assert (ftype, stream_id) == (FrameType.OPEN_FAIL, stream.id)
     assert CodedReason.decode(ftype, stream_id, payload).reason == "no such service here"
     sp.core.receive(encode_frame(FrameType.DATA, stream.id, b"late"), 1.0)
-    assert sp.core.unknown_stream_frames == 1  # dropped, never delivered
+    assert sp.core.status().unknown_stream_frames == 1  # dropped, never delivered
 
 
 # --- heartbeats, drain, close ---------------------------------------------------------------

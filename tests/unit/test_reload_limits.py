@@ -23,10 +23,14 @@ def test_streams_per_pipe_control_backlog_and_pipe_buffer_apply_to_the_pipe_up()
         provider.apply_limits(
             PipeLimits(streams_per_pipe=3, control_backlog=65536, pipe_buffer=2 << 20)
         )
-        limits = (pipe.max_streams, pipe.control_backlog, pipe.pipe_buffer)
+        limits = (
+            pipe.status().max_streams,
+            pipe.status().control_backlog,
+            pipe.status().pipe_buffer,
+        )
         assert limits == (3, 65536, 2 << 20)
         provider.apply_limits(PipeLimits(streams_per_pipe=50))  # tcp: a raise applies too
-        assert pipe.max_streams == 50
+        assert pipe.status().max_streams == 50
 
     asyncio.run(body())
 
@@ -40,10 +44,12 @@ def test_on_udp_a_raise_waits_for_the_next_dial(caplog: pytest.LogCaptureFixture
         pipe = build_pipe(QuicPipe, provider)
         with caplog.at_level(logging.INFO, "edgerq.sp"):
             provider.apply_limits(PipeLimits(streams_per_pipe=50))
-        assert pipe.max_streams == 5
+        assert pipe.status().max_streams == 5
         assert "keeps 5 until it is next dialed" in caplog.text
         provider.apply_limits(PipeLimits(streams_per_pipe=2))  # a lowering applies at once
-        assert pipe.max_streams == 2
-        assert build_pipe(QuicPipe, provider).max_streams == 2  # the next dial: the new value
+        assert pipe.status().max_streams == 2
+        assert (
+            build_pipe(QuicPipe, provider).status().max_streams == 2
+        )  # the next dial: the new value
 
     asyncio.run(body())

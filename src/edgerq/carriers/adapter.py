@@ -36,6 +36,7 @@ from edgerq.pipe.events import (
 from edgerq.pipe.interface import ConsumerOwner, ProviderOwner
 from edgerq.pipe.outbox import Outbox
 from edgerq.pipe.settings import PipeSettings
+from edgerq.pipe.status import PipeStatus
 from edgerq.pipe.stream import OpenRefused, Stream, StreamSink
 from edgerq.protocol.messages import GoawayCode, Open
 
@@ -181,10 +182,6 @@ class CarrierPipe(ABC):
         return self.core.id
 
     @property
-    def role(self) -> Role:
-        return self.core.role
-
-    @property
     def name(self) -> str:
         return self.core.name
 
@@ -235,47 +232,16 @@ class CarrierPipe(ABC):
         return self.core.last_heard
 
     @property
-    def opened_at(self) -> float:
-        return self.core.opened_at
-
-    @property
     def streams(self) -> dict[int, Stream]:
         return self.core.streams
 
-    @property
-    def streams_total(self) -> int:
-        return self.core.streams_total
-
-    @property
-    def unknown_stream_frames(self) -> int:
-        """Frames for streams this pipe no longer has (or never had), dropped."""
-        return self.core.unknown_stream_frames
-
-    @property
-    def max_streams(self) -> int:
-        return self.core.bounds.max_streams
-
-    @property
-    def control_backlog(self) -> int:
-        return self.core.bounds.control_backlog
-
-    @property
-    def pipe_buffer(self) -> int:
-        return self.core.budget.limit
-
-    @property
-    def limit_violations(self) -> int:
-        """Streams reset because the peer overran a window or the pipe's buffer."""
-        return self.core.budget.violations
-
     def set_limits(self, *, max_streams: int, control_backlog: int, pipe_buffer: int) -> None:
-        self.core.bounds.max_streams = max_streams
-        self.core.bounds.control_backlog = control_backlog
-        self.core.budget.limit = pipe_buffer  # bytes held already stay; DATA past it resets
+        self.core.set_limits(
+            max_streams=max_streams, control_backlog=control_backlog, pipe_buffer=pipe_buffer
+        )
 
-    @property
-    def role_peer(self) -> str:
-        return self.core.role_peer
+    def status(self) -> PipeStatus:
+        return self.core.status()
 
     def open_stream(
         self,

@@ -59,12 +59,14 @@ class TcpPipe(CarrierPipe, asyncio.Protocol):
             self._sync_timer()
 
     def eof_received(self) -> bool:
-        self.core.shutdown(f"{self.role_peer} closed the connection", time.monotonic())
+        self.core.shutdown(f"{self.core.role_peer} closed the connection", time.monotonic())
         self._sync_timer()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._lost(f"connection lost: {exc}" if exc else f"{self.role_peer} closed the connection")
+        self._lost(
+            f"connection lost: {exc}" if exc else f"{self.core.role_peer} closed the connection"
+        )
 
     # --- CarrierPipe -------------------------------------------------------------------
 

@@ -47,6 +47,7 @@ from edgerq.pipe.events import (
 from edgerq.pipe.outbox import Outbox, Payload
 from edgerq.pipe.roles import ConsumerFrames, ProviderFrames, RoleFrames
 from edgerq.pipe.settings import PipeSettings
+from edgerq.pipe.status import PipeStatus
 from edgerq.pipe.stream import OpenRefused, Stream, StreamSink
 from edgerq.pipe.streams import StreamTable
 from edgerq.protocol.frames import (
@@ -165,10 +166,6 @@ class PipeConnection:
         return self.table.total
 
     @property
-    def unknown_stream_frames(self) -> int:
-        return self.table.unknown_frames
-
-    @property
     def registered(self) -> bool:
         return self._role_frames.registered
 
@@ -264,8 +261,51 @@ class PipeConnection:
             frames = self._handshake_frames(frames, now)
         self._deliver(frames, now)
 
+    def status(self) -> PipeStatus:
+        """This pipe now, for ``/status`` and the close log line."""
+        return PipeStatus(
+            id=self.id,
+            name=self.name,
+            peer=self.peer,
+            state=self.state,
+            opened_at=self.opened_at,
+            last_heard=self.last_heard,
+            streams_open=len(self.streams),
+            streams_total=self.table.total,
+            unknown_stream_frames=self.table.unknown_frames,
+            max_streams=self.bounds.max_streams,
+            control_backlog=self.bounds.control_backlog,
+            pipe_buffer=self.budget.limit,
+            held=self.budget.held,
+            limit_violations=self.budget.violations,
+        )
+
+    def set_limits(self, *, max_streams: int, control_backlog: int, pipe_buffer: int) -> None:
+        """New bounds from a reload: streams already open go on; new OPENs, queued
+        control frames and DATA are checked against these from now on (bytes held
+        already stay held)."""
+        self.bounds.max_streams = max_streams
+        self.bounds.control_backlog = control_backlog
+        self.budget.limit = pipe_buffer
+
+    # --- for carriers that frame each stream apart (QUIC) -----------------------------------
+
+    def hold(self, n: int) -> bool:
+        """The carrier holds ``n`` more bytes for this pipe outside its streams
+        (incomplete frames): charged to ``pipe_buffer``; False (nothing charged) past it."""
+        return self.budget.charge(n)
+
+    def release(self, n: int) -> None:
+        """The carrier no longer holds ``n`` of the bytes it charged with ``hold``."""
+        self.budget.release(n)
+
+    def dropped_frame(self, stream_id: int, what: str) -> None:
+        """The carrier dropped ``what`` for a stream this pipe no longer has (counted)."""
+        self.table.unknown(stream_id, what)
+
     def protocol_failure(self, exc: ProtocolError, now: float) -> None:
-        """Close the pipe for ``exc`` with the GOAWAY code that names it."""
+        """Close the pipe for ``exc`` with the GOAWAY code that names it (also for a
+        carrier that found the peer's bytes broken before they reached ``receive``)."""
         self.error = exc
         if isinstance(exc, VersionError):
             self._fail(GoawayCode.VERSION_MISMATCH, str(exc), now)

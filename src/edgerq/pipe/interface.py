@@ -21,6 +21,7 @@ from edgerq.labels import Limit
 from edgerq.pipe.bounds import MAX_PINGS_PER_INTERVAL
 from edgerq.pipe.events import Refusal, Role, State
 from edgerq.pipe.settings import PipeSettings
+from edgerq.pipe.status import PipeStatus
 from edgerq.pipe.stream import OpenRefused, Stream, StreamSink
 from edgerq.protocol.messages import GoawayCode, Open, OpenFailure, RegisterStatus
 
@@ -74,8 +75,6 @@ class MuxPipe(Protocol):
     @property
     def closing(self) -> bool: ...
     @property
-    def refused(self) -> bool: ...
-    @property
     def paused(self) -> bool: ...
     @property
     def close_reason(self) -> str: ...
@@ -84,14 +83,10 @@ class MuxPipe(Protocol):
     @property
     def last_heard(self) -> float: ...
     @property
-    def opened_at(self) -> float: ...
-    @property
     def streams(self) -> dict[int, Stream]: ...
-    @property
-    def streams_total(self) -> int: ...
-    @property
-    def max_streams(self) -> int:
-        """Most concurrent streams the peer may open (``streams_per_pipe``)."""
+
+    def status(self) -> PipeStatus:
+        """The pipe now: counters and the bounds in force (``/status``, the close line)."""
         ...
 
     def set_limits(self, *, max_streams: int, control_backlog: int, pipe_buffer: int) -> None:

@@ -64,7 +64,7 @@ class PipeAcceptance:
             self.gate.reconfigure(limits)
             for pipe in self.pipes:
                 pipe.set_limits(
-                    max_streams=pipe.max_streams,
+                    max_streams=pipe.status().max_streams,
                     control_backlog=limits.control_backlog,
                     pipe_buffer=limits.pipe_buffer,
                 )
@@ -182,11 +182,12 @@ class PipeAcceptance:
         gone = self.registry.remove_pipe(pipe)
         self.metrics.pipe_closed(pipe.carrier, pipe.name, pipe.authenticated, pipe.error)
         if pipe.authenticated:
+            status = pipe.status()
             log.info(
                 "%s closed after %.1f s, %d stream(s): %s; services withdrawn: %s",
                 pipe,
-                time.monotonic() - pipe.opened_at,
-                pipe.streams_total,
+                time.monotonic() - status.opened_at,
+                status.streams_total,
                 reason,
                 ", ".join(self.services[u].name for u in gone if u in self.services) or "none",
             )

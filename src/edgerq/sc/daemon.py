@@ -16,6 +16,7 @@ from edgerq.config.loader import load_consumer
 from edgerq.config.model import ConsumerConfig, ConsumerService, ListenerConfig
 from edgerq.errors import ConfigError
 from edgerq.labels import Limit, Outcome
+from edgerq.pipe.status import PipeStatus
 from edgerq.protocol.messages import (
     GoawayCode,
 )
@@ -29,6 +30,19 @@ from edgerq.sc.opener import ClientOpener
 from edgerq.sc.registry import ServiceRegistry
 
 log = logging.getLogger("edgerq.sc")
+
+
+def pipe_entry(carrier: str, status: PipeStatus, now: float) -> dict[str, Any]:
+    """One pipe in the SC's ``/status``."""
+    return {
+        "id": status.id,
+        "sp": status.name,
+        "peer": status.peer,
+        "carrier": carrier,
+        "up_s": round(now - status.opened_at, 1),
+        "streams_open": status.streams_open,
+        "streams_total": status.streams_total,
+    }
 
 
 class ServiceConsumer:
@@ -326,21 +340,14 @@ class ServiceConsumer:
 
     def status(self) -> dict[str, Any]:
         self.opener.count_bytes()
+        now = time.monotonic()
         return {
             "role": "sc",
             "version": __version__,
-            "uptime_s": round(time.monotonic() - self.started, 1),
+            "uptime_s": round(now - self.started, 1),
             "bound": self.bound(),
             "pipes": [
-                {
-                    "id": p.id,
-                    "sp": p.name,
-                    "peer": p.peer,
-                    "carrier": p.carrier,
-                    "up_s": round(time.monotonic() - p.opened_at, 1),
-                    "streams_open": len(p.streams),
-                    "streams_total": p.streams_total,
-                }
+                pipe_entry(p.carrier, p.status(), now)
                 for p in sorted(self.pipes, key=lambda p: p.id)
                 if p.authenticated
             ],

@@ -14,6 +14,7 @@ from edgerq import __version__, defaults
 from edgerq.carriers import require_usable
 from edgerq.config.loader import load_provider
 from edgerq.config.model import PipeConfig, ProviderConfig
+from edgerq.pipe.status import PipeStatus
 from edgerq.runtime.admin import AdminServer
 from edgerq.runtime.metrics import Metrics
 from edgerq.runtime.waiting import wait_until
@@ -29,6 +30,17 @@ def same_but_targets(old: PipeConfig, new: PipeConfig) -> bool:
     return replace(old, services=()) == replace(new, services=()) and [
         s.uuid for s in old.services
     ] == [s.uuid for s in new.services]
+
+
+def pipe_counts(status: PipeStatus | None, now: float) -> dict[str, Any]:
+    """A pipe's age and streams in the SP's ``/status`` (None: not connected)."""
+    if status is None:
+        return {"up_s": None, "streams_open": 0, "streams_total": 0}
+    return {
+        "up_s": round(now - status.opened_at, 1),
+        "streams_open": status.streams_open,
+        "streams_total": status.streams_total,
+    }
 
 
 class ServiceProvider:
@@ -216,9 +228,7 @@ class ServiceProvider:
                     "sc": f"{p.config.hostname}:{p.config.port}",
                     "carrier": p.config.protocol,
                     "registered": p.ready.is_set(),
-                    "up_s": round(now - p.pipe.opened_at, 1) if p.pipe is not None else None,
-                    "streams_open": len(p.pipe.streams) if p.pipe is not None else 0,
-                    "streams_total": p.pipe.streams_total if p.pipe is not None else 0,
+                    **pipe_counts(p.pipe.status() if p.pipe is not None else None, now),
                     "services": [
                         {
                             "name": s.name,

@@ -231,7 +231,7 @@ class ProviderPipe:
 
     def pipe_created(self, pipe: MuxPipe) -> None:
         self._dialing = pipe
-        self._dialed_streams = pipe.max_streams
+        self._dialed_streams = pipe.status().max_streams
 
     def pipe_limit_hit(self, limit: Limit) -> None:
         self.metrics.limit_hit(limit)
@@ -282,10 +282,11 @@ class ProviderPipe:
         self._failure = pipe.error
         self.metrics.pipe_closed(pipe.carrier, self.config.name, pipe.authenticated, pipe.error)
         if pipe.authenticated:
+            status = pipe.status()
             log.info(
                 "%s closed after %.1f s, %d stream(s): %s",
                 pipe,
-                time.monotonic() - pipe.opened_at,
-                pipe.streams_total,
+                time.monotonic() - status.opened_at,
+                status.streams_total,
                 reason,
             )

@@ -143,7 +143,7 @@ class PipeProtocol(qh3_compat.CompatProtocol):
         if is_client:
             # The SC opens the streams: the SP's QUIC stream limit is its pipe's
             # streams_per_pipe (set before qh3 starts the connection, in connect()).
-            qh3_compat.set_stream_limit(quic.configuration, self.pipe.max_streams)
+            qh3_compat.set_stream_limit(quic.configuration, self.pipe.status().max_streams)
         self._admitted = is_client
         self._sent_to = b""
         """SP: the connection id its latest packet was addressed to (see gone_notice)."""

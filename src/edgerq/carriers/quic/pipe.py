@@ -168,7 +168,7 @@ class QuicPipe(CarrierPipe):
         if decoder is None:
             if quic_stream in self._out.ended and not core.streams.get(quic_stream):
                 # Late data for a stream we already closed: ignore, count.
-                core.table.unknown(quic_stream, "data on an ended QUIC stream")
+                core.dropped_frame(quic_stream, "data on an ended QUIC stream")
                 return
             if core.role is Role.CONSUMER and quic_stream % 4 == 0 and quic_stream > 0:
                 # Only the SC opens data streams: each one the SP opens would cost a decoder
@@ -199,7 +199,7 @@ class QuicPipe(CarrierPipe):
         if end_stream:
             self._drop_decoder(quic_stream)
             if control:
-                core.shutdown(f"{self.role_peer} closed the control stream", now)
+                core.shutdown(f"{self.core.role_peer} closed the control stream", now)
                 return
             stream = core.streams.get(quic_stream)
             if stream is not None and not stream.eof_received:
@@ -208,20 +208,20 @@ class QuicPipe(CarrierPipe):
     def _decode(self, quic_stream: int, decoder: FrameDecoder, data: bytes) -> list[RawFrame]:
         """The frames ``data`` completes; what stays in the decoder is charged to the
         pipe's budget (``LimitExceeded`` past it)."""
-        budget = self.core.budget
+        core = self.core
         before = decoder.buffered
         frames = decoder.receive(data)
         held = decoder.buffered - before
         if held < 0:
-            budget.release(-held)
-        elif held and not budget.charge(held):
+            core.release(-held)
+        elif held and not core.hold(held):
             self._decoders.pop(quic_stream, None)
-            budget.release(before)  # what it held before
+            core.release(before)  # what it held before
             if self.closing:
                 return []  # ended already, by an earlier stream of this batch
             raise LimitExceeded(
                 f"incomplete frames on {len(self._decoders) + 1} QUIC streams would make the "
-                f"pipe hold over its pipe_buffer of {budget.limit} B",
+                f"pipe hold over its pipe_buffer of {core.status().pipe_buffer} B",
                 Limit.PIPE_BUFFER,
             )
         return frames
@@ -229,14 +229,14 @@ class QuicPipe(CarrierPipe):
     def _drop_decoder(self, quic_stream: int) -> None:
         decoder = self._decoders.pop(quic_stream, None)
         if decoder is not None:
-            self.core.budget.release(decoder.buffered)
+            self.core.release(decoder.buffered)
 
     def quic_stream_reset(self, quic_stream: int) -> None:
         self.deliver_pending()
         self._drop_decoder(quic_stream)
         stream = self.core.streams.get(quic_stream)
         if stream is not None:
-            stream.receive_reset(f"stream reset by {self.role_peer}")
+            stream.receive_reset(f"stream reset by {self.core.role_peer}")
         elif self._out.end_stream(quic_stream):
             self._schedule_flush()
 
@@ -347,7 +347,7 @@ class QuicPipe(CarrierPipe):
         if self.closed.done():
             return
         self._close_quic(self.core.close_reason or "aborted")
-        self._lost(f"{self.role_peer} closed the connection")
+        self._lost(f"{self.core.role_peer} closed the connection")
 
     def _refuse(self, refusal: Refusal) -> None:
         """Turned away before the QUIC handshake: nothing is sent, the datagram is dropped."""
