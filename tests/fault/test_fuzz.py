@@ -1,4 +1,4 @@
-"""The protocol fuzzing of tests/unit/test_protocol_fuzz.py, for minutes instead
+"""The protocol fuzzing of tests/unit/protocol/test_fuzz.py, for minutes instead
 of seconds: batches of fresh random examples until the time budget is spent.
 
 ``EDGERQ_FUZZ_SECONDS`` is the total budget (default 120), shared out as half
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from edgerq.protocol.frames import FrameType
 from tests.fault import report
-from tests.unit.protocol_properties import (
+from tests.unit.protocol.properties import (
     check_decoder,
     check_encoded_message,
     check_handshake,

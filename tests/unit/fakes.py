@@ -1,17 +1,24 @@
-"""Fakes the unit tests share: a pipe owner, a stream's local end, a stream's writer.
+"""Fakes the unit tests share: a pipe owner, a stream's local end, a pipe without a
+connection, qh3's connection and link, and two helpers (frames_of, in_loop).
 
 Each records what it is told, so a test asserts on what the code under test did.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from edgerq.labels import Limit, Outcome
 from edgerq.pipe.interface import MuxPipe, Refusal
 from edgerq.pipe.settings import PipeSettings
 from edgerq.pipe.stream import OpenRefused, Stream
+from edgerq.protocol.frames import FrameDecoder, FrameType
 from edgerq.protocol.messages import Open, RegisterStatus
 
 
@@ -115,3 +122,77 @@ class Sink:
     def on_open_answer(self, stream: Stream, failure: OpenRefused | None) -> None:
         assert not self.resets, "the answer comes before the reset of the same cause"
         self.answers.append(failure)
+
+
+@dataclass(eq=False)
+class FakePipe:
+    """What the daemons' parts read of a pipe (the registry, the gate, the connector),
+    without a connection; records the OPEN answers it is given."""
+
+    name: str = "fake"
+    peer: str = "127.0.0.1:40000"
+    streams: dict[int, Any] = field(default_factory=dict)
+    closing: bool = False
+    draining: bool = False
+    authenticated: bool = False
+    error: Exception | None = None
+    last_heard: float = field(default_factory=time.monotonic)
+    answers: list[OpenRefused | None] = field(default_factory=list)
+    answered: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def answer_open(self, stream: object, failure: OpenRefused | None) -> None:
+        self.answers.append(failure)
+        self.answered.set()
+
+    def __str__(self) -> str:
+        return f"pipe '{self.name}' ({self.peer})"
+
+
+class FakeQuic:
+    """What a ``QuicPipe`` uses of qh3's ``QuicConnection``: records what is sent."""
+
+    def __init__(self) -> None:
+        self.sent: dict[int, bytearray] = {}
+        self.ended: set[int] = set()
+        self.closed_with: str | None = None
+
+    def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
+        self.sent.setdefault(stream_id, bytearray()).extend(data)
+        if end_stream:
+            self.ended.add(stream_id)
+
+    def get_send_buffer_size(self, stream_id: int | None = None) -> int:
+        return 0
+
+    def close(self, error_code: int = 0, reason_phrase: str = "") -> None:
+        self.closed_with = reason_phrase
+
+
+class FakeLink:
+    """What a ``QuicPipe`` uses of its asyncio glue (``quic.carrier.PipeProtocol``)."""
+
+    def __init__(self, quic: FakeQuic | None = None) -> None:
+        self.quic = quic or FakeQuic()
+        self.is_client = False
+
+    def transmit(self) -> None:
+        pass
+
+    def close_transport_later(self) -> None:
+        pass
+
+
+def frames_of(data: bytes | bytearray) -> list[tuple[FrameType, int, bytes]]:
+    """The frames in ``data``, decoded: (type, stream id, payload)."""
+    decoder = FrameDecoder()
+    return [(FrameType(t), s, bytes(p)) for t, s, p in decoder.receive(bytes(data))]
+
+
+def in_loop(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an async test in a fresh event loop (no pytest plugin needed)."""
+
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(test(*args, **kwargs))
+
+    return run

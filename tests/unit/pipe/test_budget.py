@@ -17,12 +17,13 @@ from edgerq.carriers.adapter import CarrierPipe
 from edgerq.config import load_provider
 from edgerq.config.model import ProviderConfig
 from edgerq.errors import ConfigError, FrameError, LimitExceeded
-from edgerq.labels import Limit, Outcome
+from edgerq.labels import Limit
 from edgerq.pipe.budget import PipeBudget, granted_window
-from edgerq.pipe.stream import OpenRefused, Stream
+from edgerq.pipe.stream import Stream
 from edgerq.protocol.frames import FrameDecoder, FrameType
 from edgerq.protocol.messages import decode_open_ok, encode_open_ok
-from tests.unit.test_memory_carrier import SERVICE, consumer, echo_service, provider, run
+from tests.unit.carriers.test_memory import SERVICE, consumer, echo_service, provider, run
+from tests.unit.fakes import Sink
 
 KIB = 1024
 
@@ -58,32 +59,6 @@ class Pipe:
 
     def resets(self) -> list[int]:
         return [sid for kind, sid, _ in self.frames if kind is FrameType.RESET]
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.answers: list[OpenRefused | None] = []
-        self.data = bytearray()
-        self.reset: tuple[str, Outcome] | None = None
-        self.credits = 0
-
-    def on_data(self, data: bytes | memoryview) -> None:
-        self.data += data
-
-    def on_eof(self) -> None:
-        pass
-
-    def on_reset(self, reason: str, outcome: Outcome) -> None:
-        self.reset = (reason, outcome)
-
-    def on_credit(self) -> None:
-        self.credits += 1
-
-    def on_pipe_paused(self, paused: bool) -> None:
-        pass
-
-    def on_open_answer(self, stream: Stream, failure: OpenRefused | None) -> None:
-        self.answers.append(failure)
 
 
 def sp_stream(

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgerq.protocol.frames import Frame, FrameType
-from tests.unit.protocol_properties import (
+from tests.unit.protocol.properties import (
     check_decoder,
     check_encoded_message,
     check_handshake,

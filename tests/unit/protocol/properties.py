@@ -1,5 +1,5 @@
 """Properties of the protocol decoders, shared by a short run in ``make test``
-(tests/unit/test_protocol_fuzz.py) and a time-boxed long run in the fault
+(tests/unit/protocol/test_fuzz.py) and a time-boxed long run in the fault
 suite (tests/fault/test_fuzz.py).
 
 Each ``check_*`` function takes plain values, so Hypothesis can drive it with

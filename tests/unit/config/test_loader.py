@@ -23,8 +23,8 @@ from edgerq.config import (
 from edgerq.config.xmlfile import MAX_CONFIG_BYTES
 from edgerq.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[2]
-DATA = Path(__file__).resolve().parent / "data"
+ROOT = Path(__file__).resolve().parents[3]
+DATA = Path(__file__).resolve().parents[1] / "data"
 BAD = DATA / "bad"
 
 SAMPLE_UUID = uuid.UUID("11111111-2222-3333-4444-555555555555")

@@ -4,27 +4,18 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import cast
 
 from edgerq.pipe.interface import MuxPipe
 from edgerq.sc.registry import REFUSED_FOR, SUSPECT_AFTER, ServiceRegistry
+from tests.unit.fakes import FakePipe
 
 SERVICE = uuid.UUID(int=1)
 OTHER = uuid.UUID(int=2)
 
 
-@dataclass(eq=False)
-class FakePipe:
-    name: str
-    streams: dict[int, Any] = field(default_factory=dict)
-    closing: bool = False
-    draining: bool = False
-    last_heard: float = field(default_factory=time.monotonic)
-
-
 def pipes(*names: str) -> list[MuxPipe]:
-    return [cast(MuxPipe, FakePipe(name)) for name in names]
+    return [cast(MuxPipe, FakePipe(name=name)) for name in names]
 
 
 def registered(*names: str) -> tuple[ServiceRegistry, list[MuxPipe]]:

@@ -21,7 +21,7 @@ from edgerq.pipe.stream import OpenRefused, Stream
 from edgerq.protocol.frames import Frame, FrameDecoder, FrameType, encode_frame
 from edgerq.protocol.handshake import ProviderHandshake
 from edgerq.protocol.messages import CodedReason, GoawayCode, OpenFailure
-from tests.unit.fakes import Owner
+from tests.unit.fakes import FakeLink, Owner
 
 SERVICE = uuid.UUID(int=5)
 
@@ -90,37 +90,6 @@ def test_a_close_that_does_not_finish_is_aborted_after_close_timeout(
 
 
 # --- QuicPipe: one QUIC stream per pipe stream ------------------------------------------
-
-
-class FakeQuic:
-    """What a ``QuicPipe`` uses of qh3's ``QuicConnection``: records what is sent."""
-
-    def __init__(self) -> None:
-        self.sent: dict[int, bytearray] = {}
-        self.ended: set[int] = set()
-
-    def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
-        self.sent.setdefault(stream_id, bytearray()).extend(data)
-        if end_stream:
-            self.ended.add(stream_id)
-
-    def get_send_buffer_size(self, stream_id: int) -> int:
-        return 0
-
-    def close(self, error_code: int = 0, reason_phrase: str = "") -> None:
-        pass
-
-
-class FakeLink:
-    def __init__(self) -> None:
-        self.quic = FakeQuic()
-        self.is_client = False
-
-    def transmit(self) -> None:
-        pass
-
-    def close_transport_later(self) -> None:
-        pass
 
 
 class Client:

@@ -8,11 +8,11 @@ from typing import Any, cast
 
 import pytest
 
-from edgerq.labels import Outcome
 from edgerq.pipe.interface import MuxPipe
 from edgerq.pipe.stream import OpenAnswer, OpenRefused, PipeLost, Stream
 from edgerq.protocol.messages import OpenFailure, ResetCode
 from edgerq.sc.registry import ServiceRegistry
+from tests.unit.fakes import Sink
 
 SERVICE = uuid.UUID(int=7)
 
@@ -43,34 +43,7 @@ class RecordingPipe:
         pass
 
 
-class AnswerSink:
-    """A stream's local end that records how the SP answered the OPEN."""
-
-    def __init__(self) -> None:
-        self.answers: list[OpenRefused | None] = []
-        self.resets: list[str] = []
-
-    def on_data(self, data: bytes | memoryview) -> None:
-        pass
-
-    def on_eof(self) -> None:
-        pass
-
-    def on_reset(self, reason: str, outcome: Outcome) -> None:
-        self.resets.append(reason)
-
-    def on_credit(self) -> None:
-        pass
-
-    def on_pipe_paused(self, paused: bool) -> None:
-        pass
-
-    def on_open_answer(self, stream: Stream, failure: OpenRefused | None) -> None:
-        assert not self.resets, "the answer comes before the reset of the same cause"
-        self.answers.append(failure)
-
-
-def new_stream(pipe: RecordingPipe, sink: AnswerSink | None = None) -> Stream:
+def new_stream(pipe: RecordingPipe, sink: Sink | None = None) -> Stream:
     return Stream(pipe, 1, SERVICE, window=1 << 20, max_frame=4096, sink=sink)
 
 
@@ -97,7 +70,7 @@ def test_no_replay_kept_unless_asked() -> None:
 
 @pytest.mark.parametrize(("pipe_lost", "kind"), [(True, PipeLost), (False, OpenRefused)])
 def test_a_lost_pipe_is_told_apart_from_a_refusal(pipe_lost: bool, kind: type[Exception]) -> None:
-    sink = AnswerSink()
+    sink = Sink()
     stream = new_stream(RecordingPipe(), sink)
     stream.await_answer()
     stream.receive_reset("why", pipe_lost=pipe_lost)
@@ -130,7 +103,7 @@ def test_registry_prefers_pipes_heard_from_lately() -> None:
 
 
 def test_the_answer_is_heard_once_whatever_follows() -> None:
-    sink = AnswerSink()
+    sink = Sink()
     stream = new_stream(RecordingPipe(), sink)
     stream.await_answer()
     stream.receive_open_result(OpenRefused(OpenFailure.CONNECT_REFUSED, "refused"))
@@ -140,7 +113,7 @@ def test_the_answer_is_heard_once_whatever_follows() -> None:
 
 
 def test_an_abandoned_open_hears_no_late_answer() -> None:
-    sink = AnswerSink()
+    sink = Sink()
     stream = new_stream(RecordingPipe(), sink)
     stream.await_answer()
     stream.abandon_open()
@@ -150,16 +123,16 @@ def test_an_abandoned_open_hears_no_late_answer() -> None:
 
 
 def test_our_own_failure_before_the_answer_is_an_answer() -> None:
-    sink = AnswerSink()
+    sink = Sink()
     stream = new_stream(RecordingPipe(), sink)
     stream.await_answer()
     stream.fail(ResetCode.FLOW_CONTROL, "window exceeded")
     assert [type(a) for a in sink.answers] == [OpenRefused]
-    assert sink.resets == ["window exceeded"]
+    assert [reason for reason, _ in sink.resets] == ["window exceeded"]
 
 
 def test_the_sps_end_awaits_no_answer() -> None:
-    sink = AnswerSink()
+    sink = Sink()
     stream = new_stream(RecordingPipe(), sink)
     stream.receive_reset("the SC reset it")
     assert sink.answers == [] and stream.answer is OpenAnswer.NOT_ASKED

@@ -11,25 +11,12 @@ from typing import Any
 import pytest
 
 from edgerq.config import load_provider
-from edgerq.pipe.stream import OpenRefused
 from edgerq.protocol.messages import OpenFailure
 from edgerq.runtime.relay import LocalConnection
 from edgerq.sp.dialer import ProviderPipe
+from tests.unit.fakes import FakePipe
 
 UUID = "11111111-2222-3333-4444-555555555555"
-
-
-class FakePipe:
-    def __init__(self) -> None:
-        self.answers: list[OpenRefused | None] = []
-        self.answered = asyncio.Event()
-
-    def answer_open(self, stream: object, failure: OpenRefused | None) -> None:
-        self.answers.append(failure)
-        self.answered.set()
-
-    def __str__(self) -> str:
-        return "pipe 'fake'"
 
 
 class FakeStream:

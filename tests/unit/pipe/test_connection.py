@@ -46,6 +46,7 @@ from edgerq.protocol.messages import (
     encode_ping,
     encode_window,
 )
+from tests.unit.fakes import Sink
 
 SERVICE = uuid.UUID(int=7)
 Out = tuple[FrameType, int, bytes]
@@ -112,35 +113,6 @@ def authenticated(**sp: int) -> tuple[Side, Side]:
     sc, sp_side = pair(b"k", b"k", **sp)
     assert sc.take_events() == [Authenticated()] and sp_side.take_events() == [Authenticated()]
     return sc, sp_side
-
-
-class Sink:
-    """A stream's local end that records what the stream tells it."""
-
-    def __init__(self) -> None:
-        self.answers: list[OpenRefused | None] = []
-        self.data = bytearray()
-        self.eof = False
-        self.resets: list[tuple[str, Outcome]] = []
-        self.credits = 0
-
-    def on_data(self, data: bytes | memoryview) -> None:
-        self.data += data
-
-    def on_eof(self) -> None:
-        self.eof = True
-
-    def on_reset(self, reason: str, outcome: Outcome) -> None:
-        self.resets.append((reason, outcome))
-
-    def on_credit(self) -> None:
-        self.credits += 1
-
-    def on_pipe_paused(self, paused: bool) -> None:
-        pass
-
-    def on_open_answer(self, stream: Stream, failure: OpenRefused | None) -> None:
-        self.answers.append(failure)
 
 
 def state_of(side: Side) -> State:
