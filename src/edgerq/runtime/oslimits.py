@@ -93,3 +93,14 @@ def effective_backlog(wanted: int) -> int:
     """The backlog a ``listen(wanted)`` gets (the kernel caps it at somaxconn)."""
     cap = somaxconn()
     return wanted if cap is None else min(wanted, cap)
+
+
+def describe_backlog(wanted: int) -> str:
+    """The listen backlog in force, and why when the kernel capped it (for a log line)."""
+    effective = effective_backlog(wanted)
+    if effective < wanted:
+        return (
+            f"{effective} (listen_backlog {wanted} is capped by "
+            f"net.core.somaxconn = {effective}; raise that sysctl for more)"
+        )
+    return str(effective)

@@ -28,8 +28,21 @@ from edgerq.sc.acceptance import PipeAcceptance
 from edgerq.sc.client_connection import ClientConnection
 from edgerq.sc.opener import ClientOpener
 from edgerq.sc.registry import ServiceRegistry
+from edgerq.sc.service_changes import ServiceChanges
 
 log = logging.getLogger("edgerq.sc")
+
+
+def count_drops(
+    listener: PipeListener, counted: dict[PipeListener, dict[str, int]], metrics: Metrics
+) -> None:
+    """Add what ``listener`` dropped since it was last counted to ``udp_dropped``."""
+    seen = counted.setdefault(listener, {})
+    for reason, total in listener.dropped().items():
+        new = total - seen.get(reason, 0)
+        if new > 0:
+            metrics.udp_dropped.labels(reason).inc(new)
+            seen[reason] = total
 
 
 def pipe_entry(carrier: str, status: PipeStatus, now: float) -> dict[str, Any]:
@@ -102,15 +115,7 @@ class ServiceConsumer:
     def _count_drops(self) -> None:
         """Add what the pipe listeners dropped since the last scrape to the metric."""
         for listener in self._listeners.values():
-            self._count_drops_of(listener)
-
-    def _count_drops_of(self, listener: PipeListener) -> None:
-        counted = self._drops_counted.setdefault(listener, {})
-        for reason, total in listener.dropped().items():
-            new = total - counted.get(reason, 0)
-            if new > 0:
-                self.metrics.udp_dropped.labels(reason).inc(new)
-                counted[reason] = total
+            count_drops(listener, self._drops_counted, self.metrics)
 
     async def _serve(self, service: ConsumerService) -> asyncio.Server:
         """Listen on the service's port; clients get the service's current settings."""
@@ -130,7 +135,7 @@ class ServiceConsumer:
             key,
             service.type,
             *address,
-            self._backlog(service),
+            oslimits.describe_backlog(service.listen_backlog),
         )
         return server
 
@@ -142,17 +147,6 @@ class ServiceConsumer:
             log.warning("%s", warning)
         return self.opener.new_client(service)
 
-    @staticmethod
-    def _backlog(service: ConsumerService) -> str:
-        """The listen backlog in force, and why when the kernel capped it."""
-        effective = oslimits.effective_backlog(service.listen_backlog)
-        if effective < service.listen_backlog:
-            return (
-                f"{effective} (listen_backlog {service.listen_backlog} is capped by "
-                f"net.core.somaxconn = {effective}; raise that sysctl for more)"
-            )
-        return str(effective)
-
     def _relisten(self, old: dict[uuid_mod.UUID, ConsumerService], new: ConsumerConfig) -> None:
         """A reload changed only the listen backlog of a port kept open: listen() again."""
         for service in new.services:
@@ -163,7 +157,9 @@ class ServiceConsumer:
             for sock in server.sockets:
                 sock.listen(service.listen_backlog)
             log.info(
-                "reload: service '%s' listen backlog now %s", service.name, self._backlog(service)
+                "reload: service '%s' listen backlog now %s",
+                service.name,
+                oslimits.describe_backlog(service.listen_backlog),
             )
 
     # --- reload ----------------------------------------------------------------------
@@ -178,22 +174,11 @@ class ServiceConsumer:
         are bound before anything is closed: if one cannot be, nothing changes."""
         old_services = self.services
         new_services = {s.uuid: s for s in new.services}
-        ours = {s.port for s in old_services.values()}
-        moved = [
-            s
-            for u, s in new_services.items()
-            if u not in old_services
-            or (s.host, s.port) != (old_services[u].host, old_services[u].port)
-        ]
-        # Ports we hold now can only be bound once released; bind the others first.
-        fresh, later = (
-            [s for s in moved if s.port not in ours],
-            [s for s in moved if s.port in ours],
-        )
+        changes = ServiceChanges.between(old_services, new_services)
         bound: dict[uuid_mod.UUID, asyncio.Server] = {}
         addresses = dict(self.service_addresses)
         try:
-            for service in fresh:
+            for service in changes.bind_first:
                 bound[service.uuid] = await self._serve(service)
         except OSError as exc:
             for server in bound.values():
@@ -201,18 +186,16 @@ class ServiceConsumer:
             self.service_addresses = addresses
             raise OSError(exc.errno, f"cannot listen: {exc.strerror or exc}") from exc
 
-        removed = [old_services[u] for u in old_services if u not in new_services]
-        added = [s for u, s in new_services.items() if u not in old_services]
-        for service in removed:
+        for service in changes.removed:
             self._retire(service, new.shutdown_grace)
-        for service in moved:
+        for service in changes.moved:
             if service.uuid in old_services and service.uuid in self._servers:
                 self._servers.pop(service.uuid).close()
         self.services = self.acceptance.services = new_services
         self.opener.configure(new.services)
         self.opener.access_log = new.access_log
         self._servers.update(bound)
-        for service in later:
+        for service in changes.bind_after:
             try:
                 self._servers[service.uuid] = await self._serve(service)
             except OSError as exc:
@@ -224,9 +207,9 @@ class ServiceConsumer:
                     exc.strerror or exc,
                 )
         self._relisten(old_services, new)
-        for service in added:
+        for service in changes.added:
             self.acceptance.adopt_offers(service)
-        self.acceptance.announce_registrations(removed, added)
+        self.acceptance.announce_registrations(list(changes.removed), list(changes.added))
         self.acceptance.reconfigure(new)
         old_config, self.config = self.config, new
         await self._reload_listeners(old_config, new)
@@ -237,15 +220,12 @@ class ServiceConsumer:
             if new.admin is not None:
                 self.admin = AdminServer(new.admin, self.metrics, self.ready, self.status)
                 await self.admin.start()
-        changed = [
-            s.name for s in new.services if s.uuid in old_services and s != old_services[s.uuid]
-        ]
         log.info(
             "reloaded %s: %d service(s) added, %d removed, %d changed",
             new.path,
-            len(added),
-            len(removed),
-            len(changed),
+            len(changes.added),
+            len(changes.removed),
+            len(changes.changed),
         )
 
     async def _reload_listeners(self, old: ConsumerConfig, new: ConsumerConfig) -> None:
@@ -255,7 +235,7 @@ class ServiceConsumer:
             if after.get(protocol) != listener and protocol in self._listeners:
                 # Pipes already accepted stay up on tcp; udp pipes share the socket.
                 closing = self._listeners.pop(protocol)
-                self._count_drops_of(closing)
+                count_drops(closing, self._drops_counted, self.metrics)
                 self._drops_counted.pop(closing, None)
                 closing.close()
                 self.listener_addresses.pop(protocol, None)
@@ -351,20 +331,21 @@ class ServiceConsumer:
                 for p in sorted(self.pipes, key=lambda p: p.id)
                 if p.authenticated
             ],
-            "services": [
-                {
-                    "name": s.name,
-                    "uuid": str(s.uuid),
-                    "port": s.port,
-                    "pipes": len(self.registry.pipes_for(s.uuid)),
-                    "open": self.opener.slots[s.uuid].in_use,
-                    "waiting_for_slot": self.opener.slots[s.uuid].waiting,
-                    "waiting_for_pipe": self.registry.waiting_for(s.uuid),
-                    "bytes_up": self.opener.bytes[s.uuid][0],
-                    "bytes_down": self.opener.bytes[s.uuid][1],
-                }
-                for s in self.config.services
-            ],
+            "services": [self._service_entry(s) for s in self.config.services],
+        }
+
+    def _service_entry(self, service: ConsumerService) -> dict[str, Any]:
+        slots, (up, down) = self.opener.slots[service.uuid], self.opener.bytes[service.uuid]
+        return {
+            "name": service.name,
+            "uuid": str(service.uuid),
+            "port": service.port,
+            "pipes": len(self.registry.pipes_for(service.uuid)),
+            "open": slots.in_use,
+            "waiting_for_slot": slots.waiting,
+            "waiting_for_pipe": self.registry.waiting_for(service.uuid),
+            "bytes_up": up,
+            "bytes_down": down,
         }
 
     async def stop(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import resource
+from pathlib import Path
 
 import pytest
 
@@ -42,3 +43,16 @@ def test_the_backlog_asked_for_is_capped_by_somaxconn() -> None:
         pytest.skip("no /proc/sys/net/core/somaxconn here")
     assert oslimits.effective_backlog(cap + 1) == cap
     assert oslimits.effective_backlog(1) == 1
+
+
+def test_a_capped_backlog_is_described_with_the_sysctl_to_raise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sysctl = tmp_path / "somaxconn"
+    sysctl.write_text("4096\n")
+    monkeypatch.setattr(oslimits, "SOMAXCONN", sysctl)
+    assert oslimits.describe_backlog(1024) == "1024"
+    assert oslimits.describe_backlog(65535) == (
+        "4096 (listen_backlog 65535 is capped by net.core.somaxconn = 4096; "
+        "raise that sysctl for more)"
+    )
