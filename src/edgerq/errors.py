@@ -2,6 +2,10 @@
 
     EdgerqError
     ├── ConfigError            a config file is missing, not XML or not valid
+    │   └── UnsupportedQh3         qh3 is a release the udp carrier does not know
+    ├── PkiError               a key, certificate or token file cannot be made or read
+    ├── OpenRefused            a stream did not reach its service (pipe.stream)
+    │   └── PipeLost               its pipe died first: another pipe may serve it
     └── ProtocolError          a pipe cannot go on
         ├── LocalProtocolError     we misused the protocol API (a bug here)
         └── RemoteProtocolError    the peer sent something we must refuse
@@ -11,7 +15,11 @@
             └── LimitExceeded          the peer went past a limit against abuse
 
 Lower layers' exceptions (OSError, lxml's errors) are converted at the
-boundary into these, so callers catch one tree.
+boundary into these, so callers catch one tree. ``OpenRefused`` and
+``PipeLost`` live beside the stream that raises them, ``PkiError`` in
+``config.pki``, ``UnsupportedQh3`` in ``carriers.quic.qh3_compat``. A
+constructor given impossible arguments (a budget of 0 bytes, a backoff that
+shrinks) raises ``ValueError``, as Python's own do.
 """
 
 from __future__ import annotations

@@ -30,12 +30,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from edgerq.errors import EdgerqError
+
 VALID_DAYS = 3650
 
 PRIVATE_MARKER = b"PRIVATE KEY-----"
 
 
-class PkiError(Exception):
+class PkiError(EdgerqError):
     """A refusal with a message for the operator (exit status 1)."""
 
 

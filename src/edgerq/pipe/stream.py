@@ -32,6 +32,7 @@ import uuid as uuid_mod
 from typing import Protocol
 
 from edgerq import defaults
+from edgerq.errors import EdgerqError, LocalProtocolError
 from edgerq.labels import Limit, Outcome
 from edgerq.pipe.budget import PipeBudget
 from edgerq.protocol.frames import FrameType, encode_frame
@@ -76,8 +77,9 @@ class OpenAnswer(enum.Enum):
     """The SC gave up waiting (``abandon_open``): a late answer is ignored."""
 
 
-class OpenRefused(Exception):
-    """The SP could not reach the service behind it."""
+class OpenRefused(EdgerqError):
+    """The SP could not reach the service behind it (OPEN_FAIL), or the stream ended
+    before the SP answered."""
 
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(reason)
@@ -166,7 +168,9 @@ class Stream:
             self.withheld -= borrowed
             self.send_credit += borrowed
         if n > self.send_credit:
-            raise ValueError(f"stream {self.id}: {n} bytes exceed the credit {self.send_credit}")
+            raise LocalProtocolError(
+                f"stream {self.id}: {n} bytes exceed the credit {self.send_credit}"
+            )
         self.send_credit -= n
         self.bytes_out += n
         if self.replay is not None:

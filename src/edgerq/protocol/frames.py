@@ -16,7 +16,7 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-from edgerq.errors import FrameError
+from edgerq.errors import FrameError, LocalProtocolError
 
 HEADER = struct.Struct(">IBI")
 HEADER_SIZE = HEADER.size
@@ -68,12 +68,8 @@ class Frame:
 def encode_frame(frame_type: FrameType, stream_id: int, payload: bytes = b"") -> bytes:
     """Return the wire bytes of one frame."""
     if len(payload) > MAX_PAYLOAD:
-        raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+        raise LocalProtocolError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
     return HEADER.pack(len(payload), frame_type, stream_id) + payload
-
-
-def encode_data_header(stream_id: int, length: int) -> bytes:
-    return HEADER.pack(length, _DATA, stream_id)
 
 
 class FrameDecoder:

@@ -51,7 +51,9 @@ def sc_proof(token: bytes, sp_nonce: bytes, sc_nonce: bytes) -> bytes:
     return hmac.new(token, b"edgerq-sc|" + sp_nonce + sc_nonce, hashlib.sha256).digest()
 
 
-class State(Enum):
+class HandshakeState(Enum):
+    """Where one end of the handshake stands (a pipe's life cycle: ``pipe.events.State``)."""
+
     AWAIT_HELLO = auto()
     AWAIT_CHALLENGE = auto()
     AWAIT_AUTH = auto()
@@ -71,21 +73,21 @@ def _goaway_error(frame: Frame) -> RemoteProtocolError:
 
 
 class _Handshake:
-    state: State
+    state: HandshakeState
 
     def _expect(self, frame: Frame, wanted: FrameType) -> None:
         if frame.type == FrameType.GOAWAY:
-            self.state = State.FAILED
+            self.state = HandshakeState.FAILED
             raise _goaway_error(frame)
         if frame.type != wanted:
-            self.state = State.FAILED
+            self.state = HandshakeState.FAILED
             raise RemoteProtocolError(
                 f"expected {wanted.name} during the handshake, got {frame.type.name}"
             )
 
     @property
     def done(self) -> bool:
-        return self.state is State.DONE
+        return self.state is HandshakeState.DONE
 
 
 class ConsumerHandshake(_Handshake):
@@ -93,7 +95,7 @@ class ConsumerHandshake(_Handshake):
 
     def __init__(self, token: bytes | None, nonce_factory: Callable[[], bytes] = make_nonce):
         self.token = token
-        self.state = State.AWAIT_HELLO
+        self.state = HandshakeState.AWAIT_HELLO
         self._nonce = nonce_factory()
         self._peer_nonce = b""
         self.version = 0
@@ -103,11 +105,11 @@ class ConsumerHandshake(_Handshake):
         try:
             return self._receive(frame)
         except RemoteProtocolError:
-            self.state = State.FAILED
+            self.state = HandshakeState.FAILED
             raise
 
     def _receive(self, frame: Frame) -> list[bytes]:
-        if self.state is State.AWAIT_HELLO:
+        if self.state is HandshakeState.AWAIT_HELLO:
             self._expect(frame, FrameType.HELLO)
             hello = Hello.decode(frame.payload)
             self.peer_name = hello.name
@@ -119,9 +121,9 @@ class ConsumerHandshake(_Handshake):
                 )
             self.version = version
             self._peer_nonce = hello.nonce
-            self.state = State.AWAIT_AUTH
+            self.state = HandshakeState.AWAIT_AUTH
             return [Challenge(version, self.token is not None, self._nonce).encode()]
-        if self.state is State.AWAIT_AUTH:
+        if self.state is HandshakeState.AWAIT_AUTH:
             self._expect(frame, FrameType.AUTH)
             proof = Proof.decode(FrameType.AUTH, frame.payload)
             mac = b""
@@ -132,7 +134,7 @@ class ConsumerHandshake(_Handshake):
                 if not hmac.compare_digest(proof.mac, expected):
                     raise AuthError("SP's token proof is wrong")
                 mac = sc_proof(self.token, self._peer_nonce, self._nonce)
-            self.state = State.DONE
+            self.state = HandshakeState.DONE
             return [Proof(FrameType.AUTH_OK, mac).encode()]
         raise LocalProtocolError(f"handshake is {self.state.name}; no more frames expected")
 
@@ -145,7 +147,7 @@ class ProviderHandshake(_Handshake):
     ):
         self.token = token
         self.name = name
-        self.state = State.AWAIT_CHALLENGE
+        self.state = HandshakeState.AWAIT_CHALLENGE
         self._nonce = nonce_factory()
         self._peer_nonce = b""
         self.version = 0
@@ -157,11 +159,11 @@ class ProviderHandshake(_Handshake):
         try:
             return self._receive(frame)
         except RemoteProtocolError:
-            self.state = State.FAILED
+            self.state = HandshakeState.FAILED
             raise
 
     def _receive(self, frame: Frame) -> list[bytes]:
-        if self.state is State.AWAIT_CHALLENGE:
+        if self.state is HandshakeState.AWAIT_CHALLENGE:
             self._expect(frame, FrameType.CHALLENGE)
             challenge = Challenge.decode(frame.payload)
             if not MIN_VERSION <= challenge.version <= MAX_VERSION:
@@ -174,9 +176,9 @@ class ProviderHandshake(_Handshake):
             self.version = challenge.version
             self._peer_nonce = challenge.nonce
             mac = b"" if self.token is None else sp_proof(self.token, challenge.nonce, self._nonce)
-            self.state = State.AWAIT_AUTH_OK
+            self.state = HandshakeState.AWAIT_AUTH_OK
             return [Proof(FrameType.AUTH, mac).encode()]
-        if self.state is State.AWAIT_AUTH_OK:
+        if self.state is HandshakeState.AWAIT_AUTH_OK:
             self._expect(frame, FrameType.AUTH_OK)
             proof = Proof.decode(FrameType.AUTH_OK, frame.payload)
             if self.token is not None:
@@ -187,6 +189,6 @@ class ProviderHandshake(_Handshake):
                 expected = sc_proof(self.token, self._nonce, self._peer_nonce)
                 if not hmac.compare_digest(proof.mac, expected):
                     raise AuthError("the SC's token proof is wrong: it has a different token")
-            self.state = State.DONE
+            self.state = HandshakeState.DONE
             return []
         raise LocalProtocolError(f"handshake is {self.state.name}; no more frames expected")

@@ -21,7 +21,8 @@ from edgerq.pipe.interface import MuxPipe, Refusal, Role
 from edgerq.pipe.settings import PipeSettings
 from edgerq.protocol.messages import GoawayCode, Registered, RegisterStatus
 from edgerq.runtime.metrics import Metrics
-from edgerq.sc.gate import PipeGate, source_address
+from edgerq.sc.fairness import source_of
+from edgerq.sc.gate import PipeGate
 from edgerq.sc.registry import SUSPECT_AFTER, ServiceRegistry
 
 log = logging.getLogger("edgerq.sc")
@@ -124,7 +125,7 @@ class PipeAcceptance:
         SUSPECT_AFTER; one still heard from (an SP reloading) is left alone."""
         if not pipe.name:
             return
-        host = source_address(pipe.peer)
+        host = source_of(pipe.peer)
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         for old in self.pipes:
@@ -133,7 +134,7 @@ class PipeAcceptance:
                 and old.authenticated
                 and not old.closing
                 and old.name == pipe.name
-                and source_address(old.peer) == host
+                and source_of(old.peer) == host
             ):
                 wait = max(0.0, old.last_heard + SUSPECT_AFTER + 0.1 - now)
                 loop.call_later(wait, self._close_if_superseded, old, pipe)

@@ -52,11 +52,15 @@ def is_trusted(source: str, networks: Iterable[Network]) -> bool:
 
 
 class Take(Enum):
+    """What became of a connection's ask for a slot."""
+
     TAKEN = "taken"
-    WAIT = "wait"
-    """No slot for this source now: wait in its FIFO."""
+    QUEUED = "queued"
+    """No slot for this source now: it waits in its source's FIFO (``enqueue``)."""
     REFUSED = "refused"
     """The source already has ``waiting_per_source`` connections waiting."""
+    TIMED_OUT = "timed out"
+    """It waited, and no slot came within the time it had (``ConnectionSlots.wait``)."""
 
 
 class FairSlots(Generic[W]):
@@ -124,10 +128,6 @@ class FairSlots(Generic[W]):
             return True
         return False
 
-    def at_source_cap(self, source: str) -> bool:
-        """Whether ``source`` waits for its own cap rather than the service's limit."""
-        return self.held.get(source, 0) >= self.cap_of(source)
-
     def enqueue(self, source: str, waiter: W) -> Take:
         """After ``try_take`` failed: queue ``waiter``, unless its source has too many waiting."""
         queue = self._queues.get(source)
@@ -138,7 +138,7 @@ class FairSlots(Generic[W]):
                 del self._queues[source]
             return Take.REFUSED
         queue.append(waiter)
-        return Take.WAIT
+        return Take.QUEUED
 
     def cancel(self, source: str, waiter: W) -> None:
         """``waiter`` gave up (its deadline, or the client left) before it got a slot."""

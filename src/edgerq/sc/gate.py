@@ -26,6 +26,7 @@ from edgerq.labels import Limit
 from edgerq.pipe.interface import MuxPipe, Refusal
 from edgerq.protocol.messages import GoawayCode
 from edgerq.runtime.metrics import Metrics
+from edgerq.sc.fairness import source_of
 
 log = logging.getLogger("edgerq.limits")
 
@@ -89,12 +90,6 @@ class AuthFailureLimiter:
         return sum(1 for entry in self._sources.values() if entry.blocked_until > now)
 
 
-def source_address(peer: str) -> str:
-    """The address part of ``host:port`` (IPv6 hosts keep their colons)."""
-    host, sep, _ = peer.rpartition(":")
-    return host if sep else peer
-
-
 class PipeGate:
     """The SC's admission of new pipes: blocked sources and the unauthenticated cap."""
 
@@ -127,7 +122,7 @@ class PipeGate:
 
     def admit(self, pipe: MuxPipe) -> Refusal | None:
         """Called as a pipe's handshake would start: None to go on, else why it is refused."""
-        source = source_address(pipe.peer)
+        source = source_of(pipe.peer)
         now = self.clock()
         until = self.failures.blocked_until(source, now)
         if until is not None:
@@ -174,7 +169,7 @@ class PipeGate:
             self._refused.discard(pipe)
             return True
         if isinstance(pipe.error, AuthError) and not pipe.authenticated:
-            source = source_address(pipe.peer)
+            source = source_of(pipe.peer)
             if self.failures.failure(source, self.clock()):
                 self.metrics.auth_blocks.inc()
                 log.warning(

@@ -149,7 +149,7 @@ class ClientOpener:
                     f"(waiting_per_source {service.waiting_per_source})",
                 )
                 return
-            if taken is Take.WAIT:
+            if taken is Take.TIMED_OUT:
                 attempt.failed()
                 if fair.in_use >= fair.limit:
                     why = f"is at max_connections ({service.max_connections})"

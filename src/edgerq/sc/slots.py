@@ -45,11 +45,11 @@ class ConnectionSlots:
 
     async def wait(self, source: str, timeout: float) -> Take:
         """Wait up to ``timeout`` s for a slot: TAKEN, REFUSED (too many of this
-        source waiting already) or WAIT (none came in time)."""
+        source waiting already) or TIMED_OUT (none came in time)."""
         if self.fair.try_take(source):
             return Take.TAKEN
         if timeout <= 0:
-            return Take.WAIT
+            return Take.TIMED_OUT
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.fair.enqueue(source, waiter) is Take.REFUSED:
             return Take.REFUSED
@@ -59,7 +59,7 @@ class ConnectionSlots:
             self.fair.cancel(source, waiter)
             if waiter.done() and not waiter.cancelled():
                 return Take.TAKEN  # handed a slot as the timeout fired: keep it
-            return Take.WAIT
+            return Take.TIMED_OUT
         except asyncio.CancelledError:
             self.fair.cancel(source, waiter)
             if waiter.done() and not waiter.cancelled():

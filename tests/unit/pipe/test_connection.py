@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from edgerq import defaults
-from edgerq.errors import AuthError, LimitExceeded
+from edgerq.errors import AuthError, LimitExceeded, LocalProtocolError
 from edgerq.labels import Limit, Outcome
 from edgerq.pipe.bounds import MAX_PINGS_PER_INTERVAL
 from edgerq.pipe.connection import PipeConnection
@@ -366,7 +366,7 @@ def test_data_flows_within_the_window_and_credit_comes_back() -> None:
     sc_stream, _, sp_stream, service = open_stream(sc, sp, window=1000)
     sc_stream.send(b"x" * 1000)
     assert sc_stream.send_credit == 0
-    with pytest.raises(ValueError, match="exceed the credit"):
+    with pytest.raises(LocalProtocolError, match="exceed the credit"):
         sc_stream.send(b"y")
     pump(sc, sp)
     assert bytes(service.data) == b"x" * 1000

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgerq.errors import FrameError, RemoteProtocolError
+from edgerq.errors import FrameError, LocalProtocolError, RemoteProtocolError
 from edgerq.protocol.frames import (
     HANDSHAKE_MAX_PAYLOAD,
     HEADER,
@@ -18,7 +18,6 @@ from edgerq.protocol.frames import (
     FrameDecoder,
     FrameType,
     RawFrame,
-    encode_data_header,
     encode_frame,
 )
 
@@ -59,11 +58,6 @@ def test_header_layout_is_length_type_stream_big_endian() -> None:
     assert wire == b"\x00\x00\x00\x03" + bytes([FrameType.DATA]) + b"\x01\x02\x03\x04abc"
 
 
-def test_data_header_matches_a_whole_data_frame() -> None:
-    payload = b"hello"
-    assert encode_data_header(9, len(payload)) + payload == encode_frame(FrameType.DATA, 9, payload)
-
-
 def test_payload_at_the_limit_is_accepted() -> None:
     frame = Frame(FrameType.DATA, 1, b"\xaa" * MAX_PAYLOAD)
     frames, _ = decode_all(frame.encode())
@@ -71,7 +65,7 @@ def test_payload_at_the_limit_is_accepted() -> None:
 
 
 def test_encoding_more_than_max_payload_is_refused() -> None:
-    with pytest.raises(ValueError, match="exceeds"):
+    with pytest.raises(LocalProtocolError, match="exceeds"):
         encode_frame(FrameType.DATA, 1, b"\0" * (MAX_PAYLOAD + 1))
 
 

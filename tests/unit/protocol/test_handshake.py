@@ -13,8 +13,8 @@ from edgerq.protocol.handshake import (
     MAX_VERSION,
     MIN_VERSION,
     ConsumerHandshake,
+    HandshakeState,
     ProviderHandshake,
-    State,
 )
 from edgerq.protocol.messages import NONCE_SIZE, Challenge, CodedReason, GoawayCode, Hello, Proof
 
@@ -153,8 +153,8 @@ def test_wrong_token_fails_at_the_sc_and_the_sp_learns_through_goaway() -> None:
     assert "proof is wrong" in str(sc_error)
     assert isinstance(sp_error, AuthError)
     assert "peer closed the pipe" in str(sp_error)
-    assert p.sc.state is State.FAILED
-    assert p.sp.state is State.FAILED
+    assert p.sc.state is HandshakeState.FAILED
+    assert p.sp.state is HandshakeState.FAILED
     assert not p.sc.done and not p.sp.done
 
 
@@ -166,7 +166,7 @@ def test_sp_raises_auth_error_on_goaway_auth_failed() -> None:
     frame = Frame(FrameType.GOAWAY, 0, goaway(GoawayCode.AUTH_FAILED, "wrong token")[9:])
     with pytest.raises(AuthError, match="wrong token"):
         sp.receive(frame)
-    assert sp.state is State.FAILED
+    assert sp.state is HandshakeState.FAILED
 
 
 def test_sc_requires_a_token_and_the_sp_has_none() -> None:
@@ -175,7 +175,7 @@ def test_sc_requires_a_token_and_the_sp_has_none() -> None:
     assert sc_error is None
     assert isinstance(sp_error, AuthError)
     assert "requires a token" in str(sp_error)
-    assert p.sp.state is State.FAILED
+    assert p.sp.state is HandshakeState.FAILED
     assert not p.sc.done
 
 
@@ -184,7 +184,7 @@ def test_sp_without_token_that_sends_an_empty_proof_is_refused_by_the_sc() -> No
     sc.receive(Frame(FrameType.HELLO, 0, Hello(1, 1, nonces(), "x").encode()[9:]))
     with pytest.raises(AuthError, match="no token proof"):
         sc.receive(Frame(FrameType.AUTH, 0, b""))
-    assert sc.state is State.FAILED
+    assert sc.state is HandshakeState.FAILED
 
 
 def test_sp_with_a_token_refuses_an_sc_without_one() -> None:
@@ -194,7 +194,7 @@ def test_sp_with_a_token_refuses_an_sc_without_one() -> None:
     assert isinstance(sp_error, AuthError)
     assert "SC did not prove" in str(sp_error)
     assert p.sc.done  # the SC accepted; the SP is the one that refuses
-    assert p.sp.state is State.FAILED
+    assert p.sp.state is HandshakeState.FAILED
 
 
 def test_sp_refuses_an_sc_that_proves_a_different_token() -> None:
@@ -229,7 +229,7 @@ def test_sp_offering_only_newer_versions_is_refused_by_the_sc() -> None:
     sc = ConsumerHandshake(None, nonce_factory=nonces)
     with pytest.raises(VersionError, match=r"5\.\.7"):
         sc.receive(hello_frame(5, 7))
-    assert sc.state is State.FAILED
+    assert sc.state is HandshakeState.FAILED
 
 
 def test_sc_choosing_an_unknown_version_is_refused_by_the_sp() -> None:
@@ -238,7 +238,7 @@ def test_sc_choosing_an_unknown_version_is_refused_by_the_sp() -> None:
     challenge = Challenge(5, False, nonces()).encode()
     with pytest.raises(VersionError, match="version 5"):
         sp.receive(Frame(FrameType.CHALLENGE, 0, challenge[9:]))
-    assert sp.state is State.FAILED
+    assert sp.state is HandshakeState.FAILED
 
 
 def test_sp_learns_of_a_version_mismatch_through_goaway() -> None:
@@ -273,7 +273,7 @@ def test_sc_refuses_anything_but_hello_first(frame: Frame) -> None:
     sc = ConsumerHandshake(TOKEN, nonce_factory=nonces)
     with pytest.raises(RemoteProtocolError, match="expected HELLO"):
         sc.receive(frame)
-    assert sc.state is State.FAILED
+    assert sc.state is HandshakeState.FAILED
 
 
 def test_sc_refuses_a_second_hello_instead_of_auth() -> None:
@@ -281,7 +281,7 @@ def test_sc_refuses_a_second_hello_instead_of_auth() -> None:
     sc.receive(hello_frame(1, 1))
     with pytest.raises(RemoteProtocolError, match="expected AUTH"):
         sc.receive(hello_frame(1, 1))
-    assert sc.state is State.FAILED
+    assert sc.state is HandshakeState.FAILED
 
 
 @pytest.mark.parametrize(
@@ -298,7 +298,7 @@ def test_sp_refuses_anything_but_challenge_first(frame: Frame) -> None:
     sp.start()
     with pytest.raises(RemoteProtocolError, match="expected CHALLENGE"):
         sp.receive(frame)
-    assert sp.state is State.FAILED
+    assert sp.state is HandshakeState.FAILED
 
 
 def test_sp_refuses_a_challenge_where_auth_ok_was_due() -> None:
@@ -314,7 +314,7 @@ def test_garbage_hello_payload_is_a_remote_error() -> None:
     sc = ConsumerHandshake(None, nonce_factory=nonces)
     with pytest.raises(RemoteProtocolError):
         sc.receive(Frame(FrameType.HELLO, 0, b"SSH-2.0-OpenSSH_9.6\r\n"))
-    assert sc.state is State.FAILED
+    assert sc.state is HandshakeState.FAILED
 
 
 def test_goaway_during_handshake_at_the_sc_is_a_remote_error() -> None:

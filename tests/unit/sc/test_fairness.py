@@ -44,8 +44,12 @@ def take_or_wait(fair: FairSlots[str], source: str, waiter: str) -> Take:
 
 def test_one_source_gets_its_share_and_no_more() -> None:
     fair = slots(limit=4, per_source=2)
-    assert [take_or_wait(fair, A, f"a{i}") for i in range(3)] == [Take.TAKEN, Take.TAKEN, Take.WAIT]
-    assert fair.held == {A: 2} and fair.in_use == 2 and fair.at_source_cap(A)
+    assert [take_or_wait(fair, A, f"a{i}") for i in range(3)] == [
+        Take.TAKEN,
+        Take.TAKEN,
+        Take.QUEUED,
+    ]
+    assert fair.held == {A: 2} and fair.in_use == 2 and fair.held[A] == fair.cap_of(A)
     # Another source still finds the slots A may not take.
     assert take_or_wait(fair, B, "b0") is Take.TAKEN
     assert take_or_wait(fair, B, "b1") is Take.TAKEN
@@ -56,9 +60,9 @@ def test_a_freed_slot_goes_to_the_sources_in_turn_not_to_the_longest_queue() -> 
     fair = slots(limit=2, per_source=2, waiting=10)
     assert fair.try_take(A) and fair.try_take(A)
     for i in range(5):
-        assert fair.enqueue(A, f"a{i}") is Take.WAIT  # A floods the queue first
-    assert fair.enqueue(B, "b0") is Take.WAIT
-    assert fair.enqueue(C, "c0") is Take.WAIT
+        assert fair.enqueue(A, f"a{i}") is Take.QUEUED  # A floods the queue first
+    assert fair.enqueue(B, "b0") is Take.QUEUED
+    assert fair.enqueue(C, "c0") is Take.QUEUED
     # One waiter per source in turn: A's first (it queued first), then B, then C, and
     # only then A's second, however many A has queued.
     assert fair.release(A) == [(A, "a0")]
@@ -86,7 +90,7 @@ def test_fifo_within_one_source_and_round_robin_between_sources() -> None:
 def test_a_new_connection_does_not_overtake_its_own_sources_waiters() -> None:
     fair = slots(limit=2, per_source=1, waiting=10)
     assert fair.try_take(A)
-    assert fair.enqueue(A, "a0") is Take.WAIT
+    assert fair.enqueue(A, "a0") is Take.QUEUED
     assert not fair.try_take(A)  # behind a0, even once A's slot frees
     assert fair.release(A) == [(A, "a0")]
 
@@ -94,8 +98,8 @@ def test_a_new_connection_does_not_overtake_its_own_sources_waiters() -> None:
 def test_too_many_waiting_from_one_source_are_refused_others_still_wait() -> None:
     fair = slots(limit=1, per_source=1, waiting=2)
     assert fair.try_take(A)
-    assert [fair.enqueue(A, f"a{i}") for i in range(3)] == [Take.WAIT, Take.WAIT, Take.REFUSED]
-    assert fair.enqueue(B, "b0") is Take.WAIT
+    assert [fair.enqueue(A, f"a{i}") for i in range(3)] == [Take.QUEUED, Take.QUEUED, Take.REFUSED]
+    assert fair.enqueue(B, "b0") is Take.QUEUED
     assert fair.waiting_from(A) == 2 and fair.waiting_from(B) == 1
 
 
@@ -218,6 +222,7 @@ def test_a_late_check_judges_the_time_that_really_passed() -> None:
         ("192.0.2.1:4433", "192.0.2.1"),
         ("::1:80", "::1"),
         ("[2001:db8::1]:80", "2001:db8::1"),
+        ("127.0.0.5:4000", "127.0.0.5"),
         ("?", "?"),
     ],
 )
@@ -366,7 +371,7 @@ def test_waiting_ends_in_time_refused_or_cancelled_without_leaking_a_slot() -> N
         timed_out = asyncio.ensure_future(slots.wait(B, 0.05))
         await asyncio.sleep(0)
         assert await slots.wait(B, 5) is Take.REFUSED  # B has 1 waiting already
-        assert await timed_out is Take.WAIT
+        assert await timed_out is Take.TIMED_OUT
         assert slots.fair.waiting == 0
         left = asyncio.ensure_future(slots.wait(B, 5))
         await asyncio.sleep(0)

@@ -11,7 +11,7 @@ from edgerq.config.model import PipeLimits
 from edgerq.errors import AuthError, ConfigError
 from edgerq.protocol.messages import GoawayCode
 from edgerq.runtime.metrics import Metrics
-from edgerq.sc.gate import AuthFailureLimiter, PipeGate, source_address
+from edgerq.sc.gate import AuthFailureLimiter, PipeGate
 from tests.unit.fakes import FakePipe
 
 # --- AuthFailureLimiter: the pure policy ---------------------------------------------
@@ -70,14 +70,6 @@ def test_memory_is_bounded_by_max_sources_oldest_forgotten_first() -> None:
 def test_limiter_refuses_nonsense_limits() -> None:
     with pytest.raises(ValueError):
         AuthFailureLimiter(max_failures=0, window=1, block=1)
-
-
-@pytest.mark.parametrize(
-    ("peer", "source"),
-    [("127.0.0.5:4000", "127.0.0.5"), ("::1:4000", "::1"), ("?", "?")],
-)
-def test_source_address(peer: str, source: str) -> None:
-    assert source_address(peer) == source
 
 
 # --- PipeGate: admission at the SC -------------------------------------------------
