@@ -1,8 +1,8 @@
 """``CarrierPipe``: what every carrier's pipe adapter shares around the sans-I/O core.
 
-A carrier adapter (``carriers.tcp.TcpPipe``, ``carriers.quic_pipe.QuicPipe``)
+A carrier adapter (``carriers.tcp.TcpPipe``, ``carriers.quic.pipe.QuicPipe``)
 owns the connection; ``CarrierPipe`` gives it what both need around
-``pipe_core.PipeConnection``: the owner's callbacks for the core's events, the
+``pipe.connection.PipeConnection``: the owner's callbacks for the core's events, the
 one asyncio timer kept at the core's ``next_deadline()`` (the clock passed in
 is ``time.monotonic()``), the ``closed`` future, and the ``MuxPipe`` methods
 the daemons call. The two adapters do not inherit from each other; each

@@ -7,7 +7,7 @@ variables override the token for containers:
 - ``EDGERQ_AUTH_TOKEN_FILE``: a file whose content (whitespace stripped) is the token.
 
 Reading the file as XML (size bound, no DOCTYPE, the XSDs) is ``xmlfile``'s.
-This module stays over 400 lines on purpose: it is the one reader of both
+It is one of the two modules over 400 lines: it is the one reader of both
 schemas, element by element, and the cross-element checks the XSDs cannot
 express (duplicate ports, carrier cardinality, certificates a carrier needs)
 sit next to the elements they check.

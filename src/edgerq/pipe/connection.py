@@ -2,7 +2,7 @@
 
 ``PipeConnection`` is one pipe between SC and SP as a state machine, in the
 spirit of h11 and aioquic: it never touches a socket, a timer or the clock.
-Its carrier adapter (``carriers.tcp.TcpPipe``, ``carriers.quic_pipe.QuicPipe``)
+Its carrier adapter (``carriers.tcp.TcpPipe``, ``carriers.quic.pipe.QuicPipe``)
 feeds it what arrives (``receive`` / ``receive_frames``) with ``now``, takes
 what it queued from its ``Outbox``, acts on the events it emits
 (``Authenticated``, ``OpenRequested``, ``CloseTransport``, ...) and keeps one
@@ -16,11 +16,12 @@ and the per-pipe limits (``streams_per_pipe``, PINGs per interval).
 Its life cycle is one ``State``: HANDSHAKE -> OPEN -> DRAINING -> CLOSING -> CLOSED
 (DRAINING and CLOSING may be skipped; CLOSED is final).
 
-Why this module is over 400 lines: it is the one state machine of a pipe, and
-its transitions (receiving, timers, closing) read best side by side; the parts
-with a job of their own are apart: ``pipe_events`` (states and events),
-``pipe_streams`` (the stream table), ``pipe_roles`` (SC- and SP-only frames),
-``pipe_bounds`` (the per-pipe limits) and ``pipe_outbox`` (frames out).
+It is one of the two modules over 400 lines, and ``PipeConnection`` one of the
+two classes over 300: it is the one state machine of a pipe, whose transitions
+(receiving, timers, closing) read best side by side. The parts with a job of
+their own are apart: ``events`` (states and events), ``streams`` (the stream
+table), ``roles`` (SC- and SP-only frames), ``bounds`` (the per-pipe limits),
+``budget`` (bytes held), ``outbox`` (frames out), ``settings`` and ``status``.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ _DATA = int(FrameType.DATA)
 _CLOSING = State.CLOSING
 _CLOSED = State.CLOSED
 """The hot path compares with these: ``State.CLOSING`` is a lookup through the enum's
-metaclass (~0.1 µs a time)."""
+metaclass, on every frame."""
 
 
 def _ignore(_: object = None) -> None:

@@ -1,6 +1,6 @@
 """What a pipe connection is and says: its role, its ``State``, and the events it emits.
 
-``pipe_core.PipeConnection`` emits these, in order, the moment they happen;
+``pipe.connection.PipeConnection`` emits these, in order, the moment they happen;
 its carrier adapter acts on them (``CloseTransport``, ``AbortTransport``) or
 hands them to the daemon that owns the pipe (the rest).
 """

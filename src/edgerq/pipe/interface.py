@@ -1,8 +1,8 @@
 """A pipe as the daemons see it: the typed ``MuxPipe`` interface and its owners.
 
-The protocol itself is ``pipe_core.PipeConnection`` (sans I/O). Each carrier
+The protocol itself is ``pipe.connection.PipeConnection`` (sans I/O). Each carrier
 has a thin adapter around it (``carriers.tcp.TcpPipe``,
-``carriers.quic_pipe.QuicPipe``, both built on ``pipe_adapter.CarrierPipe``)
+``carriers.quic.pipe.QuicPipe``, both built on ``carriers.adapter.CarrierPipe``)
 that satisfies ``MuxPipe``; the daemons know pipes by this interface only.
 
 What the pipe means to each side (registration at the SC, opening services

@@ -16,7 +16,7 @@ stops reading holds at most one window of memory and never blocks the pipe.
 
 Each end enforces its own bound whatever the peer announces: ``window`` is
 the receive window THIS end granted (at the SP the smaller of its own
-``stream_window`` and the SC's ask, see ``budget.granted_window``; OPEN_OK
+``stream_window`` and the SC's ask, see ``pipe.budget.granted_window``; OPEN_OK
 tells the SC), and DATA past it resets the stream. What a stream holds
 (received, not yet taken by the local socket) is also charged to its pipe's
 ``PipeBudget``; a stream that would take the pipe past it is reset too. The

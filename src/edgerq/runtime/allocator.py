@@ -13,8 +13,8 @@ def tune_allocator() -> None:
 
     Each read of a pipe is a fresh ``bytes`` of up to 256 KiB (uvloop). With
     glibc's defaults such blocks sit at the top of the heap, are trimmed with
-    ``brk`` as soon as they are freed and faulted in again by the next read:
-    on a bulk transfer that doubled the SC's system time. Allocations up to
+    ``brk`` as soon as they are freed and faulted in again by the next read,
+    which on a bulk transfer costs the SC much system time. Allocations up to
     1 MiB now come from the heap, and up to 8 MiB of free heap is kept.
     Other C libraries are left alone.
     """

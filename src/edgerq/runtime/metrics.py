@@ -56,10 +56,10 @@ class Tally:
     ``/metrics`` calls first), so a scrape sees every connection that ended
     before it.
 
-    Each ``inc``/``dec`` of prometheus_client takes a lock and costs 1.5-2.5 us;
-    at five or six per connection that was about a tenth of the SC's and the SP's
-    CPU on short connections. Here it is one dict update; the pending sums are
-    bounded by the label sets in use (services x outcomes), not by traffic."""
+    Each ``inc``/``dec`` of prometheus_client takes a lock, five or six times per
+    connection, which shows on short connections; here it is one dict update. The
+    pending sums are bounded by the label sets in use (services x outcomes), not
+    by traffic."""
 
     def __init__(self) -> None:
         self._pending: dict[tuple[Counter | Gauge, tuple[str, ...]], float] = {}

@@ -1,6 +1,6 @@
 """One client of an SC service port: its bytes, its open attempt, how it is told of a failure.
 
-The ``ClientOpener`` (``opening.py``) drives it; this module holds only the
+The ``ClientOpener`` (``sc.opener``) drives it; this module holds only the
 connection's own state and what it says to its client (``http`` services
 answer tunnel failures and slow clients with a status line).
 """
@@ -103,8 +103,8 @@ class ClientConnection(LocalConnection):
 
     def log_end(self, access_log: bool) -> None:
         """The connection's one log line: WARNING unless it ended well, then INFO with
-        ``access_log``, else DEBUG (by default, not at all: the line costs about a
-        tenth of the SC's CPU on short connections)."""
+        ``access_log``, else DEBUG (so by default not at all: formatting a line per
+        connection shows in the SC's CPU on short connections)."""
         outcome = self.outcome or "closed"
         if outcome != "ok":
             level = logging.WARNING

@@ -10,7 +10,7 @@ from edgerq.sc.fairness import FairSlots, Take
 
 class ConnectionSlots:
     """``max_connections`` for one service, shared fairly between source addresses
-    (``fairness.FairSlots``): taken at once when free (no task, no await on the
+    (``sc.fairness.FairSlots``): taken at once when free (no task, no await on the
     hot path), else waited for in the source's turn."""
 
     def __init__(self, service: ConsumerService) -> None:

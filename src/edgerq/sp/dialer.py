@@ -3,7 +3,7 @@
 ``ProviderPipe`` is the ``ProviderOwner`` of the pipe it dials: it registers
 the pipe's services, hands each OPEN to its ``ServiceConnector`` (which
 connects to the service and counts what flows), and redials with backoff when
-the pipe is lost. ``ServiceProvider`` (sp.py) runs one per configured pipe.
+the pipe is lost. ``ServiceProvider`` (``sp.daemon``) runs one per configured pipe.
 """
 
 from __future__ import annotations

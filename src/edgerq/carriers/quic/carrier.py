@@ -1,14 +1,13 @@
 """The ``udp`` carrier: one QUIC connection per pipe (qh3), TLS 1.3 inside.
 
-qh3 (a maintained fork of aioquic with its core in Rust) was chosen by
-measurement on a 2-core machine: 20 MiB over loopback moved at ~40 MB/s with
-qh3 against ~3 MB/s with aioquic, with the same asyncio glue.
+qh3 (a maintained fork of aioquic with its core in Rust) was chosen over
+aioquic by measurement (docs/scaling.md has the figures).
 
 This module is the carrier (``listen``, ``dial``, the TLS configuration) and
-``PipeProtocol``, qh3's asyncio glue for one pipe; ``quic_server`` is the SC's
+``PipeProtocol``, qh3's asyncio glue for one pipe; ``server`` is the SC's
 server, fed batches of datagrams, that counts every datagram it drops;
-``quic_pipe.QuicPipe`` maps a pipe onto QUIC streams, and ``qh3_compat`` is
-the one place that touches qh3's internals (and checks its version).
+``pipe.QuicPipe`` maps a pipe onto QUIC streams, and ``qh3_compat`` is the one
+place that touches qh3's internals (and checks its version).
 """
 
 from __future__ import annotations
@@ -58,11 +57,10 @@ DEFAULT_DATAGRAM: int = QuicConfiguration.max_datagram_size
 MAX_DATAGRAM = 16000
 """The largest UDP payload an SP sends, where the route's MTU allows it (loopback:
 65536; 1500-byte Ethernet keeps ~1450). qh3's cost is per datagram (encryption,
-framing, a Python call each): 1 MiB on loopback took SC+SP ~5900 µs of CPU in
-1450-byte datagrams, ~2900 in 16000-byte ones, ~2500 in 65000-byte ones. 16000 and
-not more: four still fill one GSO send, and a receiver on the kernel's default 208 KiB
-socket buffer (``net.core.rmem_max``) drops bursts of 64 KB datagrams (measured:
-114 MB/s at 16000, 68 at 65000)."""
+framing, a Python call each), so larger datagrams cost less CPU per byte. 16000
+and not more: four still fill one GSO send, and a receiver on the kernel's
+default 208 KiB socket buffer (``net.core.rmem_max``) drops bursts of 64 KB
+datagrams (docs/scaling.md has the measurements)."""
 
 _IP_MTU = getattr(socket, "IP_MTU", 14)  # Linux
 _IPV6_MTU = getattr(socket, "IPV6_MTU", 24)
