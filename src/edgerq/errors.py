@@ -60,7 +60,8 @@ class AuthError(RemoteProtocolError):
 
 
 class LimitExceeded(RemoteProtocolError):
-    """The peer went past a limit that bounds what it can make us hold (``pipe.bounds``, ``pipe.budget``, ``sc.gate``)."""
+    """The peer went past a limit that bounds what it can make us hold (``pipe.bounds``,
+    ``pipe.budget``, ``sc.gate``)."""
 
     def __init__(self, message: str, limit: Limit) -> None:
         super().__init__(message)
