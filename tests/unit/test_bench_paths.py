@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from bench import paths
@@ -67,23 +67,9 @@ class RecordingStack(Stack):
         super().__init__()
         self.log = log
 
-    def start(
-        self,
-        name: str,
-        argv: list[str],
-        env: dict[str, str] | None = None,
-        stdin: int | None = subprocess.DEVNULL,
-    ) -> Proc:
+    def start(self, name: str, argv: list[str], *args: Any, **kwargs: Any) -> Proc:
         self.log.append(f"start {name}: {' '.join(argv).replace(str(self.dir), 'DIR')}")
         return Proc(name, cast("subprocess.Popen[bytes]", None), self.dir / f"{name}.log")
-
-
-@pytest.fixture
-def no_openssl(monkeypatch: pytest.MonkeyPatch) -> None:
-    def cert(env: paths.Env, name: str) -> tuple[Path, Path]:
-        return Path("/certs/key.pem"), Path("/certs/cert.pem")
-
-    monkeypatch.setattr(paths, "_make_cert", cert)
 
 
 TOOLS = {"stunnel4": "/usr/bin/stunnel4", "openssl": "/usr/bin/openssl"}
@@ -93,20 +79,38 @@ GLOBAL = (
 )
 
 
-@pytest.mark.usefixtures("no_openssl")
-def test_the_stunnel_pair_across_namespaces_listens_at_the_sc_sides_address() -> None:
+def sidecars(
+    monkeypatch: pytest.MonkeyPatch, sides: tuple[str, str], listener: int, **ends: Any
+) -> tuple[int, str, str, list[str]]:
+    """The stunnel pair in front of ``listener``, the SC's side and the SP's named
+    ``sides``: the port the SP dials, both configs, and what ran where."""
+
+    def cert(env: paths.Env, name: str) -> tuple[Path, Path]:
+        return Path("/certs/key.pem"), Path("/certs/cert.pem")
+
+    monkeypatch.setattr(paths, "_make_cert", cert)
+    delay = ends.pop("delay", True)
     log: list[str] = []
-    ends = Ends(
-        sc=Recorded("sc-ns", log),
-        sp=Recorded("sp-ns", log),
-        sc_host="10.201.0.1",
-        fixed_ports={"stunnel-server": 4443, "stunnel-client": 4444},
-    )
+    placed = Ends(sc=Recorded(sides[0], log), sp=Recorded(sides[1], log), **ends)
     with RecordingStack(log) as stack:
-        sidecars = paths.stunnel_sidecars(paths.Env(stack, TOOLS, 8000, ends), delay=False)
-        assert sidecars(12345) == 4444
+        port = paths.stunnel_sidecars(paths.Env(stack, TOOLS, 8000, placed), delay=delay)(listener)
         server = stack.path("stunnel-server.conf").read_text()
         client = stack.path("stunnel-client.conf").read_text()
+    return port, server, client, log
+
+
+def test_the_stunnel_pair_across_namespaces_listens_at_the_sc_sides_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    port, server, client, log = sidecars(
+        monkeypatch,
+        ("sc-ns", "sp-ns"),
+        12345,
+        sc_host="10.201.0.1",
+        fixed_ports={"stunnel-server": 4443, "stunnel-client": 4444},
+        delay=False,
+    )
+    assert port == 4444
     assert server == GLOBAL + (
         "accept = 10.201.0.1:4443\nconnect = 127.0.0.1:12345\n"
         "cert = /certs/cert.pem\nkey = /certs/key.pem\n"
@@ -123,18 +127,12 @@ def test_the_stunnel_pair_across_namespaces_listens_at_the_sc_sides_address() ->
     ]
 
 
-@pytest.mark.usefixtures("no_openssl")
-def test_the_stunnel_pair_on_loopback_resolves_per_connection_as_the_shipped_confs() -> None:
-    log: list[str] = []
-    ends = Ends(
-        sc=Recorded("here", log),
-        sp=Recorded("here", log),
-        fixed_ports={"stunnel-server": 20001, "stunnel-client": 20002},
+def test_the_stunnel_pair_on_loopback_resolves_per_connection_as_the_shipped_confs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, server, client, _ = sidecars(
+        monkeypatch, ("here", "here"), 20000, fixed_ports={"stunnel-server": 20001}
     )
-    with RecordingStack(log) as stack:
-        paths.stunnel_sidecars(paths.Env(stack, TOOLS, 8080, ends))(20000)
-        server = stack.path("stunnel-server.conf").read_text()
-        client = stack.path("stunnel-client.conf").read_text()
     assert "accept = 127.0.0.1:20001\nconnect = 127.0.0.1:20000\ndelay = yes\n" in server
     assert "connect = 127.0.0.1:20001\ndelay = yes\nverify = 2\n" in client
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import bench.run
 import pytest
-from bench.common import provenance, provenance_line
+from bench.common import provenance
+from bench.report import provenance_line
 
 DIRTY = {"commit": "0" * 40, "revision": "abc1234-dirty", "dirty": True, "date": "2026-01-01"}
 CLEAN = {**DIRTY, "revision": "abc1234", "dirty": False}

@@ -115,6 +115,7 @@ class CarrierPipe(ABC):
 
     def _start(self) -> None:
         """The connection is up: admit it (SC), then start the handshake."""
+        self.core.connected()
         if self.core.role is Role.CONSUMER:
             refusal = cast(ConsumerOwner, self.owner).pipe_admit(self)
             if refusal is not None:

@@ -104,7 +104,8 @@ class PipeConnection:
         were queued in ``outbox`` (the adapter writes them out soon, once). With
         ``wake_once`` (the adapter takes all that was queued in one go) it is told
         once, until the adapter clears ``woken``; else for every frame."""
-        self.id = next(_pipe_ids)
+        self.id = 0
+        """Numbered once its connection is up (``connected``); 0 until then."""
         self.settings = settings
         role = self.role = settings.role
         self.name = settings.name
@@ -151,7 +152,14 @@ class PipeConnection:
 
     def __str__(self) -> str:
         who = f" '{self.name}'" if self.name else ""
-        return f"pipe {self.id}{who} ({self.peer})"
+        return f"pipe {self.id or '?'}{who} ({self.peer})"
+
+    def connected(self) -> None:
+        """The carrier's connection is up: the pipe takes this process's next number.
+        Dials that never connect take none, so an SP that retried before its SC was
+        up still calls its first pipe ``pipe 1``, as the SC does."""
+        if not self.id:
+            self.id = next(_pipe_ids)
 
     @property
     def limit_hit(self) -> Callable[[Limit], None]:
@@ -213,6 +221,7 @@ class PipeConnection:
 
     def start(self, now: float) -> None:
         """The connection is up: the SP says HELLO, the handshake timeout starts."""
+        self.connected()
         if isinstance(self._handshake, ProviderHandshake):
             self.send_raw(self._handshake.start())
         self.deadline = now + self._handshake_timeout

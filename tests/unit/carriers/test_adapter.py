@@ -14,6 +14,7 @@ import uuid
 import pytest
 
 from edgerq import defaults
+from edgerq.carriers.adapter import build_pipe
 from edgerq.carriers.tcp import TcpPipe
 from edgerq.pipe.interface import Role
 from edgerq.pipe.settings import PipeSettings
@@ -55,6 +56,24 @@ class SilentTransport(asyncio.Transport):
     def abort(self) -> None:
         self.closing = True
         self.aborted.set()
+
+
+def test_a_pipe_is_numbered_when_it_connects_not_when_a_dial_builds_it() -> None:
+    """uvloop builds the protocol before it connects: an SP whose dials were refused
+    must not call its first pipe "pipe 8" while the SC calls it "pipe 1"."""
+
+    async def run() -> None:
+        owner = Owner(PipeSettings(Role.PROVIDER, b"k", "sp1"))
+        first = build_pipe(TcpPipe, owner)
+        first.connection_made(SilentTransport())
+        refused = [build_pipe(TcpPipe, owner) for _ in range(3)]  # never connected
+        assert all(p.id == 0 and str(p).startswith("pipe ? 'sp1'") for p in refused)
+        later = build_pipe(TcpPipe, owner)
+        later.connection_made(SilentTransport())
+        assert later.id == first.id + 1
+        assert str(later) == f"pipe {later.id} 'sp1' (127.0.0.9:9)"
+
+    asyncio.run(run())
 
 
 def test_a_peer_that_never_says_hello_is_closed_at_the_handshake_timeout() -> None:
