@@ -27,9 +27,11 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
-from bench.common import Stack, ensure_tools, start_edgerq
+from bench.common import ensure_tools
 from bench.cpu import session_cpu_seconds
-from bench.run import DEBIAN_TOOLS, SCENARIOS, run_wrk, start_nginx
+from bench.daemons import start_edgerq
+from bench.procs import Stack
+from bench.wrk import HTTP_TOOLS, SCENARIOS, run_wrk, start_nginx
 
 
 def wakeups(pid: int) -> int:
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{tree!r}: want NAME=SRC, SRC a directory holding edgerq/")
         trees.append((name, os.path.abspath(src)))
     scenario = next(s for s in SCENARIOS if s.key == args.scenario)
-    tools = ensure_tools({b: DEBIAN_TOOLS[b] for b in ("nginx", "wrk")})
+    tools = ensure_tools(HTTP_TOOLS)
     if args.strace:
         ensure_tools({"strace": "strace"})
     cpu: dict[str, dict[str, list[float]]] = {n: {"SC": [], "SP": []} for n, _ in trees}

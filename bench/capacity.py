@@ -33,26 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import (
-    DIRTY_REFUSAL,
-    LOCALHOST,
-    REPO,
-    RESULTS,
-    Proc,
-    Skip,
-    Stack,
-    edgerq_argv,
-    free_port,
-    interruptible,
-    log,
-    machine,
-    provenance,
-    provenance_line,
-    raise_nofile,
-    start_edgerq,
-    vm_rss_kib,
-    write_json,
-)
+from bench.cli import add_allow_dirty_option, refused
+from bench.common import REPO, RESULTS, Skip, machine, provenance, raise_nofile, vm_rss_kib
+from bench.daemons import edgerq_argv, start_edgerq
+from bench.procs import LOCALHOST, Proc, Stack, free_port, interruptible, log
+from bench.report import markdown_table, provenance_line, write_json
 
 TICK = os.sysconf("SC_CLK_TCK")
 SMALL = 128
@@ -277,18 +262,15 @@ async def carrier_figures(stack: Stack, carrier: str, backend: int, quick: bool)
 
 
 def table(results: dict[str, Any]) -> str:
-    rows = [
-        "| | tcp SC | tcp SP | udp SC | udp SP |",
-        "|---|---|---|---|---|",
-    ]
+    rows: list[list[str]] = []
 
     def row(label: str, pick: Callable[[dict[str, Any], str], Any]) -> None:
-        cells = []
+        cells = [label]
         for carrier in ("tcp", "udp"):
             figures = results["carriers"].get(carrier)
             for side in ("sc", "sp"):
                 cells.append("n/a" if figures is None else str(pick(figures, side)))
-        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+        rows.append(cells)
 
     row("CPU µs per small request (keep-alive, 16)", lambda f, s: f["keepalive_16"][f"{s}_us"])
     row("CPU µs per new connection (16 at once)", lambda f, s: f["new_connection_16"][f"{s}_us"])
@@ -300,7 +282,8 @@ def table(results: dict[str, Any]) -> str:
         lambda f, s: f["pipes"]["sc_kib_per_pipe"] if s == "sc" else "")  # fmt: skip
     row("CPU µs per idle pipe per second (heartbeats)",
         lambda f, s: f["pipes"][f"{s}_us_per_pipe_second"])  # fmt: skip
-    return "\n".join(rows)
+    header = ["", "tcp SC", "tcp SP", "udp SC", "udp SP"]
+    return "\n".join(markdown_table(header, rows, left=len(header)))
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -338,18 +321,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--carriers", nargs="+", default=["tcp", "udp"], choices=["tcp", "udp"])
     parser.add_argument("--out", type=Path, default=RESULTS / "capacity.json")
     parser.add_argument("--backend", type=int, help=argparse.SUPPRESS)
-    parser.add_argument(
-        "--allow-dirty",
-        action="store_true",
-        help="measure a tree with uncommitted changes (the results say so)",
-    )
+    add_allow_dirty_option(parser)
     args = parser.parse_args(argv)
     if args.backend:
         asyncio.run(_backend(args.backend))
         return 0
     prov = provenance()  # the code measured: the tree may change during the run
-    if prov["dirty"] and not args.allow_dirty:
-        log(DIRTY_REFUSAL)
+    if refused(prov, args.allow_dirty):
         return 2
     with interruptible():
         results = asyncio.run(run(args))

@@ -21,23 +21,17 @@ No result file is written: this is for working on the hot path, not a report.
 from __future__ import annotations
 
 import argparse
-import secrets
 import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import (
-    Stack,
-    consumer_config,
-    ensure_tools,
-    free_port,
-    log,
-    provider_config,
-    sc_fingerprint,
-)
+from bench.common import ensure_tools
 from bench.cpu import session_cpu_seconds
-from bench.run import DEBIAN_TOOLS, LARGE_BODY, SCENARIOS, Scenario, run_wrk, start_nginx
+from bench.daemons import DAEMON_LOG_LEVEL, start_edgerq
+from bench.procs import Stack, log
+from bench.report import fixed_width
+from bench.wrk import HTTP_TOOLS, LARGE_BODY, SCENARIOS, Scenario, run_wrk, start_nginx
 
 _PROFILED = """
 import cProfile, runpy, sys, time
@@ -65,7 +59,7 @@ class Tree:
 
 
 def _daemon_argv(tree: Tree, role: str, config: Path, profile: Path | None) -> list[str]:
-    tail = ["--log-level", "info", role, str(config)]
+    tail = ["--log-level", DAEMON_LOG_LEVEL, role, str(config)]
     if profile is None:
         return [tree.python, "-m", "edgerq", *tail]
     out = profile / f"{tree.label}-{role}.prof"
@@ -75,20 +69,15 @@ def _daemon_argv(tree: Tree, role: str, config: Path, profile: Path | None) -> l
 def start_tree(
     stack: Stack, tree: Tree, backend: int, profile: Path | None, protocol: str = "tcp"
 ) -> None:
-    listener, service = free_port(), free_port()
-    sc_conf = stack.path(f"{tree.label}-consumer.xml")
-    sc_conf.write_text(consumer_config(listener, service, max_connections=512, protocol=protocol))
-    # over udp the SC generates its certificate once; the SP pins its fingerprint
-    pins = {"server_fingerprint": sc_fingerprint(sc_conf)} if protocol == "udp" else {}
-    sp_conf = stack.path(f"{tree.label}-provider.xml")
-    sp_conf.write_text(provider_config(listener, backend, protocol=protocol, pipe_settings=pins))
-    env = {"EDGERQ_AUTH_TOKEN": secrets.token_hex(16)}
-    sc = stack.start(f"{tree.label}-sc", _daemon_argv(tree, "sc", sc_conf, profile), env)
-    sc.wait_log("accepting pipes")
-    sc.wait_port(service)
-    sp = stack.start(f"{tree.label}-sp", _daemon_argv(tree, "sp", sp_conf, profile), env)
-    sp.wait_log("registered", timeout=30.0)
-    tree.service_port, tree.sc_pid, tree.sp_pid = service, sc.pid, sp.pid
+    tunnel = start_edgerq(
+        stack,
+        tree.label,
+        backend,
+        max_connections=512,
+        protocol=protocol,
+        daemon_argv=lambda role, config: _daemon_argv(tree, role, config, profile),
+    )
+    tree.service_port, tree.sc_pid, tree.sp_pid = tunnel.service_port, tunnel.sc.pid, tunnel.sp.pid
 
 
 def scenario_for(conns: int, large: bool = False) -> Scenario:
@@ -165,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--python wants LABEL=PATH, not {spec!r}")
         trees.append(Tree(label, python))
     conns = args.conns or [16]
-    tools = ensure_tools({k: DEBIAN_TOOLS[k] for k in ("nginx", "wrk")})
+    tools = ensure_tools(HTTP_TOOLS)
     if "nginx" not in tools or "wrk" not in tools:
         raise SystemExit("nginx and wrk are needed (apt-get install -y nginx wrk)")
     if args.profile is not None:
@@ -177,12 +166,13 @@ def main(argv: list[str] | None = None) -> int:
         results = measure(trees, conns, args.rounds, args.duration, tools["wrk"], args.large)
     unit = "MB (1 MiB GETs)" if args.large else "request"
     print(f"median CPU µs per {unit} over {args.rounds} rounds of {args.duration:g} s")
-    print(f"{'tree':>12} {'conns':>5} {'SC':>7} {'SP':>7} {'SC+SP':>7}")
+    rows = []
     for (label, n), per in results.items():
         sc = statistics.median(p[0] for p in per)
         sp = statistics.median(p[1] for p in per)
         total = statistics.median(p[0] + p[1] for p in per)
-        print(f"{label:>12} {n:5d} {sc:7.1f} {sp:7.1f} {total:7.1f}")
+        rows.append([label, str(n), f"{sc:.1f}", f"{sp:.1f}", f"{total:.1f}"])
+    print(fixed_width(["tree", "conns", "SC", "SP", "SC+SP"], rows, [12, 5, 7, 7, 7]))
     return 0
 
 

@@ -33,16 +33,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import (
-    DIRTY_REFUSAL,
-    REPO,
-    RESULTS,
-    log,
-    markdown_table,
-    provenance,
-    provenance_line,
-    write_json,
-)
+from bench.cli import DIRTY_REFUSAL
+from bench.common import REPO, RESULTS, provenance
+from bench.procs import log
+from bench.report import markdown_table, provenance_line, write_json
 
 TARGETS = {
     "direct": "direct to the web server",

@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, provenance_line
+from bench.common import RESULTS
+from bench.report import markdown_table, provenance_line
 
 COLUMNS = [("udp", "up"), ("udp", "down"), ("tcp", "up"), ("tcp", "down")]
 
@@ -32,11 +33,7 @@ def render(data: dict[str, Any]) -> str:
             row.append(f"{entry[f'{direction}_mib_s']:.1f} MiB/s" if entry else "-")
         rows.append(row)
     header = ["loss", *(f"{c} {d}" for c, d in COLUMNS)]
-    table = [
-        "| " + " | ".join(header) + " |",
-        "|---|" + "---:|" * len(COLUMNS),
-        *("| " + " | ".join(row) + " |" for row in rows),
-    ]
+    table = markdown_table(header, rows, left=1)
     origin = [provenance_line(json.loads(r)) for r in sorted(runs)]
     if len(runs) > 1:
         origin.insert(0, "Entries from more than one run:")

@@ -21,24 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import (
-    DIRTY_REFUSAL,
-    LOCALHOST,
-    REPO,
-    RESULTS,
-    Stack,
-    Tunnel,
-    free_port,
-    interruptible,
-    log,
-    machine,
-    provenance,
-    provenance_line,
-    raise_nofile,
-    start_edgerq,
-    vm_rss_kib,
-    write_json,
-)
+from bench.cli import add_allow_dirty_option, refused, run_main
+from bench.common import REPO, RESULTS, machine, provenance, raise_nofile, vm_rss_kib
+from bench.daemons import Tunnel, start_edgerq
+from bench.procs import LOCALHOST, Stack, free_port, interruptible, log
+from bench.report import provenance_line, write_json
 
 COUNT = b"COUNT\n"
 
@@ -210,11 +197,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--settle", type=float, default=2.0, help="seconds idle before RSS (2)")
     p.add_argument("--timeout", type=float, default=600.0, help="whole run bound, s (600)")
     p.add_argument("--output", type=Path, default=RESULTS / "scale.json")
-    p.add_argument(
-        "--allow-dirty",
-        action="store_true",
-        help="measure a tree with uncommitted changes (the results say so)",
-    )
+    add_allow_dirty_option(p)
     p.add_argument("--backend", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.connections < 1 or args.batch < 1:
@@ -239,8 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     started = time.time()
     prov = provenance()  # the code measured: the tree may change during the run
-    if prov["dirty"] and not args.allow_dirty:
-        log(DIRTY_REFUSAL)
+    if refused(prov, args.allow_dirty):
         return 2
     with interruptible(), Stack("edgerq-scale-") as stack:
         backend_port = free_port()
@@ -287,8 +269,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        log("interrupted; processes stopped and temp files removed")
-        sys.exit(130)
+    run_main(main, "interrupted; processes stopped and temp files removed")

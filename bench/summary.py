@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, markdown_table, provenance_line
+from bench.common import RESULTS
+from bench.report import markdown_table, provenance_line
 
 PATHS = {
     "edgerq-tcp": "edgerq tcp",
