@@ -18,7 +18,7 @@ help:
 	@echo "make up            the dev suite on this machine: Docker bootstrapped if missing, Compose v2 or v1, up -d, healthy"
 	@echo "make test          ruff, mypy and pytest (unit + integration); creates $(VENV)"
 	@echo "make build-fast    the optional mypyc-compiled build into $(FAST_VENV) (needs a C compiler; docs/scaling.md)"
-	@echo "make test-fast     the compiled build's own tests, run by $(FAST_VENV) (after build-fast)"
+	@echo "make test-fast     the unit suite and the compiled build's own tests, run by $(FAST_VENV) (after build-fast)"
 	@echo "make fault-test    kill -9 under load, pipe partition, soak, long fuzzing (about 11 min)"
 	@echo "make compose-test  the Docker Compose suite end to end (bootstraps Docker as root)"
 	@echo "make two-site-test deploy/public + deploy/private as two Compose projects: the production set-up, rotation, upgrade"
@@ -69,7 +69,7 @@ build-fast:
 
 test-fast:
 	@test -x $(FAST_BIN)/python || { echo "no $(FAST_VENV): run make build-fast first"; exit 1; }
-	EDGERQ_EXPECT_COMPILED=1 $(FAST_BIN)/pytest tests/integration/test_compiled.py
+	EDGERQ_EXPECT_COMPILED=1 $(FAST_BIN)/pytest tests/unit tests/integration/test_compiled.py
 
 fault-test: $(STAMP)
 	$(BIN)/pytest tests/fault -m fault

@@ -1,5 +1,6 @@
-"""Fakes the unit tests share: a pipe owner, a stream's local end, a pipe without a
-connection, qh3's connection and link, and two helpers (frames_of, in_loop).
+"""Fakes the unit tests share: a pipe owner, a stream's local end, what a stream
+writes to, a pipe without a connection, qh3's connection and link, and two helpers
+(frames_of, in_loop).
 
 Each records what it is told, so a test asserts on what the code under test did.
 """
@@ -122,6 +123,31 @@ class Sink:
     def on_open_answer(self, stream: Stream, failure: OpenRefused | None) -> None:
         assert not self.resets, "the answer comes before the reset of the same cause"
         self.answers.append(failure)
+
+
+class Writer:
+    """A stream's pipe as the stream sees it (a ``StreamWriter``): records what it is
+    handed. Code that takes a ``Stream`` is given a real one over this, not a
+    look-alike: compiled (mypyc) modules check that an argument is a ``Stream``."""
+
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+        self.raw: list[bytes] = []
+        self.forgotten: list[int] = []
+
+    def send_data(
+        self, stream_id: int, data: bytes | bytearray | memoryview, max_frame: int
+    ) -> None:
+        self.data.append(bytes(data))
+
+    def send_raw(self, data: bytes) -> None:
+        self.raw.append(data)
+
+    def forget_stream(self, stream: Stream) -> None:
+        self.forgotten.append(stream.id)
+
+    def log_stream_error(self, stream: Stream, message: str) -> None:
+        pass
 
 
 @dataclass(eq=False)

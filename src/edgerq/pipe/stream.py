@@ -81,9 +81,12 @@ class OpenRefused(EdgerqError):
     """The SP could not reach the service behind it (OPEN_FAIL), or the stream ended
     before the SP answered."""
 
-    def __init__(self, code: int, reason: str) -> None:
+    def __init__(self, code: OpenFailure | int, reason: str) -> None:
         super().__init__(reason)
         self.code = code
+        """An ``OpenFailure``, or an OPEN_FAIL's code as it came off the wire. Not
+        declared ``int``: mypyc stores an ``int`` attribute unboxed, so the compiled
+        build would hand back ``2`` where the pure one keeps ``CONNECT_REFUSED``."""
         self.reason = reason
 
 

@@ -5,23 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from edgerq.config import load_provider
+from edgerq.pipe.stream import Stream
 from edgerq.protocol.messages import OpenFailure
 from edgerq.runtime.relay import LocalConnection
 from edgerq.sp.dialer import ProviderPipe
-from tests.unit.fakes import FakePipe
+from tests.unit.fakes import FakePipe, Writer
 
 UUID = "11111111-2222-3333-4444-555555555555"
-
-
-class FakeStream:
-    id = 1
-    finished = False
 
 
 def setup(tmp_path: Path, port: int) -> tuple[ProviderPipe, Any]:
@@ -38,7 +35,8 @@ def setup(tmp_path: Path, port: int) -> tuple[ProviderPipe, Any]:
 
 async def connect(pp: ProviderPipe, service: Any) -> tuple[FakePipe, LocalConnection]:
     pipe, conn = FakePipe(), LocalConnection(4096)
-    pp.streams.connect(pipe, FakeStream(), conn, service)  # type: ignore[arg-type]
+    stream = Stream(Writer(), 1, uuid.UUID(UUID), window=65536, max_frame=4096)
+    pp.streams.connect(pipe, stream, conn, service)  # type: ignore[arg-type]
     await asyncio.wait_for(pipe.answered.wait(), 10)
     return pipe, conn
 

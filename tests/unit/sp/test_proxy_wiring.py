@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Any, cast
+from typing import cast
 
 import pytest
 
@@ -17,21 +17,9 @@ from edgerq.pipe.settings import PipeSettings
 from edgerq.pipe.stream import OpenRefused, Stream
 from edgerq.runtime.relay import LocalConnection
 from edgerq.sp.dialer import ProviderPipe
-from tests.unit.fakes import Owner
+from tests.unit.fakes import Owner, Writer
 
-
-class FakeStream:
-    """What LocalConnection uses of a Stream: credit, and the consumed counter."""
-
-    def __init__(self) -> None:
-        self.window = 1024 * 1024
-        self.send_credit = self.window
-        self.finished = False
-        self.sink: Any = None
-        self.consumed_totals: list[int] = []
-
-    def consumed(self, total: int) -> None:
-        self.consumed_totals.append(total)
+SERVICE = uuid.UUID("11111111-2222-3333-4444-555555555555")
 
 
 class FakeTransport:
@@ -66,21 +54,18 @@ class FakeTransport:
 
 @pytest.mark.parametrize("preamble", [b"PROXY UNKNOWN\r\n", b""], ids=["preamble", "none"])
 def test_data_that_arrived_while_connecting_follows_the_preamble(preamble: bytes) -> None:
-    stream = FakeStream()
+    stream = Stream(Writer(), 1, SERVICE, window=1024 * 1024, max_frame=4096)
     transport = FakeTransport()
     conn = LocalConnection(4096, preamble=preamble)
-    conn.bind(cast(Stream, stream))
+    conn.bind(stream)
     conn.on_data(b"one")  # frames that arrived before the service accepted
     conn.on_data(memoryview(b"two"))
     conn.connection_made(cast(asyncio.Transport, transport))
     conn.on_data(b"three")
     assert transport.written == [preamble, b"one", b"two", b"three"][0 if preamble else 1 :]
     # Credit is granted for stream bytes only: the preamble is not the peer's data.
-    assert stream.consumed_totals[-1] == len(b"onetwothree")
+    assert stream.taken == len(b"onetwothree")
     assert (conn.peer, conn.local) == ("203.0.113.9:443", "192.0.2.1:51000")
-
-
-SERVICE = uuid.UUID("11111111-2222-3333-4444-555555555555")
 
 
 class Client:
