@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
@@ -36,8 +37,11 @@ class Deadlines(Generic[K]):
     is armed for the earliest deadline only, and is left to fire rather than moved
     when that one is discarded; it then re-arms for the earliest one left."""
 
-    def __init__(self, on_due: Callable[[K], None]) -> None:
+    def __init__(
+        self, on_due: Callable[[K], None], clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._on_due = on_due
+        self._clock = clock
         self._when: dict[K, float] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._armed_at = math.inf
@@ -49,7 +53,7 @@ class Deadlines(Generic[K]):
         return key in self._when
 
     def set(self, key: K, when: float, loop: asyncio.AbstractEventLoop) -> None:
-        """``on_due(key)`` at ``when`` (the loop's clock), unless discarded first;
+        """``on_due(key)`` at ``when`` (on ``clock``), unless discarded first;
         replaces the key's earlier deadline."""
         self._when[key] = when
         if when < self._armed_at:
@@ -70,13 +74,13 @@ class Deadlines(Generic[K]):
         if self._timer is not None:
             self._timer.cancel()
         self._armed_at = when
-        self._timer = loop.call_at(when, self._fire, loop)
+        self._timer = loop.call_later(max(when - self._clock(), 0.0), self._fire, loop)
 
     def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
         self._armed_at = math.inf
         # a timer may fire up to a clock tick early (uvloop counts milliseconds)
-        now = loop.time() + CLOCK_SLACK
+        now = self._clock() + CLOCK_SLACK
         due = [key for key, when in self._when.items() if when <= now]
         for key in due:
             del self._when[key]

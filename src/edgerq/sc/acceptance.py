@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 import uuid as uuid_mod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from edgerq.config.model import ConsumerConfig, ConsumerService
 from edgerq.labels import Limit
@@ -37,6 +37,7 @@ class PipeAcceptance:
         services: Mapping[uuid_mod.UUID, ConsumerService],
         registry: ServiceRegistry,
         metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.token = config.auth_token.reveal() if config.auth_token is not None else None
         self.token_source = config.token_source
@@ -45,7 +46,8 @@ class PipeAcceptance:
         """The services configured now (replaced by a reload)."""
         self.registry = registry
         self.metrics = metrics
-        self.gate = PipeGate(config.limits, metrics)
+        self.clock = clock
+        self.gate = PipeGate(config.limits, metrics, clock)
         self.pipes: set[MuxPipe] = set()
         self._offered: dict[MuxPipe, tuple[uuid_mod.UUID, ...]] = {}
         """What each pipe offered, known or not: a reload may add a service."""
@@ -127,7 +129,7 @@ class PipeAcceptance:
             return
         host = source_of(pipe.peer)
         loop = asyncio.get_running_loop()
-        now = time.monotonic()
+        now = self.clock()
         for old in self.pipes:
             if (
                 old is not pipe
@@ -142,7 +144,7 @@ class PipeAcceptance:
     def _close_if_superseded(self, old: MuxPipe, new: MuxPipe) -> None:
         if old.closing or old.closed.done() or new.closing or new.closed.done():
             return
-        silent = time.monotonic() - old.last_heard
+        silent = self.clock() - old.last_heard
         if silent <= SUSPECT_AFTER:
             return  # alive: the same SP has two pipes of that name for a while
         reason = f"superseded by {new} from the same SP, silent for {silent:.1f} s"
@@ -187,7 +189,7 @@ class PipeAcceptance:
             log.info(
                 "%s closed after %.1f s, %d stream(s): %s; services withdrawn: %s",
                 pipe,
-                time.monotonic() - status.opened_at,
+                self.clock() - status.opened_at,
                 status.streams_total,
                 reason,
                 ", ".join(self.services[u].name for u in gone if u in self.services) or "none",

@@ -1,8 +1,10 @@
 """One client of an SC service port: its bytes, its open attempt, how it is told of a failure.
 
-The ``ClientOpener`` (``sc.opener``) drives it; this module holds only the
-connection's own state and what it says to its client (``http`` services
-answer tunnel failures and slow clients with a status line).
+The ``ClientOpener`` (``sc.opener``) drives it, and ``SlowClients`` watches it;
+both ask it to change its state through its methods (``begin``, ``slot_taken``,
+``wait_in``, ``guard_with``, ``count_open``, ``settle``) and only read it
+otherwise. It says what it must to its client itself: ``http`` services answer
+tunnel failures and slow clients with a status line.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from edgerq.labels import Outcome
 from edgerq.pipe.interface import MuxPipe
 from edgerq.pipe.stream import OpenAnswer, OpenRefused, Stream
 from edgerq.runtime.relay import LocalConnection
-from edgerq.sc.fairness import RateWindow, head_complete
+from edgerq.sc.fairness import RateWindow, head_complete, source_of
 from edgerq.sc.http_errors import error_response
 from edgerq.sc.open_attempt import OpenAttempt, OpenState
+from edgerq.sc.slots import ConnectionSlots
 
 log = logging.getLogger("edgerq.sc")
 
@@ -40,6 +43,7 @@ class ClientConnection(LocalConnection):
         on_done: Callable[[LocalConnection], None],
         on_connected: Callable[[LocalConnection], None],
         on_answer: Callable[[ClientConnection, Stream, OpenRefused | None], None],
+        slots: ConnectionSlots,
     ) -> None:
         super().__init__(
             service.request_buffer,
@@ -49,12 +53,14 @@ class ClientConnection(LocalConnection):
         )
         self.service = service
         self._on_answer = on_answer
+        self._slots = slots
         self.attempt: OpenAttempt[MuxPipe] = _NOT_STARTED
-        """Where the opening stands (set when the client is accepted)."""
-        self.task: asyncio.Task[None] | None = None
+        """Where the opening stands (``begin`` makes it when the client is accepted)."""
+        self._task: asyncio.Task[None] | None = None
         """Waiting for a slot or a pipe."""
         self.holds_slot = False
         self.counted = False
+        """Counted in ``streams_open`` (``count_open``)."""
         self.source = "?"
         """The client's address: slots are shared fairly between sources."""
         self.head_done = service.type != "http" or service.header_timeout is None
@@ -63,9 +69,51 @@ class ClientConnection(LocalConnection):
         self._head_tail = b""
         self.rate: RateWindow | None = None
         self.accepted_at = 0.0
-        """When the client got its slot (and began to be read), on the loop's clock."""
-        self.guard: asyncio.TimerHandle | None = None
+        """When the client got its slot (and began to be read), on the daemon's clock."""
+        self._guard: asyncio.TimerHandle | None = None
         """The next ``header_timeout`` or ``min_rate`` check."""
+
+    # --- the opening, changed only here -------------------------------------------------
+
+    def begin(self, now: float) -> OpenAttempt[MuxPipe]:
+        """The client was accepted at ``now``: its attempt has ``request_ttl`` in all."""
+        self.attempt = OpenAttempt(now + self.service.request_ttl)
+        self.source = source_of(self.peer)
+        return self.attempt
+
+    def slot_taken(self, now: float) -> None:
+        """A ``max_connections`` slot is this connection's from ``now`` (released by
+        ``settle``): it begins to be read, and ``min_rate`` counts from here."""
+        self.holds_slot = True
+        self.attempt.slot_taken()
+        self.accepted_at = now
+        rate = self.service.effective_min_rate
+        if rate > 0:
+            self.rate = RateWindow(rate, self.service.rate_window, now)
+
+    def wait_in(self, task: asyncio.Task[None]) -> None:
+        """The connection waits for a slot or a pipe in ``task`` (cancelled by ``settle``)."""
+        self._task = task
+
+    def guard_with(self, timer: asyncio.TimerHandle | None) -> None:
+        """The next slow-client check (None: the one that fired)."""
+        self._guard = timer
+
+    def count_open(self) -> bool:
+        """True the first time a stream is opened for it: count it as open once."""
+        first, self.counted = not self.counted, True
+        return first
+
+    def settle(self) -> None:
+        """The connection is done: stop its waiting and its guard, give its slot back."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        if self._guard is not None:
+            self._guard.cancel()
+            self._guard = None
+        if self.holds_slot:
+            self.holds_slot = False
+            self._slots.release(self.source)
 
     def read_seen(self, data: memoryview) -> None:
         self.head_done, self._head_tail = head_complete(self._head_tail, data)

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import time
 import uuid as uuid_mod
+from collections.abc import Callable
 from typing import Any
 
 from edgerq import __version__
@@ -59,28 +60,33 @@ def pipe_entry(carrier: str, status: PipeStatus, now: float) -> dict[str, Any]:
 
 
 class ServiceConsumer:
-    """The SC daemon: a pipe listener and one TCP listener per service."""
+    """The SC daemon: a pipe listener and one TCP listener per service.
 
-    def __init__(self, config: ConsumerConfig) -> None:
+    ``clock`` is the one clock of every decision it makes (deadlines, silence,
+    blocks); it must be the pipes' clock too, ``time.monotonic``, which the
+    carriers hand to each pipe core."""
+
+    def __init__(self, config: ConsumerConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
+        self.clock = clock
         self.services = {s.uuid: s for s in config.services}
-        self.registry = ServiceRegistry()
+        self.registry = ServiceRegistry(clock)
         self._servers: dict[uuid_mod.UUID, asyncio.Server] = {}
         self._listeners: dict[str, PipeListener] = {}
         """Carrier name -> its pipe listener."""
         self.listener_addresses: dict[str, tuple[str, int]] = {}
         self.service_addresses: dict[uuid_mod.UUID, tuple[str, int]] = {}
-        self.started = time.monotonic()
+        self.started = clock()
         self.metrics = Metrics()
         self.opener = ClientOpener(
-            config.services, self.registry, self.metrics, access_log=config.access_log
+            config.services, self.registry, self.metrics, config.access_log, clock
         )
         self.connections = self.opener.connections
         self.metrics.on_refresh(self.opener.count_bytes)
         self.metrics.on_refresh(self._count_drops)
         self._drops_counted: dict[PipeListener, dict[str, int]] = {}
         """Per pipe listener: datagrams dropped by reason, already added to the metric."""
-        self.acceptance = PipeAcceptance(config, self.services, self.registry, self.metrics)
+        self.acceptance = PipeAcceptance(config, self.services, self.registry, self.metrics, clock)
         self.pipes = self.acceptance.pipes
         self.admin: AdminServer | None = None
         self.draining = False
@@ -140,7 +146,7 @@ class ServiceConsumer:
         return server
 
     def _new_client(self, service: ConsumerService) -> ClientConnection:
-        near, warning = self.open_files.check(len(self.connections), time.monotonic())
+        near, warning = self.open_files.check(len(self.connections), self.clock())
         if near:
             self.metrics.limit_hit(Limit.OPEN_FILES)
         if warning is not None:
@@ -320,7 +326,7 @@ class ServiceConsumer:
 
     def status(self) -> dict[str, Any]:
         self.opener.count_bytes()
-        now = time.monotonic()
+        now = self.clock()
         return {
             "role": "sc",
             "version": __version__,

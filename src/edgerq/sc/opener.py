@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 import uuid as uuid_mod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from edgerq.config.model import ConsumerService
 from edgerq.labels import Limit, Outcome
@@ -27,8 +27,8 @@ from edgerq.runtime.metrics import Metrics
 from edgerq.runtime.relay import LocalConnection
 from edgerq.runtime.waiting import Deadlines
 from edgerq.sc.client_connection import ClientConnection
-from edgerq.sc.fairness import Take, source_of
-from edgerq.sc.open_attempt import OpenAttempt, OpenState, Probe
+from edgerq.sc.fairness import Take
+from edgerq.sc.open_attempt import OpenState, Probe
 from edgerq.sc.registry import ServiceRegistry
 from edgerq.sc.slots import ConnectionSlots
 from edgerq.sc.slow_clients import SlowClients
@@ -49,8 +49,11 @@ class ClientOpener:
         registry: ServiceRegistry,
         metrics: Metrics,
         access_log: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = registry
+        self.clock = clock
+        """The SC's one clock, the pipes' too (``last_heard``): ``time.monotonic``."""
         self.access_log = access_log
         """Log connections that ended well at INFO (``ClientConnection.log_end``)."""
         self.metrics = metrics
@@ -58,9 +61,9 @@ class ClientOpener:
         self.slots: dict[uuid_mod.UUID, ConnectionSlots] = {}
         self.bytes: dict[uuid_mod.UUID, list[int]] = {}
         """Bytes up and down per service, as counted so far."""
-        self.slow = SlowClients(metrics, self.slots)
+        self.slow = SlowClients(metrics, self.slots, clock)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.unanswered: Deadlines[ClientConnection] = Deadlines(self._check_open)
+        self.unanswered: Deadlines[ClientConnection] = Deadlines(self._check_open, clock)
         """Connections whose SP has not answered yet: the next probe, or the deadline."""
         self.configure(services)
 
@@ -100,7 +103,11 @@ class ClientOpener:
 
     def new_client(self, service: ConsumerService) -> ClientConnection:
         conn = ClientConnection(
-            service, self.connection_done, self.client_connected, self._answered
+            service,
+            self.connection_done,
+            self.client_connected,
+            self._answered,
+            self.slots[service.uuid],
         )
         self.connections.add(conn)
         return conn
@@ -108,20 +115,16 @@ class ClientOpener:
     def client_connected(self, conn: LocalConnection) -> None:
         assert isinstance(conn, ClientConnection)
         service = conn.service
-        loop = self._running_loop()
-        attempt: OpenAttempt[MuxPipe] = OpenAttempt(loop.time() + service.request_ttl)
-        conn.attempt = attempt
-        conn.source = source_of(conn.peer)
-        slots = self.slots[service.uuid]
-        if slots.try_take(conn.source):
-            conn.holds_slot = True
-            attempt.slot_taken()
-            self.slow.start(conn, loop.time())
+        now = self.clock()
+        conn.begin(now)
+        if self.slots[service.uuid].try_take(conn.source):
+            conn.slot_taken(now)
+            self.slow.start(conn, now)
             pipe = self.registry.choose(service.uuid)
             if pipe is not None:  # the common case: no task, no waiting
                 self._open(conn, pipe)
                 return
-        conn.task = loop.create_task(self._serve_when_possible(conn))
+        conn.wait_in(self._running_loop().create_task(self._serve_when_possible(conn)))
 
     async def _serve_when_possible(
         self, conn: ClientConnection, replay: bytes = b"", eof: bool = False
@@ -129,7 +132,6 @@ class ClientOpener:
         """Wait (up to request_ttl in all) for a connection slot, then for a pipe;
         on a failover, send the bytes the lost stream carried (``replay``) first."""
         service = conn.service
-        loop = asyncio.get_running_loop()
         attempt = conn.attempt
         deadline = attempt.deadline
         if attempt.state is OpenState.WAITING_FOR_SLOT:
@@ -138,7 +140,7 @@ class ClientOpener:
             by_source = fair.in_use < fair.limit  # a free slot, but not for this source
             if by_source:
                 self.slow.limit_hit(conn, Limit.CONNECTIONS_PER_SOURCE, "waits for a slot")
-            taken = await slots.wait(conn.source, deadline - loop.time())
+            taken = await slots.wait(conn.source, deadline - self.clock())
             if taken is Take.REFUSED:
                 self.slow.limit_hit(conn, Limit.WAITING_PER_SOURCE, "refused")
                 attempt.failed()
@@ -163,11 +165,11 @@ class ClientOpener:
             if conn.done:  # the client left as the slot came (wait_for kept it)
                 slots.release(conn.source)
                 return
-            conn.holds_slot = True
-            attempt.slot_taken()
-            self.slow.start(conn, loop.time())
+            now = self.clock()
+            conn.slot_taken(now)
+            self.slow.start(conn, now)
         pipe = await self.registry.wait_for(
-            service.uuid, max(0.0, deadline - loop.time()), exclude=attempt.tried
+            service.uuid, max(0.0, deadline - self.clock()), exclude=attempt.tried
         )
         if pipe is None:
             attempt.failed()
@@ -199,8 +201,7 @@ class ClientOpener:
         if eof:
             stream.send_eof()
         conn.bind(stream, pipe.paused)
-        if not conn.counted:
-            conn.counted = True
+        if conn.count_open():
             self.metrics.tally.add(self.metrics.streams_open, (service.name,))
         self._watch_open(conn)
 
@@ -216,9 +217,8 @@ class ClientOpener:
     def _watch_open(self, conn: ClientConnection) -> None:
         """While the SP has not answered: the next probe, or the deadline (on the
         opener's one timer for all of them, not a timer per connection)."""
-        loop = self._running_loop()
-        when = min(conn.attempt.deadline, loop.time() + PROBE_INTERVAL)
-        self.unanswered.set(conn, when, loop)
+        when = min(conn.attempt.deadline, self.clock() + PROBE_INTERVAL)
+        self.unanswered.set(conn, when, self._running_loop())
 
     def _check_open(self, conn: ClientConnection) -> None:
         """Still no OPEN_OK. Past request_ttl: 504. Else, if the pipe has gone silent
@@ -230,9 +230,10 @@ class ClientOpener:
         attempt = conn.attempt
         pipe = attempt.pipe
         assert pipe is not None
-        silent = time.monotonic() - pipe.last_heard
+        now = self.clock()
+        silent = now - pipe.last_heard
         decision = attempt.probe(
-            asyncio.get_running_loop().time(),
+            now,
             silent,
             answered=conn.written > 0,
             other_pipe=lambda: (
@@ -263,7 +264,7 @@ class ClientOpener:
             stream.replay = None
             self.registry.note_opened(conn.service.uuid, pipe)
             self.metrics.tally.observe(
-                self.metrics.open_seconds, (conn.service.name,), time.monotonic() - conn.started
+                self.metrics.open_seconds, (conn.service.name,), self.clock() - conn.started
             )
             return
         if not isinstance(error, PipeLost):
@@ -279,11 +280,10 @@ class ClientOpener:
         """Open ``conn`` again on another pipe when its pipe died, or its SP could
         not reach the service, before anything reached the client and within
         request_ttl. True when a new pipe is being sought."""
-        loop = asyncio.get_running_loop()
         service = conn.service
         lost = isinstance(error, PipeLost)
         if stream.replay is None or not conn.attempt.fail_over(
-            loop.time(),
+            self.clock(),
             replayable=not conn.written and not stream.eof_received,
             pipe_lost=lost,
             other_pipe=lambda tried: self.registry.choose(service.uuid, exclude=tried) is not None,
@@ -303,7 +303,8 @@ class ClientOpener:
             len(replay),
         )
         conn.unbind()
-        conn.task = loop.create_task(self._serve_when_possible(conn, replay, eof))
+        loop = self._running_loop()
+        conn.wait_in(loop.create_task(self._serve_when_possible(conn, replay, eof)))
         return True
 
     def _open_expired(self, conn: ClientConnection) -> None:
@@ -323,15 +324,8 @@ class ClientOpener:
     def connection_done(self, conn: LocalConnection) -> None:
         assert isinstance(conn, ClientConnection)
         self.connections.discard(conn)
-        if conn.task is not None and not conn.task.done():
-            conn.task.cancel()
+        conn.settle()
         self.unanswered.discard(conn)
-        if conn.guard is not None:
-            conn.guard.cancel()
-            conn.guard = None
-        if conn.holds_slot:
-            conn.holds_slot = False
-            self.slots[conn.service.uuid].release(conn.source)
         name = conn.service.name
         tally = self.metrics.tally
         tally.add(self.metrics.streams, (name, conn.outcome_kind or Outcome.CLOSED_EARLY))

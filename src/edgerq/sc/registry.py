@@ -105,12 +105,12 @@ class ServiceRegistry:
         """The least busy pipe for ``service`` (not in ``exclude``), waiting up to
         ``timeout`` s for one."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = self._clock() + timeout
         while True:
             pipe = self.choose(service, exclude)
             if pipe is not None:
                 return pipe
-            remaining = deadline - loop.time()
+            remaining = deadline - self._clock()
             if remaining <= 0:
                 return None
             waiter: asyncio.Future[None] = loop.create_future()

@@ -12,11 +12,12 @@ import asyncio
 import logging
 import time
 import uuid as uuid_mod
+from collections.abc import Callable
 
 from edgerq.labels import Limit
 from edgerq.runtime.metrics import Metrics
 from edgerq.sc.client_connection import ClientConnection
-from edgerq.sc.fairness import LogGate, Rate, RateWindow
+from edgerq.sc.fairness import LogGate, Rate
 from edgerq.sc.slots import ConnectionSlots
 
 log = logging.getLogger("edgerq.sc")
@@ -36,8 +37,14 @@ _LIMIT_WORDS = {
 class SlowClients:
     """Cuts clients too slow to send their request head or to move bytes."""
 
-    def __init__(self, metrics: Metrics, slots: dict[uuid_mod.UUID, ConnectionSlots]) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        slots: dict[uuid_mod.UUID, ConnectionSlots],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.metrics = metrics
+        self.clock = clock
         self.slots = slots
         self.log_gate = LogGate(LOG_INTERVAL)
         """One line per (service, source, limit) and interval: a flood logs a count."""
@@ -47,11 +54,6 @@ class SlowClients:
         being read; time spent waiting for a slot is the SC's, not the client's):
         its head deadline (``http``) and the end of its first ``min_rate`` window,
         whichever comes first."""
-        service = conn.service
-        conn.accepted_at = now
-        rate = service.effective_min_rate
-        if rate > 0:
-            conn.rate = RateWindow(rate, service.rate_window, now)
         self._arm(conn, now)
 
     def _arm(self, conn: ClientConnection, now: float) -> None:
@@ -63,13 +65,13 @@ class SlowClients:
             when = conn.rate.next_check if when is None else min(when, conn.rate.next_check)
         if when is not None:
             loop = asyncio.get_running_loop()
-            conn.guard = loop.call_at(max(when, now), self._check, conn)
+            conn.guard_with(loop.call_later(max(when - now, 0.0), self._check, conn))
 
     def _check(self, conn: ClientConnection) -> None:
-        conn.guard = None
+        conn.guard_with(None)
         if conn.done:
             return
-        now = asyncio.get_running_loop().time()
+        now = self.clock()
         service = conn.service
         timeout = service.header_timeout
         if (
@@ -97,7 +99,7 @@ class SlowClients:
         """Count a limit's decision; log it, at most once per source, limit and interval."""
         self.metrics.limit_hit(limit)
         service = conn.service
-        skipped = self.log_gate.allow((service.uuid, conn.source, limit), time.monotonic())
+        skipped = self.log_gate.allow((service.uuid, conn.source, limit), self.clock())
         if skipped is None:
             return
         more = f" (and {skipped} more from it in the last {LOG_INTERVAL:g} s)" if skipped else ""

@@ -394,7 +394,11 @@ def test_waiting_ends_in_time_refused_or_cancelled_without_leaking_a_slot() -> N
 def client_reads(service: ConsumerService, reads: list[bytes]) -> ClientConnection:
     """A client connection (no socket, no stream yet) that read ``reads``."""
     conn = ClientConnection(
-        service, on_done=lambda c: None, on_connected=lambda c: None, on_answer=lambda *a: None
+        service,
+        on_done=lambda c: None,
+        on_connected=lambda c: None,
+        on_answer=lambda *a: None,
+        slots=ConnectionSlots(service),
     )
     for data in reads:
         conn.get_buffer(-1)[: len(data)] = data
