@@ -23,7 +23,7 @@ from edgerq.pipe.events import Refusal, Role, State
 from edgerq.pipe.settings import PipeSettings
 from edgerq.pipe.status import PipeStatus
 from edgerq.pipe.stream import OpenRefused, Stream, StreamSink
-from edgerq.protocol.messages import GoawayCode, Open, OpenFailure, RegisterStatus
+from edgerq.protocol.messages import GoawayCode, Open, RegisterStatus
 
 __all__ = [
     "MAX_PINGS_PER_INTERVAL",
@@ -35,7 +35,6 @@ __all__ = [
     "Refusal",
     "Role",
     "State",
-    "open_failure_from_os_error",
 ]
 
 
@@ -147,11 +146,3 @@ class ProviderOwner(PipeOwner, Protocol):
         self, pipe: MuxPipe, results: Sequence[tuple[uuid_mod.UUID, RegisterStatus]]
     ) -> None: ...
     def pipe_open(self, pipe: MuxPipe, request: Open) -> None: ...
-
-
-def open_failure_from_os_error(exc: OSError) -> OpenRefused:
-    if isinstance(exc, ConnectionRefusedError):
-        return OpenRefused(OpenFailure.CONNECT_REFUSED, f"connection refused: {exc.strerror}")
-    if isinstance(exc, TimeoutError):
-        return OpenRefused(OpenFailure.CONNECT_TIMEOUT, "connect timed out")
-    return OpenRefused(OpenFailure.CONNECT_ERROR, f"cannot connect: {exc.strerror or exc}")

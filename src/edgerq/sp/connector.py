@@ -18,7 +18,7 @@ from typing import Any
 from edgerq.config.model import ProviderService
 from edgerq.defaults import CONNECT_TIMEOUT
 from edgerq.labels import Outcome
-from edgerq.pipe.interface import MuxPipe, open_failure_from_os_error
+from edgerq.pipe.interface import MuxPipe
 from edgerq.pipe.stream import OpenRefused, Stream
 from edgerq.protocol import proxy_header
 from edgerq.protocol.messages import Open, OpenFailure
@@ -205,3 +205,12 @@ class ServiceConnector:
             time.monotonic() - conn.started,
             outcome,
         )
+
+
+def open_failure_from_os_error(exc: OSError) -> OpenRefused:
+    """Why a connect to the service failed, as the OPEN_FAIL code and reason the SC hears."""
+    if isinstance(exc, ConnectionRefusedError):
+        return OpenRefused(OpenFailure.CONNECT_REFUSED, f"connection refused: {exc.strerror}")
+    if isinstance(exc, TimeoutError):
+        return OpenRefused(OpenFailure.CONNECT_TIMEOUT, "connect timed out")
+    return OpenRefused(OpenFailure.CONNECT_ERROR, f"cannot connect: {exc.strerror or exc}")
