@@ -19,6 +19,7 @@ import ipaddress
 import os
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
@@ -41,6 +42,7 @@ from edgerq.config.model import (
     Secret,
     ServiceType,
 )
+from edgerq.config.tls import normalize_fingerprint
 from edgerq.errors import ConfigError
 
 
@@ -263,25 +265,22 @@ def _listener(path: Path, elem: etree._Element) -> ListenerConfig:
     )
 
 
-def load_consumer(path: Path, env: Mapping[str, str] | None = None) -> ConsumerConfig:
-    path = Path(path)
+def _root(path: Path, tag: str, schema: str) -> etree._Element:
+    """The file's root element, parsed and validated against ``schema``'s XSD."""
     tree = xml.parse(path)
     root = tree.getroot()
-    if root.tag != "service_consumer":
+    if root.tag != tag:
         raise ConfigError(
-            f"{path}:{root.sourceline}: root element is <{root.tag}>, expected <service_consumer>"
+            f"{path}:{root.sourceline}: root element is <{root.tag}>, expected <{tag}>"
         )
-    xml.validate(path, tree, "consumer")
+    xml.validate(path, tree, schema)
+    return root
+
+
+def load_consumer(path: Path, env: Mapping[str, str] | None = None) -> ConsumerConfig:
+    path = Path(path)
+    root = _root(path, "service_consumer", "consumer")
     env = os.environ if env is None else env
-
-    default_max = int(xml.text_of(root, "max_connections") or defaults.MAX_CONNECTIONS)
-    default_buffer = int(xml.text_of(root, "request_buffer") or defaults.REQUEST_BUFFER)
-    default_ttl = float(Decimal(xml.text_of(root, "request_ttl") or defaults.REQUEST_TTL))
-    default_window = int(xml.text_of(root, "stream_window") or defaults.STREAM_WINDOW)
-    default_idle = _seconds(xml.text_of(root, "idle_timeout"))
-    default_fairness = _fairness(root, {"trusted_sources": _trusted_sources(path, root)})
-    default_backlog = int(xml.text_of(root, "listen_backlog") or defaults.LISTEN_BACKLOG)
-
     _check_root_cardinality(path, root)
     listeners = []
     used_ports: dict[int, int] = {}
@@ -289,43 +288,26 @@ def load_consumer(path: Path, env: Mapping[str, str] | None = None) -> ConsumerC
         listener = _listener(path, elem)
         listeners.append(listener)
         used_ports.setdefault(listener.port, xml.line_of(elem, "port"))
+    inherited = _ServiceDefaults.of(path, root)
     seen_uuids: dict[uuid.UUID, int] = {}
     services = []
     for elem in root.iterfind("services/service"):
         uuid_line = xml.line_of(elem, "uuid")
         port_line = xml.line_of(elem, "port")
-        service_uuid = uuid.UUID(cast(str, xml.text_of(elem, "uuid")))
-        port = int(cast(str, xml.text_of(elem, "port")))
-        if service_uuid in seen_uuids:
+        service = inherited.service(path, elem)
+        if service.uuid in seen_uuids:
             raise ConfigError(
-                f"{path}:{uuid_line}: duplicate service uuid {service_uuid} "
-                f"(first at line {seen_uuids[service_uuid]})"
+                f"{path}:{uuid_line}: duplicate service uuid {service.uuid} "
+                f"(first at line {seen_uuids[service.uuid]})"
             )
-        if port and port in used_ports:  # 0: each gets its own free port
+        if service.port and service.port in used_ports:  # 0: each gets its own free port
             raise ConfigError(
-                f"{path}:{port_line}: duplicate port: {port} is already used "
-                f"at line {used_ports[port]}"
+                f"{path}:{port_line}: duplicate port: {service.port} is already used "
+                f"at line {used_ports[service.port]}"
             )
-        seen_uuids[service_uuid] = uuid_line
-        used_ports[port] = port_line
-        ttl = xml.text_of(elem, "request_ttl")
-        services.append(
-            ConsumerService(
-                uuid=service_uuid,
-                name=xml.text_of(elem, "name") or str(service_uuid),
-                port=port,
-                inaddr_any=xml.yes(xml.text_of(elem, "inaddr_any")),
-                max_connections=int(xml.text_of(elem, "max_connections") or default_max),
-                request_buffer=int(xml.text_of(elem, "request_buffer") or default_buffer),
-                request_ttl=float(Decimal(ttl)) if ttl else default_ttl,
-                stream_window=int(xml.text_of(elem, "stream_window") or default_window),
-                type=cast(ServiceType, xml.text_of(elem, "type") or "tcp"),
-                idle_timeout=_seconds(xml.text_of(elem, "idle_timeout")) or default_idle,
-                listen_backlog=int(xml.text_of(elem, "listen_backlog") or default_backlog),
-                bind_address=_bind_address(path, elem),
-                **_fairness(elem, default_fairness),
-            )
-        )
+        seen_uuids[service.uuid] = uuid_line
+        used_ports[service.port] = port_line
+        services.append(service)
     token, source = _env_token(path, xml.text_of(root, "auth_token"), env)
     return ConsumerConfig(
         path,
@@ -340,91 +322,66 @@ def load_consumer(path: Path, env: Mapping[str, str] | None = None) -> ConsumerC
     )
 
 
+@dataclass(frozen=True)
+class _ServiceDefaults:
+    """What a ``<service>`` of consumer.xml inherits from the root when it says nothing."""
+
+    max_connections: int
+    request_buffer: int
+    request_ttl: float
+    stream_window: int
+    idle_timeout: float | None
+    listen_backlog: int
+    fairness: dict[str, Any]
+
+    @classmethod
+    def of(cls, path: Path, root: etree._Element) -> _ServiceDefaults:
+        return cls(
+            max_connections=int(xml.text_of(root, "max_connections") or defaults.MAX_CONNECTIONS),
+            request_buffer=int(xml.text_of(root, "request_buffer") or defaults.REQUEST_BUFFER),
+            request_ttl=float(Decimal(xml.text_of(root, "request_ttl") or defaults.REQUEST_TTL)),
+            stream_window=int(xml.text_of(root, "stream_window") or defaults.STREAM_WINDOW),
+            idle_timeout=_seconds(xml.text_of(root, "idle_timeout")),
+            listen_backlog=int(xml.text_of(root, "listen_backlog") or defaults.LISTEN_BACKLOG),
+            fairness=_fairness(root, {"trusted_sources": _trusted_sources(path, root)}),
+        )
+
+    def service(self, path: Path, elem: etree._Element) -> ConsumerService:
+        service_uuid = uuid.UUID(cast(str, xml.text_of(elem, "uuid")))
+        ttl = xml.text_of(elem, "request_ttl")
+        return ConsumerService(
+            uuid=service_uuid,
+            name=xml.text_of(elem, "name") or str(service_uuid),
+            port=int(cast(str, xml.text_of(elem, "port"))),
+            inaddr_any=xml.yes(xml.text_of(elem, "inaddr_any")),
+            max_connections=int(xml.text_of(elem, "max_connections") or self.max_connections),
+            request_buffer=int(xml.text_of(elem, "request_buffer") or self.request_buffer),
+            request_ttl=float(Decimal(ttl)) if ttl else self.request_ttl,
+            stream_window=int(xml.text_of(elem, "stream_window") or self.stream_window),
+            type=cast(ServiceType, xml.text_of(elem, "type") or "tcp"),
+            idle_timeout=_seconds(xml.text_of(elem, "idle_timeout")) or self.idle_timeout,
+            listen_backlog=int(xml.text_of(elem, "listen_backlog") or self.listen_backlog),
+            bind_address=_bind_address(path, elem),
+            **_fairness(elem, self.fairness),
+        )
+
+
 def load_provider(path: Path, env: Mapping[str, str] | None = None) -> ProviderConfig:
     path = Path(path)
-    tree = xml.parse(path)
-    root = tree.getroot()
-    if root.tag != "service_provider":
-        raise ConfigError(
-            f"{path}:{root.sourceline}: root element is <{root.tag}>, expected <service_provider>"
-        )
-    xml.validate(path, tree, "provider")
+    root = _root(path, "service_provider", "provider")
     env = os.environ if env is None else env
-
     pipes = []
     pipe_names: dict[str, int] = {}
     default_window = int(xml.text_of(root, "stream_window") or defaults.STREAM_WINDOW)
     for index, pipe_elem in enumerate(root.iterfind("pipes/pipe"), start=1):
-        pipe_line = xml.line_of(pipe_elem, "name")
-        name = xml.text_of(pipe_elem, "name") or f"pipe{index}"
-        if name in pipe_names:
+        pipe = _pipe(path, pipe_elem, f"pipe{index}", default_window, env)
+        if pipe.name in pipe_names:
             raise ConfigError(
-                f"{path}:{pipe_line}: duplicate pipe name '{name}' "
-                f"(first at line {pipe_names[name]})"
+                f"{path}:{xml.line_of(pipe_elem, 'name')}: duplicate pipe name '{pipe.name}' "
+                f"(first at line {pipe_names[pipe.name]})"
             )
-        pipe_names[name] = pipe_line
-        seen: dict[uuid.UUID, int] = {}
-        services = []
-        for elem in pipe_elem.iterfind("services/service"):
-            line = xml.line_of(elem, "uuid")
-            service_uuid = uuid.UUID(cast(str, xml.text_of(elem, "uuid")))
-            if service_uuid in seen:
-                raise ConfigError(
-                    f"{path}:{line}: duplicate service uuid {service_uuid} in "
-                    f"pipe '{name}' (first at line {seen[service_uuid]})"
-                )
-            seen[service_uuid] = line
-            services.append(
-                ProviderService(
-                    uuid=service_uuid,
-                    name=xml.text_of(elem, "name") or str(service_uuid),
-                    hostname=cast(str, xml.text_of(elem, "hostname")),
-                    port=int(cast(str, xml.text_of(elem, "port"))),
-                    proxy_protocol=_proxy_protocol(xml.text_of(elem, "proxy_protocol")),
-                    idle_timeout=_seconds(xml.text_of(elem, "idle_timeout")),
-                )
-            )
-        token, source = _env_token(path, xml.text_of(pipe_elem, "auth_token"), env)
-        protocol = _check_carrier(path, pipe_elem)
-        ca_file = _path(path, xml.text_of(pipe_elem, "ca_file"))
-        pin = xml.text_of(pipe_elem, "server_fingerprint")
-        insecure = xml.yes(xml.text_of(pipe_elem, "insecure"))
-        if pin:
-            from edgerq.config.tls import normalize_fingerprint
-
-            try:
-                pin = normalize_fingerprint(pin)
-            except ValueError as exc:
-                raise ConfigError(
-                    f"{path}:{xml.line_of(pipe_elem, 'server_fingerprint')}: {exc}"
-                ) from exc
-        if protocol == "udp" and not (ca_file or pin or insecure):
-            protocol_line = xml.line_of(pipe_elem, "protocol")
-            raise ConfigError(
-                f"{path}:{protocol_line}: udp pipe '{name}' must verify the SC: "
-                "set <server_fingerprint> (edgerq fingerprint consumer.xml prints it) or "
-                "<ca_file>, or accept any certificate with <insecure>yes</insecure>"
-            )
-        pipes.append(
-            PipeConfig(
-                name=name,
-                hostname=cast(str, xml.text_of(pipe_elem, "hostname")),
-                port=int(cast(str, xml.text_of(pipe_elem, "port"))),
-                services=tuple(services),
-                protocol=protocol,
-                auth_token=token,
-                token_source=source,
-                ca_file=ca_file,
-                server_fingerprint=pin or None,
-                server_name=xml.text_of(pipe_elem, "server_name") or None,
-                insecure=insecure,
-                all_addresses=xml.yes(xml.text_of(pipe_elem, "all_addresses")),
-                resolve_interval=float(
-                    Decimal(xml.text_of(pipe_elem, "resolve_interval") or defaults.RESOLVE_INTERVAL)
-                ),
-                stream_window=int(xml.text_of(pipe_elem, "stream_window") or default_window),
-            )
-        )
+        pipe_names[pipe.name] = xml.line_of(pipe_elem, "name")
+        pipes.append(pipe)
     return ProviderConfig(
         path,
         tuple(pipes),
@@ -432,6 +389,83 @@ def load_provider(path: Path, env: Mapping[str, str] | None = None) -> ProviderC
         shutdown_grace=_shutdown_grace(root),
         limits=_limits(root),
     )
+
+
+def _pipe(
+    path: Path,
+    elem: etree._Element,
+    default_name: str,
+    default_window: int,
+    env: Mapping[str, str],
+) -> PipeConfig:
+    name = xml.text_of(elem, "name") or default_name
+    token, source = _env_token(path, xml.text_of(elem, "auth_token"), env)
+    protocol = _check_carrier(path, elem)
+    ca_file = _path(path, xml.text_of(elem, "ca_file"))
+    pin = _server_pin(path, elem)
+    insecure = xml.yes(xml.text_of(elem, "insecure"))
+    if protocol == "udp" and not (ca_file or pin or insecure):
+        raise ConfigError(
+            f"{path}:{xml.line_of(elem, 'protocol')}: udp pipe '{name}' must verify the SC: "
+            "set <server_fingerprint> (edgerq fingerprint consumer.xml prints it) or "
+            "<ca_file>, or accept any certificate with <insecure>yes</insecure>"
+        )
+    return PipeConfig(
+        name=name,
+        hostname=cast(str, xml.text_of(elem, "hostname")),
+        port=int(cast(str, xml.text_of(elem, "port"))),
+        services=_provider_services(path, elem, name),
+        protocol=protocol,
+        auth_token=token,
+        token_source=source,
+        ca_file=ca_file,
+        server_fingerprint=pin,
+        server_name=xml.text_of(elem, "server_name") or None,
+        insecure=insecure,
+        all_addresses=xml.yes(xml.text_of(elem, "all_addresses")),
+        resolve_interval=float(
+            Decimal(xml.text_of(elem, "resolve_interval") or defaults.RESOLVE_INTERVAL)
+        ),
+        stream_window=int(xml.text_of(elem, "stream_window") or default_window),
+    )
+
+
+def _provider_services(
+    path: Path, pipe_elem: etree._Element, pipe_name: str
+) -> tuple[ProviderService, ...]:
+    seen: dict[uuid.UUID, int] = {}
+    services = []
+    for elem in pipe_elem.iterfind("services/service"):
+        line = xml.line_of(elem, "uuid")
+        service_uuid = uuid.UUID(cast(str, xml.text_of(elem, "uuid")))
+        if service_uuid in seen:
+            raise ConfigError(
+                f"{path}:{line}: duplicate service uuid {service_uuid} in "
+                f"pipe '{pipe_name}' (first at line {seen[service_uuid]})"
+            )
+        seen[service_uuid] = line
+        services.append(
+            ProviderService(
+                uuid=service_uuid,
+                name=xml.text_of(elem, "name") or str(service_uuid),
+                hostname=cast(str, xml.text_of(elem, "hostname")),
+                port=int(cast(str, xml.text_of(elem, "port"))),
+                proxy_protocol=_proxy_protocol(xml.text_of(elem, "proxy_protocol")),
+                idle_timeout=_seconds(xml.text_of(elem, "idle_timeout")),
+            )
+        )
+    return tuple(services)
+
+
+def _server_pin(path: Path, pipe_elem: etree._Element) -> str | None:
+    """``<server_fingerprint>`` normalized (colons, case), or None."""
+    pin = xml.text_of(pipe_elem, "server_fingerprint")
+    if not pin:
+        return None
+    try:
+        return normalize_fingerprint(pin)
+    except ValueError as exc:
+        raise ConfigError(f"{path}:{xml.line_of(pipe_elem, 'server_fingerprint')}: {exc}") from exc
 
 
 def _shutdown_grace(root: etree._Element) -> float:

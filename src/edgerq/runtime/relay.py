@@ -1,11 +1,9 @@
 """The local end of a stream: one TCP socket relayed to and from a ``Stream``.
 
-``LocalConnection`` reads the socket straight into a reusable buffer no
-larger than the stream's send credit (so nothing is ever read that cannot be
-sent), and writes what the stream delivers, granting credit back once the
-socket has taken it. Half-close is relayed both ways: EOF read from the socket
-becomes FIN, FIN from the peer becomes ``write_eof``; the socket is closed
-once both directions are done.
+``LocalConnection`` reads the socket into a reusable buffer no larger than the
+stream's send credit (nothing is read that cannot be sent) and writes what the
+stream delivers, granting credit back once the socket took it. EOF becomes FIN
+and FIN ``write_eof``; the socket closes once both directions are done.
 """
 
 from __future__ import annotations
@@ -30,9 +28,8 @@ READ_SIZE = 256 * 1024
 """Most bytes read from a socket at once (whatever request_buffer says); they leave as
 DATA frames of at most the stream's ``max_frame`` (``defaults.DATA_FRAME`` or more)."""
 
-PAUSED_CREDIT = 1
-PAUSED_PIPE = 2
-PAUSED_NOT_READY = 4
+PAUSED_CREDIT, PAUSED_PIPE, PAUSED_NOT_READY = 1, 2, 4
+"""Why reading is paused (bits): no send credit, the pipe is full, not connected yet."""
 
 
 _LINGER_RESET = struct.pack("ii", 1, 0)
@@ -50,7 +47,10 @@ def _shared_view(size: int) -> memoryview:
 
 
 class LocalConnection(asyncio.BufferedProtocol):
-    """A client socket (at the SC) or a service socket (at the SP) bound to one stream."""
+    """A client socket (at the SC) or a service socket (at the SP) bound to one stream.
+
+    Over 300 lines, as ``PipeConnection`` is: the per-byte path, both directions and
+    their backpressure, reads best whole (the SC's per-client rest: ``ClientConnection``)."""
 
     def __init__(
         self,

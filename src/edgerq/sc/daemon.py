@@ -46,6 +46,24 @@ def count_drops(
             seen[reason] = total
 
 
+def service_entry(
+    service: ConsumerService, opener: ClientOpener, registry: ServiceRegistry
+) -> dict[str, Any]:
+    """One service in the SC's ``/status``: its pipes, clients and bytes."""
+    slots, (up, down) = opener.slots[service.uuid], opener.bytes[service.uuid]
+    return {
+        "name": service.name,
+        "uuid": str(service.uuid),
+        "port": service.port,
+        "pipes": len(registry.pipes_for(service.uuid)),
+        "open": slots.in_use,
+        "waiting_for_slot": slots.waiting,
+        "waiting_for_pipe": registry.waiting_for(service.uuid),
+        "bytes_up": up,
+        "bytes_down": down,
+    }
+
+
 def pipe_entry(carrier: str, status: PipeStatus, now: float) -> dict[str, Any]:
     """One pipe in the SC's ``/status``."""
     return {
@@ -337,21 +355,9 @@ class ServiceConsumer:
                 for p in sorted(self.pipes, key=lambda p: p.id)
                 if p.authenticated
             ],
-            "services": [self._service_entry(s) for s in self.config.services],
-        }
-
-    def _service_entry(self, service: ConsumerService) -> dict[str, Any]:
-        slots, (up, down) = self.opener.slots[service.uuid], self.opener.bytes[service.uuid]
-        return {
-            "name": service.name,
-            "uuid": str(service.uuid),
-            "port": service.port,
-            "pipes": len(self.registry.pipes_for(service.uuid)),
-            "open": slots.in_use,
-            "waiting_for_slot": slots.waiting,
-            "waiting_for_pipe": self.registry.waiting_for(service.uuid),
-            "bytes_up": up,
-            "bytes_down": down,
+            "services": [
+                service_entry(s, self.opener, self.registry) for s in self.config.services
+            ],
         }
 
     async def stop(self) -> None:

@@ -61,38 +61,7 @@ class ProviderPipe:
 
     async def run(self) -> None:
         """Dial, serve until the pipe dies, back off, redial; forever (until cancelled)."""
-        if self.token is None:
-            log.warning(
-                "%s: no auth_token configured; only an SC without a token will accept this pipe",
-                self.label,
-            )
-        if self.config.protocol == "udp":
-            if self.config.server_fingerprint:
-                log.info(
-                    "%s: the SC must present the certificate with SHA-256 fingerprint %s",
-                    self.label,
-                    self.config.server_fingerprint,
-                )
-            elif self.config.ca_file:
-                log.info(
-                    "%s: the SC's certificate is verified against %s",
-                    self.label,
-                    self.config.ca_file,
-                )
-            else:
-                log.warning(
-                    "%s: <insecure>yes</insecure>: the SC's certificate is NOT "
-                    "verified; anyone on the path can impersonate it",
-                    self.label,
-                )
-        for service in self.config.services:
-            if service.proxy_protocol is not None:
-                log.info(
-                    "%s: service '%s' gets a PROXY protocol v%d header with the client's address",
-                    self.label,
-                    service.name,
-                    service.proxy_protocol,
-                )
+        self._log_settings()
         attempt = 0
         while True:
             attempt += 1
@@ -129,18 +98,58 @@ class ProviderPipe:
             if self.draining:
                 return
             if pipe.registered:
-                self.backoff.reset()
                 attempt = 0
-            elif self._failure is not None:
-                # Refused by the SC (token, version, a block): retrying quickly would
-                # only add failed authentications against this address.
-                self.backoff.skip_steady()
-            delay = self.backoff.next_delay()
-            if isinstance(self._failure, AuthError | VersionError):
-                log.error("%s: refused: %s; retry in %.1f s", self.label, reason, delay)
+            await asyncio.sleep(self._redial_delay(pipe, reason))
+
+    def _redial_delay(self, pipe: MuxPipe, reason: str) -> float:
+        """After a pipe that was up ended: how long to wait, said in the log."""
+        if pipe.registered:
+            self.backoff.reset()
+        elif self._failure is not None:
+            # Refused by the SC (token, version, a block): retrying quickly would
+            # only add failed authentications against this address.
+            self.backoff.skip_steady()
+        delay = self.backoff.next_delay()
+        if isinstance(self._failure, AuthError | VersionError):
+            log.error("%s: refused: %s; retry in %.1f s", self.label, reason, delay)
+        else:
+            log.warning("%s: pipe closed (%s); redial in %.1f s", self.label, reason, delay)
+        return delay
+
+    def _log_settings(self) -> None:
+        """What this pipe will prove and check, said once at start."""
+        if self.token is None:
+            log.warning(
+                "%s: no auth_token configured; only an SC without a token will accept this pipe",
+                self.label,
+            )
+        if self.config.protocol == "udp":
+            if self.config.server_fingerprint:
+                log.info(
+                    "%s: the SC must present the certificate with SHA-256 fingerprint %s",
+                    self.label,
+                    self.config.server_fingerprint,
+                )
+            elif self.config.ca_file:
+                log.info(
+                    "%s: the SC's certificate is verified against %s",
+                    self.label,
+                    self.config.ca_file,
+                )
             else:
-                log.warning("%s: pipe closed (%s); redial in %.1f s", self.label, reason, delay)
-            await asyncio.sleep(delay)
+                log.warning(
+                    "%s: <insecure>yes</insecure>: the SC's certificate is NOT "
+                    "verified; anyone on the path can impersonate it",
+                    self.label,
+                )
+        for service in self.config.services:
+            if service.proxy_protocol is not None:
+                log.info(
+                    "%s: service '%s' gets a PROXY protocol v%d header with the client's address",
+                    self.label,
+                    service.name,
+                    service.proxy_protocol,
+                )
 
     def retarget(self, config: PipeConfig) -> None:
         """Same pipe, same services, new addresses behind it: used by new streams."""
