@@ -21,7 +21,7 @@ help:
 	@echo "make test-fast     the unit suite and the compiled build's own tests, run by $(FAST_VENV) (after build-fast)"
 	@echo "make fault-test    kill -9 under load, pipe partition, soak, long fuzzing (about 11 min)"
 	@echo "make compose-test  the Docker Compose suite end to end (bootstraps Docker as root)"
-	@echo "make two-site-test deploy/public + deploy/private as two Compose projects: the production set-up, rotation, upgrade"
+	@echo "make two-site-test deploy/public + deploy/private as two Compose projects (tests/twosite): the production set-up, rotation, upgrade (about 2 min; EDGERQ_COMPOSE=v1|v2 TWOSITE_CARRIER=tcp|udp TWOSITE_KEEP=1)"
 	@echo "make promtool-test promtool check/test of the public host's Prometheus config and alert rules"
 	@echo "make lock          regenerate requirements/image.lock (pinned, hashed deps of the edgerq image)"
 	@echo "make swarm-test    deploy/swarm on a one-node swarm: kills, rolling updates, scaling under load (about 4 min)"
@@ -84,8 +84,11 @@ swarm-test: $(STAMP)
 up:
 	scripts/up
 
-two-site-test:
-	scripts/two-site-e2e
+# tests/twosite (pytest): each host its own copy of the repo and Compose project
+# (EDGERQ_COMPOSE=v1|v2, TWOSITE_CARRIER=tcp|udp, TWOSITE_KEEP=1, TWOSITE_LOAD_WORKERS)
+two-site-test: $(STAMP)
+	timeout 1200 scripts/docker-bootstrap
+	$(BIN)/pytest tests/twosite -m twosite -v -s -p no:cacheprovider
 
 promtool-test:
 	scripts/promtool-test
