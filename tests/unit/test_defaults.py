@@ -7,8 +7,6 @@ import uuid
 from edgerq import defaults
 from edgerq.carriers.quic import qh3_compat
 from edgerq.config.model import ConsumerService, PipeLimits
-from edgerq.pipe.events import Role
-from edgerq.pipe.settings import PipeSettings
 
 
 def test_the_config_model_fills_in_the_defaults() -> None:
@@ -20,23 +18,6 @@ def test_the_config_model_fills_in_the_defaults() -> None:
     service = ConsumerService(uuid=uuid.UUID(int=1), name="s", port=1)
     assert service.max_connections == defaults.MAX_CONNECTIONS
     assert service.request_ttl == defaults.REQUEST_TTL
-
-
-def test_pipe_settings_left_at_their_defaults_agree_with_the_config_model() -> None:
-    limits = PipeLimits()
-    settings = PipeSettings(Role.CONSUMER)
-    assert settings.handshake_timeout == limits.handshake_timeout
-    assert settings.control_backlog == limits.control_backlog
-    assert settings.max_streams == limits.streams_per_pipe
-    assert settings.pipe_buffer == limits.pipe_buffer
-    assert settings.heartbeat_timeout == defaults.HEARTBEAT_TIMEOUT
-    assert settings.stream_window == defaults.STREAM_WINDOW
-
-
-def test_pipe_settings_never_print_the_token() -> None:
-    settings = PipeSettings(Role.PROVIDER, b"s3cret-token", "pipe1")
-    assert "s3cret" not in repr(settings) and "s3cret" not in str(settings)
-    assert "token MASKED" in str(settings)
 
 
 def test_quic_lets_a_pipe_carry_as_many_streams_as_the_pipe_allows() -> None:

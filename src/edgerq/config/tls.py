@@ -83,6 +83,44 @@ def ensure_certificate(cert_path: Path, key_path: Path) -> bool:
     return True
 
 
+def check_key_pair(cert_path: Path, key_path: Path) -> None:
+    """Raise ``ConfigError`` naming the file unless ``cert_path`` holds a PEM
+    certificate and ``key_path`` the PEM private key that belongs to it (qh3 would
+    fail on either with an error that names neither, or not at all)."""
+    cert = _read_certificates(cert_path)[0]
+    try:
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except OSError as exc:
+        raise ConfigError(
+            f"{key_path}: cannot read the private key: {exc.strerror or exc}"
+        ) from exc
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{key_path}: not a PEM private key without a passphrase") from exc
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    if key.public_key().public_bytes(der, public) != cert.public_key().public_bytes(der, public):
+        raise ConfigError(f"{key_path}: this private key does not belong to {cert_path}")
+
+
+def check_ca_file(path: Path) -> None:
+    """Raise ``ConfigError`` naming the file unless it holds PEM certificates."""
+    _read_certificates(path)
+
+
+def _read_certificates(path: Path) -> list[x509.Certificate]:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the certificate: {exc.strerror or exc}") from exc
+    try:
+        certificates = x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not a PEM certificate") from exc
+    if not certificates:
+        raise ConfigError(f"{path}: not a PEM certificate")
+    return certificates
+
+
 def fingerprint_der(der: bytes) -> str:
     digest = hashlib.sha256(der).hexdigest().upper()
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))

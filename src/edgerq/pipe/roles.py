@@ -100,8 +100,9 @@ class ProviderFrames:
                 self._refuse(request, refused)
         elif frame.type is FrameType.REGISTERED:
             # A second REGISTERED is an update: the SC's config was reloaded.
+            results = Registered.decode(frame.payload).results  # a malformed one raises first
             self.registered = True
-            self.emit(RegisteredReceived(Registered.decode(frame.payload).results))
+            self.emit(RegisteredReceived(results))
         else:
             raise RemoteProtocolError(f"unexpected {frame.type.name} from the SC")
 

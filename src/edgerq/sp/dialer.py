@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from edgerq.carriers import carrier
 from edgerq.config.model import PipeConfig, PipeLimits
 from edgerq.defaults import DIAL_TIMEOUT, REDIAL_STEADY
-from edgerq.errors import AuthError, VersionError
+from edgerq.errors import AuthError, ConfigError, VersionError
 from edgerq.labels import Limit
 from edgerq.pipe.interface import MuxPipe, Role
 from edgerq.pipe.settings import PipeSettings
@@ -85,6 +85,11 @@ class ProviderPipe:
                     attempt,
                     delay,
                 )
+                await asyncio.sleep(delay)
+                continue
+            except ConfigError as exc:  # e.g. a <ca_file> gone or not PEM: say why, retry
+                delay = self.backoff.next_delay()
+                log.error("%s: cannot dial: %s; retry in %.1f s", self.label, exc, delay)
                 await asyncio.sleep(delay)
                 continue
             except Exception:

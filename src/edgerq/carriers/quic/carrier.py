@@ -35,7 +35,7 @@ from edgerq.carriers.quic import (
 from edgerq.carriers.quic.pipe import QuicPipe
 from edgerq.carriers.quic.server import BatchingServer, QuicListener
 from edgerq.config.model import ListenerConfig, PipeConfig
-from edgerq.config.tls import ensure_certificate, fingerprint_der
+from edgerq.config.tls import check_ca_file, check_key_pair, ensure_certificate, fingerprint_der
 from edgerq.errors import AuthError
 from edgerq.pipe.interface import ConsumerOwner, MuxPipe, ProviderOwner
 
@@ -260,6 +260,7 @@ def _configuration(is_client: bool, **settings: Any) -> QuicConfiguration:
 def server_configuration(listener: ListenerConfig) -> QuicConfiguration:
     assert listener.certificate is not None and listener.private_key is not None
     ensure_certificate(listener.certificate, listener.private_key)
+    check_key_pair(listener.certificate, listener.private_key)
     configuration = _configuration(is_client=False)
     configuration.load_cert_chain(listener.certificate, listener.private_key)
     return configuration
@@ -268,6 +269,7 @@ def server_configuration(listener: ListenerConfig) -> QuicConfiguration:
 def client_configuration(pipe: PipeConfig) -> QuicConfiguration:
     configuration = _configuration(is_client=True, server_name=pipe.server_name or pipe.hostname)
     if pipe.ca_file is not None:
+        check_ca_file(pipe.ca_file)
         configuration.verify_mode = ssl.CERT_REQUIRED
         configuration.load_verify_locations(cafile=str(pipe.ca_file))
     else:
