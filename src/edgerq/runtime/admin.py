@@ -20,7 +20,13 @@ from edgerq.runtime.metrics import Metrics
 
 log = logging.getLogger("edgerq.admin")
 
-REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    503: "Service Unavailable",
+}
 
 
 class AdminServer:
@@ -56,8 +62,8 @@ class AdminServer:
         try:
             async with asyncio.timeout(5):
                 request = await reader.readline()
-                while (await reader.readline()).strip():
-                    pass
+                while request.strip() and (await reader.readline()).strip():
+                    pass  # the headers: read, not used (a blank request line has none)
             parts = request.decode("latin-1").split()
             status, content_type, body = self._answer(parts)
         except (TimeoutError, ConnectionError, UnicodeDecodeError, asyncio.LimitOverrunError):
@@ -67,7 +73,8 @@ class AdminServer:
             f"HTTP/1.0 {status} {REASONS[status]}\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         )
-        writer.write(head.encode("latin-1") + body)
+        # HEAD: the same head, Content-Length included, and no content (RFC 9110 9.3.2)
+        writer.write(head.encode("latin-1") + (b"" if parts[:1] == ["HEAD"] else body))
         with contextlib.suppress(ConnectionError):
             await writer.drain()
         writer.close()
@@ -75,7 +82,7 @@ class AdminServer:
     def _answer(self, parts: list[str]) -> tuple[int, str, bytes]:
         text = "text/plain; charset=utf-8"
         if len(parts) < 2:
-            return 405, text, b"bad request\n"
+            return 400, text, b"bad request\n"
         method, path = parts[0], parts[1].split("?", 1)[0]
         if method not in ("GET", "HEAD"):
             return 405, text, b"only GET\n"

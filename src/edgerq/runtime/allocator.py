@@ -15,7 +15,8 @@ def tune_allocator() -> None:
     glibc's defaults such blocks sit at the top of the heap, are trimmed with
     ``brk`` as soon as they are freed and faulted in again by the next read,
     which on a bulk transfer costs the SC much system time. Allocations up to
-    1 MiB now come from the heap, and up to 8 MiB of free heap is kept.
+    ``MALLOC_MMAP_THRESHOLD`` (4 MiB) now come from the heap, and up to
+    ``MALLOC_TRIM_THRESHOLD`` (32 MiB) of free heap is kept.
     Other C libraries are left alone.
     """
     try:

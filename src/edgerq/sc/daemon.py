@@ -47,14 +47,18 @@ def count_drops(
 
 
 def service_entry(
-    service: ConsumerService, opener: ClientOpener, registry: ServiceRegistry
+    service: ConsumerService,
+    opener: ClientOpener,
+    registry: ServiceRegistry,
+    bound: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
-    """One service in the SC's ``/status``: its pipes, clients and bytes."""
+    """One service in the SC's ``/status``: its port (the one bound, which a
+    configured 0 is not), pipes, clients and bytes."""
     slots, (up, down) = opener.slots[service.uuid], opener.bytes[service.uuid]
     return {
         "name": service.name,
         "uuid": str(service.uuid),
-        "port": service.port,
+        "port": bound[1] if bound is not None else service.port,
         "pipes": len(registry.pipes_for(service.uuid)),
         "open": slots.in_use,
         "waiting_for_slot": slots.waiting,
@@ -356,7 +360,8 @@ class ServiceConsumer:
                 if p.authenticated
             ],
             "services": [
-                service_entry(s, self.opener, self.registry) for s in self.config.services
+                service_entry(s, self.opener, self.registry, self.service_addresses.get(s.uuid))
+                for s in self.config.services
             ],
         }
 

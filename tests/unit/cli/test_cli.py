@@ -1,4 +1,6 @@
-"""`edgerq check`, `--version` and `--help`, run in-process."""
+"""``edgerq`` run in-process end to end (``run()``): ``edgerq check`` on the samples and
+on bad files. The grammar alone (``--version``, ``--help``, usage errors, the log
+options) is ``test_parser.py``; the ready line and reloads ``test_runner.py``."""
 
 from __future__ import annotations
 
@@ -8,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from edgerq import __version__
 from edgerq.cli import run
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -108,57 +109,60 @@ def test_check_missing_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
     assert str(path) in err
 
 
-@pytest.mark.parametrize(
-    "argv", [["--version"], ["check", "--version"], ["sc", "--version"], ["sp", "--version"]]
-)
-def test_version(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
-    with pytest.raises(SystemExit) as info:
-        run(argv)
-    assert info.value.code == 0
-    assert f"edgerq {__version__}" in capsys.readouterr().out
+# --- edgerq fingerprint ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "argv", [["--help"], ["check", "--help"], ["sc", "--help"], ["sp", "--help"]]
-)
-def test_help(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
-    with pytest.raises(SystemExit) as info:
-        run(argv)
-    assert info.value.code == 0
-    out = capsys.readouterr().out
-    assert "usage: edgerq" in out
-    assert "--log-level" in out
+def udp_consumer(tmp_path: Path) -> tuple[Path, Path]:
+    """A consumer.xml with a udp listener whose pair is in ``tmp_path`` (not made yet)."""
+    cert = tmp_path / "sc-cert.pem"
+    path = tmp_path / "consumer.xml"
+    path.write_text(
+        "<service_consumer><listener><port>4433</port><protocol>udp</protocol>"
+        f"<certificate>{cert}</certificate><private_key>{tmp_path / 'sc-key.pem'}"
+        "</private_key></listener><services><service>"
+        "<uuid>11111111-2222-3333-4444-555555555555</uuid><port>3000</port></service>"
+        "</services></service_consumer>"
+    )
+    return path, cert
 
 
-def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit):
-        run(["--help"])
-    out = capsys.readouterr().out
-    for command in ("sc", "sp", "check"):
-        assert command in out
+def test_fingerprint_makes_the_pair_once_and_prints_its_fingerprint(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from edgerq.config.tls import fingerprint_file
+
+    path, cert = udp_consumer(tmp_path)
+    assert run(["fingerprint", str(path)]) == 0
+    first = capsys.readouterr().out
+    assert first == f"{fingerprint_file(cert)}  {cert}\n"
+    assert run(["fingerprint", str(path)]) == 0
+    assert capsys.readouterr().out == first  # the same pair, not a new one
 
 
-@pytest.mark.parametrize("argv", [[], ["check"], ["frobnicate", "x.xml"]])
-def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
-    with pytest.raises(SystemExit) as info:
-        run(argv)
-    assert info.value.code == 2
-    assert "usage:" in capsys.readouterr().err
+def test_fingerprint_of_a_provider_config_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    path = ROOT / "sp" / "provider.xml"
+    assert run(["fingerprint", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"edgerq: {path} is a provider config; fingerprint reads consumer.xml\n"
 
 
-def test_the_ready_line_is_one_json_object_after_its_prefix(
+def test_fingerprint_without_a_udp_listener_is_refused(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import json
-    from typing import Any, cast
+    path = ROOT / "sc" / "consumer.xml"
+    assert run(["fingerprint", str(path)]) == 1
+    assert capsys.readouterr().err == (f"edgerq: {path} has no udp listener and no certificate\n")
 
-    from edgerq.cli import READY_PREFIX, announce_ready
 
-    class Bound:
-        def bound(self) -> dict[str, Any]:
-            return {"role": "sc", "listeners": {"tcp": 40001}, "services": {}, "admin": None}
-
-    announce_ready(cast(Any, Bound()))
-    out = capsys.readouterr().out
-    assert out.startswith(READY_PREFIX) and out.endswith("\n") and out.count("\n") == 1
-    assert json.loads(out.removeprefix(READY_PREFIX))["listeners"] == {"tcp": 40001}
+def test_fingerprint_with_half_a_pair_says_which_half_is_missing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path, cert = udp_consumer(tmp_path)
+    cert.write_text("a certificate whose key was lost")
+    assert run(["fingerprint", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        f"edgerq: {tmp_path / 'sc-key.pem'}: missing (the other half of the key pair exists)\n"
+    )

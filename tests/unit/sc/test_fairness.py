@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import uuid
 from pathlib import Path
@@ -12,7 +11,6 @@ import pytest
 from edgerq.config.loader import load_consumer
 from edgerq.config.model import ConsumerService
 from edgerq.errors import ConfigError
-from edgerq.sc.client_connection import ClientConnection
 from edgerq.sc.fairness import (
     FairSlots,
     LogGate,
@@ -23,7 +21,6 @@ from edgerq.sc.fairness import (
     is_trusted,
     source_of,
 )
-from edgerq.sc.slots import ConnectionSlots
 
 A, B, C = "192.0.2.1", "192.0.2.2", "192.0.2.3"
 
@@ -329,98 +326,3 @@ def test_bad_fair_port_knobs_are_refused_with_their_name(
         load_consumer(consumer(tmp_path, root=root), env={})
     for word in words:
         assert word in str(error.value)
-
-
-# --- the asyncio glue: ConnectionSlots -------------------------------------------
-
-
-def service_slots(max_connections: int, per_source: int, waiting: int = 5) -> ConnectionSlots:
-    return ConnectionSlots(
-        ConsumerService(
-            UUID,
-            "s",
-            1,
-            max_connections=max_connections,
-            connections_per_source=per_source,
-            waiting_per_source=waiting,
-        )
-    )
-
-
-def test_a_waiting_connection_gets_the_slot_its_turn_brings() -> None:
-    async def scenario() -> None:
-        slots = service_slots(2, 1)
-        assert slots.try_take(A) and slots.try_take(B)
-        a_waits = asyncio.ensure_future(slots.wait(A, 5))
-        c_waits = asyncio.ensure_future(slots.wait(C, 5))
-        await asyncio.sleep(0)
-        slots.release(B)  # A is at its share: C gets it
-        assert await c_waits is Take.TAKEN
-        assert not a_waits.done()
-        slots.release(A)
-        assert await a_waits is Take.TAKEN
-        assert slots.fair.held == {A: 1, C: 1}
-
-    asyncio.run(scenario())
-
-
-def test_waiting_ends_in_time_refused_or_cancelled_without_leaking_a_slot() -> None:
-    async def scenario() -> None:
-        slots = service_slots(1, 1, waiting=1)
-        assert slots.try_take(A)
-        timed_out = asyncio.ensure_future(slots.wait(B, 0.05))
-        await asyncio.sleep(0)
-        assert await slots.wait(B, 5) is Take.REFUSED  # B has 1 waiting already
-        assert await timed_out is Take.TIMED_OUT
-        assert slots.fair.waiting == 0
-        left = asyncio.ensure_future(slots.wait(B, 5))
-        await asyncio.sleep(0)
-        slots.release(A)  # granted to B's waiter...
-        left.cancel()  # ...whose client leaves before it runs
-        try:
-            outcome = await left
-        except asyncio.CancelledError:
-            assert slots.in_use == 0 and slots.fair.held == {}  # the slot went back
-        else:  # Python 3.11's wait_for keeps a result that came with the cancel
-            assert outcome is Take.TAKEN
-            assert slots.in_use == 1 and slots.fair.held == {B: 1}  # held by the caller
-
-    asyncio.run(scenario())
-
-
-# --- what a client connection reads ------------------------------------------------
-
-
-def client_reads(service: ConsumerService, reads: list[bytes]) -> ClientConnection:
-    """A client connection (no socket, no stream yet) that read ``reads``."""
-    conn = ClientConnection(
-        service,
-        on_done=lambda c: None,
-        on_connected=lambda c: None,
-        on_answer=lambda *a: None,
-        slots=ConnectionSlots(service),
-    )
-    for data in reads:
-        conn.get_buffer(-1)[: len(data)] = data
-        conn.buffer_updated(len(data))
-    return conn
-
-
-def test_an_http_client_is_watched_until_its_head_arrives_and_every_read_counts() -> None:
-    http = ConsumerService(UUID, "h", 1, type="http")
-    reads = [b"GET / HTTP/1.1\r\n", b"Host: x\r", b"\n\r\n", b"body", b"more"]
-    conn = client_reads(http, reads[:2])
-    assert not conn.head_done and conn.watch_reads, "header_timeout still applies"
-    conn = client_reads(http, reads)
-    assert conn.head_done and not conn.watch_reads, "the rest of its reads are not looked at"
-    assert conn.read_total == sum(map(len, reads)), "min_rate counts every byte read"
-    assert conn.bytes_received == conn.read_total, "held back until a stream is bound"
-
-
-def test_a_tcp_client_or_one_without_header_timeout_is_never_watched() -> None:
-    for service in (
-        ConsumerService(UUID, "t", 1),
-        ConsumerService(UUID, "h", 1, type="http", header_timeout=None),
-    ):
-        conn = client_reads(service, [b"GET / HTTP/1.1\r\n", b"x"])
-        assert conn.head_done and not conn.watch_reads and conn.read_total == 17
