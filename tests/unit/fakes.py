@@ -222,3 +222,68 @@ def in_loop(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., Non
         asyncio.run(test(*args, **kwargs))
 
     return run
+
+
+class SocketTransport:
+    """A local socket's asyncio transport as a ``LocalConnection`` uses it: records
+    what is written and how it ends (closed after an answer, or aborted)."""
+
+    def __init__(
+        self,
+        peer: tuple[str, int] = ("203.0.113.9", 51000),
+        local: tuple[str, int] = ("127.0.0.1", 8080),
+    ) -> None:
+        self.extra = {"peername": peer, "sockname": local}
+        self.written = bytearray()
+        self.writes: list[bytes] = []
+        self.closed = False
+        self.aborted = False
+        self.reading = True
+        self.eof_written = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.extra.get(name, default)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        assert not self.is_closing(), "written after the end"
+        self.written += data
+        self.writes.append(bytes(data))
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def is_closing(self) -> bool:
+        return self.closed or self.aborted
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof_written = True
+
+    def is_reading(self) -> bool:
+        return self.reading
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+
+async def until(condition: Callable[[], bool], turns: int = 10000) -> None:
+    """Let the loop run until ``condition`` holds (the memory carrier needs no timer)."""
+    for _ in range(turns):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition not reached")

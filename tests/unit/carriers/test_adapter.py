@@ -18,11 +18,10 @@ from edgerq.carriers.adapter import build_pipe
 from edgerq.carriers.tcp import TcpPipe
 from edgerq.pipe.interface import Role
 from edgerq.pipe.settings import PipeSettings
-from edgerq.pipe.stream import OpenRefused, Stream
 from edgerq.protocol.frames import Frame, FrameDecoder, FrameType, encode_frame
 from edgerq.protocol.handshake import ProviderHandshake
 from edgerq.protocol.messages import CodedReason, GoawayCode, OpenFailure
-from tests.unit.fakes import FakeLink, Owner
+from tests.unit.fakes import FakeLink, Owner, Sink
 
 SERVICE = uuid.UUID(int=5)
 
@@ -111,30 +110,6 @@ def test_a_close_that_does_not_finish_is_aborted_after_close_timeout(
 # --- QuicPipe: one QUIC stream per pipe stream ------------------------------------------
 
 
-class Client:
-    def __init__(self) -> None:
-        self.answers: list[OpenRefused | None] = []
-        self.resets: list[str] = []
-
-    def on_data(self, data: bytes | memoryview) -> None:
-        pass
-
-    def on_eof(self) -> None:
-        pass
-
-    def on_reset(self, reason: str, outcome: object) -> None:
-        self.resets.append(reason)
-
-    def on_credit(self) -> None:
-        pass
-
-    def on_pipe_paused(self, paused: bool) -> None:
-        pass
-
-    def on_open_answer(self, stream: Stream, failure: OpenRefused | None) -> None:
-        self.answers.append(failure)
-
-
 def frames(data: bytes | bytearray) -> list[tuple[FrameType, int, bytes]]:
     return [(FrameType(t), s, bytes(p)) for t, s, p in FrameDecoder().receive(bytes(data))]
 
@@ -154,7 +129,7 @@ def test_quic_streams_carry_one_pipe_stream_each_and_end_with_it() -> None:
         for out in sp.receive(Frame(ftype, 0, payload)):
             pipe.quic_stream_data(0, out, False)
         assert pipe.authenticated
-        client = Client()
+        client = Sink()
         streams = [
             pipe.open_stream(SERVICE, window=65536, max_frame=4096, client="c", sink=client)
             for _ in range(3)

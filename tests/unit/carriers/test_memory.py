@@ -28,18 +28,9 @@ from edgerq.pipe.interface import Role
 from edgerq.pipe.settings import PipeSettings
 from edgerq.sc.daemon import ServiceConsumer
 from edgerq.sp.daemon import ServiceProvider
-from tests.unit.fakes import Owner
+from tests.unit.fakes import Owner, until
 
 SERVICE = uuid.UUID(int=0xEC40)
-
-
-async def until(condition: Callable[[], bool], turns: int = 10000) -> None:
-    """Let the loop run until ``condition`` holds (no timer: memory needs none)."""
-    for _ in range(turns):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition not reached")
 
 
 async def echo_service() -> asyncio.Server:

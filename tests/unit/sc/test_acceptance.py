@@ -25,7 +25,7 @@ from edgerq.protocol.messages import GoawayCode, Register, RegisterStatus
 from edgerq.runtime.metrics import Metrics
 from edgerq.sc.acceptance import PipeAcceptance
 from edgerq.sc.registry import ServiceRegistry
-from tests.unit.fakes import FakePipe, Owner
+from tests.unit.fakes import FakePipe, Owner, until
 
 WEB = ConsumerService(uuid.UUID(int=0xA1), "web", 0)
 DB = ConsumerService(uuid.UUID(int=0xB2), "db", 0)
@@ -71,15 +71,6 @@ class Provider(Owner):
     def pipe_authenticated(self, pipe: MuxPipe) -> None:
         super().pipe_authenticated(pipe)
         pipe.send_raw(Register(self.uuids).encode())
-
-
-async def until(condition: Callable[[], bool], turns: int = 10000) -> None:
-    """Let the loop run until ``condition`` holds (the memory carrier needs no timer)."""
-    for _ in range(turns):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition not reached")
 
 
 async def registered(

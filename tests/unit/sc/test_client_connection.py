@@ -18,60 +18,11 @@ from edgerq.sc.client_connection import ClientConnection
 from edgerq.sc.http_errors import error_response
 from edgerq.sc.open_attempt import OpenState
 from edgerq.sc.slots import ConnectionSlots
-from tests.unit.fakes import Writer
+from tests.unit.fakes import SocketTransport, Writer
 
 UUID = uuid.UUID("11111111-2222-3333-4444-555555555555")
 PEER = ("203.0.113.9", 51000)
 SOURCE = "203.0.113.9"
-
-
-class Transport:
-    """A client socket's asyncio transport as a ``LocalConnection`` uses it: records
-    what is written to it and how it ends (closed after an answer, or aborted)."""
-
-    def __init__(self) -> None:
-        self.written = bytearray()
-        self.closed = False
-        self.aborted = False
-        self.reading = True
-        self.eof_written = False
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": PEER, "sockname": ("127.0.0.1", 8080)}.get(name, default)
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        pass
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        assert not self.is_closing(), "written after the end"
-        self.written += data
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def is_closing(self) -> bool:
-        return self.closed or self.aborted
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.aborted = True
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def write_eof(self) -> None:
-        self.eof_written = True
-
-    def is_reading(self) -> bool:
-        return self.reading
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
 
 
 Answer = tuple[ClientConnection, Stream, OpenRefused | None]
@@ -79,7 +30,7 @@ Answer = tuple[ClientConnection, Stream, OpenRefused | None]
 
 def connection(
     service: ConsumerService, slots: ConnectionSlots | None = None
-) -> tuple[ClientConnection, Transport, list[Answer]]:
+) -> tuple[ClientConnection, SocketTransport, list[Answer]]:
     """A client connection accepted on a fake socket; the answers it forwards."""
     answers: list[Answer] = []
     conn = ClientConnection(
@@ -89,7 +40,7 @@ def connection(
         on_answer=lambda c, s, f: answers.append((c, s, f)),
         slots=slots if slots is not None else ConnectionSlots(service),
     )
-    transport = Transport()
+    transport = client_transport()
     conn.connection_made(cast(asyncio.Transport, transport))
     return conn, transport, answers
 
@@ -440,3 +391,8 @@ def test_a_reset_after_the_open_was_confirmed_cuts_a_tcp_client() -> None:
     conn.on_reset("reset by the SP", Outcome.RESET)
     assert transport.aborted and transport.written == b""
     assert (conn.outcome, conn.outcome_kind) == ("reset by the SP", Outcome.RESET)
+
+
+def client_transport() -> SocketTransport:
+    """A client's socket from ``PEER`` to the service port."""
+    return SocketTransport(peer=PEER)

@@ -37,8 +37,8 @@ from edgerq.pipe.status import PipeStatus
 from edgerq.runtime.metrics import Metrics
 from edgerq.sc.daemon import ServiceConsumer, count_drops, pipe_entry
 from edgerq.sp.daemon import ServiceProvider
-from tests.unit.carriers.test_memory import echo_service, until
-from tests.unit.fakes import in_loop
+from tests.unit.carriers.test_memory import echo_service
+from tests.unit.fakes import in_loop, until
 
 ECHO = uuid.UUID(int=0xEC40)
 ADDED = uuid.UUID(int=0xADD)

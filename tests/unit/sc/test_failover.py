@@ -20,7 +20,8 @@ from edgerq.config.model import PipeConfig, ProviderConfig, ProviderService, Sec
 from edgerq.protocol.frames import MAX_PAYLOAD, FrameDecoder, FrameType
 from edgerq.sc.daemon import ServiceConsumer
 from edgerq.sp.daemon import ServiceProvider
-from tests.unit.carriers.test_memory import SERVICE, consumer, echo_service, run, until
+from tests.unit.carriers.test_memory import SERVICE, consumer, echo_service, run
+from tests.unit.fakes import until
 
 
 def provider(sc: ServiceConsumer, name: str, backend_port: int) -> ServiceProvider:

@@ -24,7 +24,8 @@ from edgerq.sc.client_connection import ClientConnection
 from edgerq.sc.http_errors import error_response
 from edgerq.sc.slots import ConnectionSlots
 from edgerq.sc.slow_clients import LOG_INTERVAL, SlowClients
-from tests.unit.sc.test_client_connection import SOURCE, Transport, read
+from tests.unit.fakes import SocketTransport
+from tests.unit.sc.test_client_connection import SOURCE, client_transport, read
 
 UUID = uuid.UUID("11111111-2222-3333-4444-555555555555")
 HEAD = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -52,7 +53,7 @@ class Setup:
         self.slots = {service.uuid: ConnectionSlots(service)}
         self.slow = SlowClients(self.metrics, self.slots, self.clock)
 
-    def client(self) -> tuple[ClientConnection, Transport]:
+    def client(self) -> tuple[ClientConnection, SocketTransport]:
         """A client accepted now on a fake socket, holding its slot (not yet watched)."""
         conn = ClientConnection(
             self.service,
@@ -61,7 +62,7 @@ class Setup:
             on_answer=lambda *a: None,
             slots=self.slots[self.service.uuid],
         )
-        transport = Transport()
+        transport = client_transport()
         conn.connection_made(cast(asyncio.Transport, transport))
         now = self.clock()
         conn.begin(now)

@@ -17,52 +17,22 @@ from edgerq.pipe.settings import PipeSettings
 from edgerq.pipe.stream import OpenRefused, Stream
 from edgerq.runtime.relay import LocalConnection
 from edgerq.sp.dialer import ProviderPipe
-from tests.unit.fakes import Owner, Writer
+from tests.unit.fakes import Owner, SocketTransport, Writer
 
 SERVICE = uuid.UUID("11111111-2222-3333-4444-555555555555")
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-        self.reading = True
-
-    def get_extra_info(self, name: str) -> object:
-        return {"peername": ("203.0.113.9", 443), "sockname": ("192.0.2.1", 51000)}.get(name)
-
-    def set_write_buffer_limits(self, high: int, low: int) -> None:
-        pass
-
-    def write(self, data: bytes | memoryview) -> None:
-        self.written.append(bytes(data))
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def is_closing(self) -> bool:
-        return False
-
-    def is_reading(self) -> bool:
-        return self.reading
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
 
 
 @pytest.mark.parametrize("preamble", [b"PROXY UNKNOWN\r\n", b""], ids=["preamble", "none"])
 def test_data_that_arrived_while_connecting_follows_the_preamble(preamble: bytes) -> None:
     stream = Stream(Writer(), 1, SERVICE, window=1024 * 1024, max_frame=4096)
-    transport = FakeTransport()
+    transport = SocketTransport(peer=("203.0.113.9", 443), local=("192.0.2.1", 51000))
     conn = LocalConnection(4096, preamble=preamble)
     conn.bind(stream)
     conn.on_data(b"one")  # frames that arrived before the service accepted
     conn.on_data(memoryview(b"two"))
     conn.connection_made(cast(asyncio.Transport, transport))
     conn.on_data(b"three")
-    assert transport.written == [preamble, b"one", b"two", b"three"][0 if preamble else 1 :]
+    assert transport.writes == [preamble, b"one", b"two", b"three"][0 if preamble else 1 :]
     # Credit is granted for stream bytes only: the preamble is not the peer's data.
     assert stream.taken == len(b"onetwothree")
     assert (conn.peer, conn.local) == ("203.0.113.9:443", "192.0.2.1:51000")
