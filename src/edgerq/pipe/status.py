@@ -23,7 +23,8 @@ class PipeStatus:
     streams_total: int
     """Streams opened over the pipe's life."""
     unknown_stream_frames: int
-    """Frames for streams this pipe no longer has (or never had), dropped."""
+    """DATA and FIN frames for streams this pipe no longer has (or never had), dropped
+    (late WINDOW, RESET and OPEN answers for such streams are dropped uncounted)."""
     max_streams: int
     control_backlog: int
     pipe_buffer: int

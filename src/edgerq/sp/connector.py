@@ -107,7 +107,7 @@ class ServiceConnector:
         task = loop.create_task(
             loop.create_connection(lambda: conn, service.hostname, service.port)
         )
-        self.connecting.set(task, loop.time() + self.connect_timeout, loop)
+        self.connecting.set(task, time.monotonic() + self.connect_timeout, loop)
 
         def connected(done: asyncio.Task[tuple[asyncio.Transport, LocalConnection]]) -> None:
             self.connecting.discard(done)
