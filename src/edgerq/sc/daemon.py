@@ -82,11 +82,8 @@ def pipe_entry(carrier: str, status: PipeStatus, now: float) -> dict[str, Any]:
 
 
 class ServiceConsumer:
-    """The SC daemon: a pipe listener and one TCP listener per service.
-
-    ``clock`` is the one clock of every decision it makes (deadlines, silence,
-    blocks); it must be the pipes' clock too, ``time.monotonic``, which the
-    carriers hand to each pipe core."""
+    """The SC daemon: a pipe listener and one TCP listener per service. ``clock``: the one
+    clock of its decisions, which must be the pipes' (``time.monotonic``)."""
 
     def __init__(self, config: ConsumerConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
